@@ -1,0 +1,205 @@
+//! The back-office API (contract.md, "Back-office API"). Support staff read; admins also write.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Days, FixedOffset, NaiveDate, Utc};
+use paystream_engine::catalogue::ProductInput;
+use paystream_engine::Kind;
+use paystream_projections::{OrderFilter, OrderView};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::StaffMember;
+use crate::customer::{parse_order_id, parse_status};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/", get(ui))
+        .route("/admin/login", post(login))
+        .route("/admin/products", get(list_products).post(create_product))
+        .route("/admin/products/{sku}", put(put_product))
+        .route("/admin/orders", get(search_orders))
+        .route("/admin/orders/{id}", get(get_order))
+        .route("/admin/orders/{id}/events", get(order_events))
+}
+
+async fn ui() -> Html<&'static str> {
+    Html(include_str!("admin.html"))
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: SecretString,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let staff = state
+        .accounts
+        .verify_staff(&req.username, req.password)
+        .await?;
+    let issued = state
+        .tokens
+        .issue(staff.id, crate::tokens::STAFF, state.staff_session_ttl)?;
+    tracing::info!(staff_id = %staff.id, role = staff.role.as_str(), "staff logged in");
+    Ok(Json(json!({
+        "token": issued.token,
+        "expires_at": issued.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "role": staff.role,
+    })))
+}
+
+async fn list_products(
+    State(state): State<AppState>,
+    _staff: StaffMember,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(json!({ "items": state.catalogue.list(false).await? })))
+}
+
+async fn create_product(
+    State(state): State<AppState>,
+    staff: StaffMember,
+    ApiJson(input): ApiJson<ProductInput>,
+) -> ApiResult<impl IntoResponse> {
+    staff.require_admin()?;
+    let product = state.catalogue.create(input).await?;
+    tracing::info!(sku = %product.sku, staff_id = %staff.0.id, "product created");
+    Ok((StatusCode::CREATED, Json(product)))
+}
+
+async fn put_product(
+    State(state): State<AppState>,
+    staff: StaffMember,
+    Path(sku): Path<String>,
+    ApiJson(input): ApiJson<ProductInput>,
+) -> ApiResult<impl IntoResponse> {
+    staff.require_admin()?;
+    let product = state.catalogue.put(&sku, input).await?;
+    tracing::info!(sku = %product.sku, staff_id = %staff.0.id, "product saved");
+    Ok(Json(product))
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    status: Option<String>,
+    openid: Option<String>,
+    out_trade_no: Option<String>,
+    transaction_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    page: Option<u32>,
+    per_page: Option<u32>,
+}
+
+/// Merchants think in Beijing days.
+fn china() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("UTC+8")
+}
+
+/// An RFC 3339 instant, or a date meaning that day in Beijing time; `end` makes a date inclusive
+/// (the bound becomes the start of the next day).
+fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<DateTime<Utc>>> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Ok(Some(at.with_timezone(&Utc)));
+    }
+    let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
+        ApiError::new(
+            Kind::Invalid,
+            "invalid_query",
+            format!("{name} must be YYYY-MM-DD or an RFC 3339 time"),
+        )
+    })?;
+    let date = if end {
+        date.checked_add_days(Days::new(1)).unwrap_or(date)
+    } else {
+        date
+    };
+    let start = date
+        .and_hms_opt(0, 0, 0)
+        .and_then(|t| t.and_local_timezone(china()).single())
+        .map(|t| t.with_timezone(&Utc));
+    Ok(start)
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+async fn search_orders(
+    State(state): State<AppState>,
+    _staff: StaffMember,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let filter = OrderFilter {
+        user_id: None,
+        status: parse_status(q.status.as_deref())?,
+        openid: non_empty(q.openid),
+        out_trade_no: non_empty(q.out_trade_no),
+        transaction_id: non_empty(q.transaction_id),
+        from: parse_bound(q.from.as_deref(), "from", false)?,
+        to: parse_bound(q.to.as_deref(), "to", true)?,
+    };
+    let page = state
+        .orders_view
+        .search(&filter, q.page.unwrap_or(1), q.per_page.unwrap_or(20))
+        .await?;
+    Ok(Json(page))
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    _staff: StaffMember,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let order = state.orders.get(parse_order_id(&id)?).await?;
+    let mut body = serde_json::to_value(OrderView::from(&order))
+        .map_err(|e| ApiError::new(Kind::Internal, "internal_error", e.to_string()))?;
+    body["user_id"] = json!(order.user_id);
+    body["openid"] = json!(order.openid);
+    body["payments"] = json!(order.payments);
+    body["refunds"] = json!(order.refunds);
+    body["refundable_fen"] = json!(order.refundable_fen());
+    if let Some(reason) = order.close_reason {
+        body["close_reason"] = json!(reason);
+    }
+    Ok(Json(body))
+}
+
+async fn order_events(
+    State(state): State<AppState>,
+    _staff: StaffMember,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = parse_order_id(&id)?;
+    let events = state.orders.history(id).await?;
+    if events.is_empty() {
+        return Err(crate::customer::order_not_found());
+    }
+    let items: Vec<_> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "event_id": e.event_id,
+                "version": e.version,
+                "type": e.event_type,
+                "recorded_at": e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "data": e.data,
+                "metadata": e.metadata,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}

@@ -1,0 +1,265 @@
+//! The customer API used by the mini-program (contract.md, "Customer API").
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use paystream_engine::catalogue::LineRequest;
+use paystream_engine::order::{CloseReason, OrderCommand, OrderStatus};
+use paystream_engine::orders::{Metadata, PlaceOrder};
+use paystream_engine::{Error, Kind};
+use paystream_projections::{OrderFilter, OrderView};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::auth::Customer;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery, RequestId};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/api/login", post(login))
+        .route("/api/me/phone", post(phone))
+        .route("/api/products", get(products))
+        .route("/api/orders", post(place_order).get(list_orders))
+        .route("/api/orders/{id}", get(get_order))
+        .route("/api/orders/{id}/cancel", post(cancel_order))
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    if state.db.ping().await {
+        (StatusCode::OK, Json(json!({ "status": "ok" })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({ "status": "unavailable", "error": { "code": "database_unavailable", "message": "the database does not answer" } }),
+            ),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeRequest {
+    code: String,
+}
+
+impl CodeRequest {
+    /// A `wx.login` / `getPhoneNumber` code: short, printable, never empty.
+    fn checked(&self) -> ApiResult<&str> {
+        let code = self.code.trim();
+        if code.is_empty() || code.len() > 128 || !code.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ApiError::new(
+                Kind::Invalid,
+                "invalid_code_format",
+                "code must be 1-128 printable characters",
+            ));
+        }
+        Ok(code)
+    }
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CodeRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let session = state.mini_program.code_to_session(req.checked()?).await?;
+    let user = state
+        .accounts
+        .login_wechat(state.mini_program.appid(), &session)
+        .await?;
+    let issued =
+        state
+            .tokens
+            .issue(user.id, crate::tokens::CUSTOMER, state.customer_session_ttl)?;
+    tracing::info!(user_id = %user.id, "customer logged in");
+    Ok(Json(json!({
+        "token": issued.token,
+        "expires_at": issued.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "user": user,
+    })))
+}
+
+async fn phone(
+    State(state): State<AppState>,
+    customer: Customer,
+    ApiJson(req): ApiJson<CodeRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let phone = state.mini_program.phone_number(req.checked()?).await?;
+    state.accounts.set_phone(customer.user_id, &phone).await?;
+    Ok(Json(phone))
+}
+
+async fn products(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let items = state.catalogue.list(true).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceOrderRequest {
+    items: Vec<LineRequest>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default().trim();
+    if key.is_empty() || key.len() > 128 {
+        return Err(ApiError::new(
+            Kind::Invalid,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-128 printable ASCII characters",
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+async fn place_order(
+    State(state): State<AppState>,
+    customer: Customer,
+    RequestId(request_id): RequestId,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<PlaceOrderRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let key = idempotency_key(&headers)?;
+    let note = req
+        .note
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    if note.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(ApiError::new(
+            Kind::Invalid,
+            "invalid_note",
+            "note must be at most 200 characters",
+        ));
+    }
+    let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&req).unwrap_or_default()));
+    let user = state
+        .accounts
+        .user(state.mini_program.appid(), customer.user_id)
+        .await?
+        .ok_or_else(|| ApiError::new(Kind::Unauthenticated, "invalid_token", "log in again"))?;
+    let lines = state.catalogue.price(&req.items).await?;
+    let meta = Metadata::actor(format!("customer:{}", user.id)).with_request_id(request_id);
+    let order = state
+        .orders
+        .place(
+            PlaceOrder {
+                user_id: user.id,
+                openid: user.openid,
+                lines,
+                note,
+                ttl: state.order_ttl,
+                idempotency_key: key,
+                request_hash,
+            },
+            meta,
+            Utc::now(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(OrderView::from(&order))))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    page: Option<u32>,
+    per_page: Option<u32>,
+    status: Option<String>,
+}
+
+pub(crate) fn parse_status(status: Option<&str>) -> ApiResult<Option<OrderStatus>> {
+    status
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            OrderStatus::parse(s).ok_or_else(|| {
+                ApiError::new(
+                    Kind::Invalid,
+                    "invalid_status",
+                    format!("unknown status {s}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    customer: Customer,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let filter = OrderFilter {
+        user_id: Some(customer.user_id),
+        status: parse_status(q.status.as_deref())?,
+        ..OrderFilter::default()
+    };
+    let page = state
+        .orders_view
+        .search(&filter, q.page.unwrap_or(1), q.per_page.unwrap_or(20))
+        .await?;
+    Ok(Json(page))
+}
+
+/// Someone else's order is reported exactly like a missing one: ids reveal nothing.
+pub(crate) fn order_not_found() -> ApiError {
+    ApiError(Error::from(paystream_engine::order::OrderError::NotFound))
+}
+
+pub(crate) fn parse_order_id(id: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(id).map_err(|_| order_not_found())
+}
+
+async fn own_order(
+    state: &AppState,
+    customer: &Customer,
+    id: &str,
+) -> ApiResult<paystream_engine::order::Order> {
+    let order = state.orders.get(parse_order_id(id)?).await?;
+    if order.user_id != customer.user_id {
+        return Err(order_not_found());
+    }
+    Ok(order)
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    customer: Customer,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let order = own_order(&state, &customer, &id).await?;
+    Ok(Json(OrderView::from(&order)))
+}
+
+async fn cancel_order(
+    State(state): State<AppState>,
+    customer: Customer,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let order = own_order(&state, &customer, &id).await?;
+    let meta =
+        Metadata::actor(format!("customer:{}", customer.user_id)).with_request_id(request_id);
+    let outcome = state
+        .orders
+        .execute(
+            order.id,
+            OrderCommand::Close {
+                reason: CloseReason::CancelledByCustomer,
+                now: Utc::now(),
+            },
+            &meta,
+        )
+        .await?;
+    Ok(Json(OrderView::from(&outcome.order)))
+}

@@ -1,0 +1,59 @@
+//! The one place where errors become HTTP: `{"error": {"code", "message"}}` with a status from
+//! the error's kind. Internal details are logged, never returned.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use paystream_engine::{Error, Kind};
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl<E: Into<Error>> From<E> for ApiError {
+    fn from(e: E) -> ApiError {
+        ApiError(e.into())
+    }
+}
+
+impl ApiError {
+    pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError(Error::new(kind, code, message))
+    }
+}
+
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::Invalid => StatusCode::BAD_REQUEST,
+        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::Rule => StatusCode::UNPROCESSABLE_ENTITY,
+        Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.0.kind();
+        let code = self.0.code();
+        let message = match kind {
+            Kind::Internal => {
+                tracing::error!(error = %self.0, code, "internal error");
+                "internal error".to_string()
+            }
+            Kind::Unavailable => {
+                tracing::warn!(error = %self.0, code, "dependency unavailable");
+                self.0.to_string()
+            }
+            _ => self.0.to_string(),
+        };
+        let body = json!({ "error": { "code": code, "message": message } });
+        (status_of(kind), Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,88 @@
+//! The HTTP face of paystream: the customer API for mini-programs and the back-office API.
+//! Handlers are thin: parse, authorise, call an engine service, shape the answer.
+
+mod admin;
+mod auth;
+mod customer;
+pub mod error;
+mod extract;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use paystream_engine::accounts::{Accounts, MiniProgram};
+use paystream_engine::catalogue::Catalogue;
+use paystream_engine::db::Db;
+use paystream_engine::orders::OrderService;
+use paystream_projections::OrdersView;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use tokens::Tokens;
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+pub struct Services {
+    pub db: Db,
+    pub orders: OrderService,
+    pub orders_view: OrdersView,
+    pub catalogue: Catalogue,
+    pub accounts: Accounts,
+    pub mini_program: Arc<dyn MiniProgram>,
+    pub tokens: Tokens,
+    pub order_ttl: chrono::Duration,
+    pub customer_session_ttl: chrono::Duration,
+    pub staff_session_ttl: chrono::Duration,
+}
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Bodies larger than this are refused before they are parsed.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(customer::routes())
+        .merge(admin::routes())
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "http",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}

@@ -1,0 +1,15 @@
+//! The WeChat simulator. Part of the product, not a test mock: it speaks the mini-program server
+//! API as WeChat does (status codes, content types, errcodes, single-use codes that expire), so
+//! code that works against it works against WeChat. A control API lets a developer play the user
+//! (`wx.login`, `getPhoneNumber`) and inject trouble.
+//!
+//! Mount [`router`] under any prefix; `WECHAT_API_BASE` then points at that prefix.
+
+mod miniprogram;
+
+pub use miniprogram::{openid_for, Sandbox, SandboxConfig};
+
+/// The simulator's routes: WeChat's own paths plus `/control/...`.
+pub fn router(sandbox: Sandbox) -> axum::Router {
+    miniprogram::routes(sandbox)
+}

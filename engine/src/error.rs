@@ -1,0 +1,93 @@
+//! The application layer's error: what a command or query on the engine can fail with.
+//! Every variant carries a stable snake_case code; the HTTP adapter maps kinds to statuses in one
+//! place and never shows the text of an internal error.
+
+use crate::order::{ErrorKind as OrderErrorKind, OrderError};
+use crate::store::StoreError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Malformed or out-of-range input (400).
+    Invalid,
+    /// Missing credentials or a bad/expired token (401).
+    Unauthenticated,
+    /// Authenticated but not allowed (403).
+    Forbidden,
+    /// Unknown, or not the caller's (404).
+    NotFound,
+    /// The state does not allow it now (409).
+    Conflict,
+    /// Well-formed but violates a business rule (422).
+    Rule,
+    /// Too many requests, here or upstream (429).
+    RateLimited,
+    /// A dependency (WeChat, the database) is unreachable or failing (503).
+    Unavailable,
+    /// A bug or corrupt data (500).
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    #[error("{message}")]
+    Rejected {
+        kind: Kind,
+        code: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Error {
+    pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Error {
+        Error::Rejected {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Error {
+        Error::new(Kind::Invalid, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Error {
+        Error::new(Kind::NotFound, code, message)
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::Order(e) => match e.kind() {
+                OrderErrorKind::Invalid => Kind::Invalid,
+                OrderErrorKind::NotFound => Kind::NotFound,
+                OrderErrorKind::Conflict => Kind::Conflict,
+                OrderErrorKind::Rule => Kind::Rule,
+            },
+            Error::Rejected { kind, .. } => *kind,
+            Error::Store(StoreError::Conflict { .. }) => Kind::Conflict,
+            Error::Store(e) if e.is_unavailable() => Kind::Unavailable,
+            Error::Store(_) => Kind::Internal,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Order(e) => e.code(),
+            Error::Rejected { code, .. } => code,
+            Error::Store(StoreError::Conflict { .. }) => "concurrent_update",
+            Error::Store(e) if e.is_unavailable() => "database_unavailable",
+            Error::Store(_) => "internal_error",
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Error {
+        Error::Store(StoreError::Database(e))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! The core of paystream: money, the order aggregate (pure), the event log and the application
+//! services that turn requests into events. Nothing here knows HTTP, XML, RabbitMQ or WeChat.
+
+pub mod accounts;
+pub mod catalogue;
+pub mod db;
+pub mod error;
+pub mod follow;
+pub mod money;
+pub mod order;
+pub mod orders;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, Kind, Result};

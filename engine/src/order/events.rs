@@ -1,0 +1,106 @@
+//! The public event catalogue: the only thing ever written to the store.
+//!
+//! Events are facts in the past tense and are kept forever, so variant
+//! names (= stored event type) and field names are a compatibility
+//! contract. Add fields as `Option` or with serde defaults; never rename.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{CloseReason, OrderId, OrderLine, PayChannel};
+use crate::money::Fen;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum OrderEvent {
+    OrderPlaced {
+        order_id: OrderId,
+        user_id: Uuid,
+        openid: String,
+        out_trade_no: String,
+        items: Vec<OrderLine>,
+        total_fen: Fen,
+        note: Option<String>,
+        placed_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    PaymentRequested {
+        channel: PayChannel,
+        requested_at: DateTime<Utc>,
+    },
+    /// Exactly the order total arrived.
+    PaymentSucceeded {
+        channel: PayChannel,
+        transaction_id: String,
+        amount_fen: Fen,
+        paid_at: DateTime<Utc>,
+    },
+    /// Money arrived, but not the amount we asked for.
+    PaymentAmountMismatch {
+        channel: PayChannel,
+        transaction_id: String,
+        expected_fen: Fen,
+        received_fen: Fen,
+        paid_at: DateTime<Utc>,
+    },
+    OrderClosed {
+        reason: CloseReason,
+        closed_at: DateTime<Utc>,
+    },
+    RefundRequested {
+        out_refund_no: String,
+        amount_fen: Fen,
+        reason: Option<String>,
+        requested_at: DateTime<Utc>,
+    },
+    RefundSucceeded {
+        out_refund_no: String,
+        refund_id: Option<String>,
+        succeeded_at: DateTime<Utc>,
+    },
+    RefundFailed {
+        out_refund_no: String,
+        reason: String,
+        failed_at: DateTime<Utc>,
+    },
+}
+
+impl OrderEvent {
+    /// The name stored next to the data; equal to the variant name.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            OrderEvent::OrderPlaced { .. } => "OrderPlaced",
+            OrderEvent::PaymentRequested { .. } => "PaymentRequested",
+            OrderEvent::PaymentSucceeded { .. } => "PaymentSucceeded",
+            OrderEvent::PaymentAmountMismatch { .. } => "PaymentAmountMismatch",
+            OrderEvent::OrderClosed { .. } => "OrderClosed",
+            OrderEvent::RefundRequested { .. } => "RefundRequested",
+            OrderEvent::RefundSucceeded { .. } => "RefundSucceeded",
+            OrderEvent::RefundFailed { .. } => "RefundFailed",
+        }
+    }
+
+    /// The event's fields as a JSON object, without the type tag, so the
+    /// store can keep type and data in separate columns.
+    pub fn to_data(&self) -> Value {
+        // Cannot fail: every field is a string, integer, uuid, timestamp or
+        // a struct of those; `to_value` only errors on non-string map keys
+        // or on custom `Serialize` impls that error, and we have neither.
+        let tagged = serde_json::to_value(self).expect("order events always serialize");
+        match tagged {
+            Value::Object(mut map) => map.remove("data").unwrap_or(Value::Null),
+            other => other,
+        }
+    }
+
+    /// Inverse of `event_type` + `to_data`. Fails on an unknown type or data
+    /// that does not fit it (including negative amounts).
+    pub fn from_stored(event_type: &str, data: Value) -> Result<OrderEvent, serde_json::Error> {
+        let mut tagged = serde_json::Map::with_capacity(2);
+        tagged.insert("type".to_owned(), Value::String(event_type.to_owned()));
+        tagged.insert("data".to_owned(), data);
+        serde_json::from_value(Value::Object(tagged))
+    }
+}

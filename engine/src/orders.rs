@@ -1,0 +1,281 @@
+//! Command handling for orders: read the stream, `decide`, append at the version read, and on a
+//! concurrent append start over from a fresh read. The rules themselves live in [`crate::order`].
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tracing::{info, instrument};
+use uuid::Uuid;
+
+use crate::error::{Error, Kind, Result};
+use crate::order::{self, Order, OrderCommand, OrderEvent, OrderId, OrderLine};
+use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
+
+pub const STREAM_PREFIX: &str = "order-";
+
+/// Namespace for ids derived from idempotency keys (UUID v5), fixed forever.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x8f3c_52a1_6b0e_4d0f_9a57_2f61_7d2e_c4b9);
+
+/// Re-reads after a lost race before giving up with a conflict: enough for dozens of concurrent
+/// writers on one order, bounded so a livelock cannot hang a request.
+const MAX_ATTEMPTS: usize = 64;
+
+pub fn stream_id(id: OrderId) -> String {
+    format!("{STREAM_PREFIX}{id}")
+}
+
+/// Why and on whose behalf an event was written; stored with every event.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Metadata {
+    /// `customer:<user id>`, `staff:<staff id>`, `system:<job>`, `wechatpay`.
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
+}
+
+impl Metadata {
+    pub fn actor(actor: impl Into<String>) -> Metadata {
+        Metadata {
+            actor: actor.into(),
+            ..Metadata::default()
+        }
+    }
+
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Metadata {
+        self.request_id = request_id;
+        self
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// A new order as the customer asked for it, already priced from the catalogue.
+#[derive(Clone, Debug)]
+pub struct PlaceOrder {
+    pub user_id: Uuid,
+    pub openid: String,
+    pub lines: Vec<OrderLine>,
+    pub note: Option<String>,
+    pub ttl: chrono::Duration,
+    /// With a key, the order id is derived from (user, key): a retry — even after a crash, even
+    /// racing the first attempt — lands on the same stream and returns the same order.
+    pub idempotency_key: Option<String>,
+    /// Hash of the request body, to refuse a key reused for a different order.
+    pub request_hash: String,
+}
+
+/// The result of a command: the order afterwards and what was appended (empty when the command
+/// was an idempotent repeat).
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub order: Order,
+    pub appended: Vec<RecordedEvent>,
+}
+
+#[derive(Clone)]
+pub struct OrderService {
+    store: Arc<dyn EventStore>,
+}
+
+fn decode_all(events: &[RecordedEvent]) -> Result<Vec<OrderEvent>> {
+    events
+        .iter()
+        .map(|e| {
+            OrderEvent::from_stored(&e.event_type, e.data.clone()).map_err(|err| {
+                Error::Store(StoreError::Corrupt {
+                    position: e.global_position,
+                    reason: err.to_string(),
+                })
+            })
+        })
+        .collect()
+}
+
+fn to_new_events(order_id: OrderId, events: &[OrderEvent], meta: &Metadata) -> Vec<NewEvent> {
+    events
+        .iter()
+        .map(|e| {
+            let event = NewEvent::new(e.event_type(), e.to_data()).with_metadata(meta.to_json());
+            match e {
+                // The first event of a stream has an id derived from the order id, so a retried
+                // placement is recognised by the store as the same append.
+                OrderEvent::OrderPlaced { .. } => {
+                    event.with_id(Uuid::new_v5(&order_id, b"OrderPlaced"))
+                }
+                _ => event,
+            }
+        })
+        .collect()
+}
+
+impl OrderService {
+    pub fn new(store: Arc<dyn EventStore>) -> OrderService {
+        OrderService { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// The order's events as stored, oldest first.
+    pub async fn history(&self, id: OrderId) -> Result<Vec<RecordedEvent>> {
+        Ok(self.store.read_stream(&stream_id(id)).await?)
+    }
+
+    /// The order as of its latest event, with the stream's version.
+    pub async fn load(&self, id: OrderId) -> Result<Option<(Order, i64)>> {
+        let stored = self.history(id).await?;
+        let version = stored.last().map(|e| e.version).unwrap_or_default();
+        let events = decode_all(&stored)?;
+        Ok(order::replay(events.iter()).map(|o| (o, version)))
+    }
+
+    pub async fn get(&self, id: OrderId) -> Result<Order> {
+        self.load(id)
+            .await?
+            .map(|(order, _)| order)
+            .ok_or_else(|| Error::from(order::OrderError::NotFound))
+    }
+
+    #[instrument(skip_all, fields(user_id = %req.user_id))]
+    pub async fn place(
+        &self,
+        req: PlaceOrder,
+        meta: Metadata,
+        now: DateTime<Utc>,
+    ) -> Result<Order> {
+        let order_id = match &req.idempotency_key {
+            Some(key) => Uuid::new_v5(
+                &IDEMPOTENCY_NAMESPACE,
+                format!("{}:{key}", req.user_id).as_bytes(),
+            ),
+            None => Uuid::now_v7(),
+        };
+        let sid = stream_id(order_id);
+        let meta = Metadata {
+            idempotency_key: req.idempotency_key.clone(),
+            request_hash: Some(req.request_hash.clone()),
+            ..meta
+        };
+        let existing = self.store.read_stream(&sid).await?;
+        if !existing.is_empty() {
+            return self.same_request(&existing, &req.request_hash);
+        }
+        let events = order::decide(
+            None,
+            OrderCommand::Place {
+                order_id,
+                user_id: req.user_id,
+                openid: req.openid.clone(),
+                out_trade_no: order_id.simple().to_string(),
+                items: req.lines.clone(),
+                note: req.note.clone(),
+                now,
+                ttl: req.ttl,
+            },
+        )?;
+        let appended = match self
+            .store
+            .append(
+                &sid,
+                ExpectedVersion::NoStream,
+                to_new_events(order_id, &events, &meta),
+            )
+            .await
+        {
+            Ok(appended) if !appended.replayed => appended.events,
+            // Someone with the same key got there first: answer as they were answered.
+            Ok(_) | Err(StoreError::Conflict { .. }) => {
+                let existing = self.store.read_stream(&sid).await?;
+                return self.same_request(&existing, &req.request_hash);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let order = order::replay(decode_all(&appended)?.iter())
+            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "order not placed"))?;
+        info!(order_id = %order.id, total_fen = order.total_fen.get(), "order placed");
+        Ok(order)
+    }
+
+    /// An order already exists for this idempotency key: the same request gets the same order,
+    /// a different one is refused rather than silently answered with the wrong order.
+    fn same_request(&self, stored: &[RecordedEvent], request_hash: &str) -> Result<Order> {
+        let first_hash = stored
+            .first()
+            .and_then(|e| e.metadata.get("request_hash"))
+            .and_then(|h| h.as_str());
+        if first_hash != Some(request_hash) {
+            return Err(Error::new(
+                Kind::Rule,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used for a different request",
+            ));
+        }
+        order::replay(decode_all(stored)?.iter())
+            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "order not found"))
+    }
+
+    /// Runs one command against the latest state, retrying from a fresh read whenever another
+    /// writer appended in between. The command is re-decided each time, never blindly re-applied.
+    #[instrument(skip_all, fields(order_id = %id))]
+    pub async fn execute(
+        &self,
+        id: OrderId,
+        command: OrderCommand,
+        meta: &Metadata,
+    ) -> Result<Outcome> {
+        let sid = stream_id(id);
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = self.store.read_stream(&sid).await?;
+            let version = stored.last().map(|e| e.version).unwrap_or_default();
+            let past = decode_all(&stored)?;
+            let state = order::replay(past.iter());
+            let new = order::decide(state.as_ref(), command.clone())?;
+            let Some(state) = state else {
+                return Err(order::OrderError::NotFound.into());
+            };
+            if new.is_empty() {
+                return Ok(Outcome {
+                    order: state,
+                    appended: Vec::new(),
+                });
+            }
+            match self
+                .store
+                .append(
+                    &sid,
+                    ExpectedVersion::Exact(version),
+                    to_new_events(id, &new, meta),
+                )
+                .await
+            {
+                Ok(appended) => {
+                    let order = new.iter().fold(Some(state), order::evolve).ok_or_else(|| {
+                        Error::new(Kind::Internal, "internal_error", "lost order")
+                    })?;
+                    for event in &appended.events {
+                        info!(order_id = %id, event = %event.event_type, version = event.version, "event recorded");
+                    }
+                    return Ok(Outcome {
+                        order,
+                        appended: appended.events,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::new(
+            Kind::Conflict,
+            "concurrent_update",
+            "the order is being changed by many requests at once; try again",
+        ))
+    }
+}

@@ -1,0 +1,179 @@
+//! The event log: one append-only table that is the only truth of the system.
+//!
+//! Semantics follow EventStoreDB / Message DB: every append states what it expects the stream's
+//! current version to be and fails with a typed [`StoreError::Conflict`] otherwise; the caller
+//! re-reads and decides again. Versions start at 1. Re-sending an append whose event ids were already
+//! stored (a retry after a lost answer) succeeds without writing anything twice.
+
+mod sql;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use crate::db::{Backend, Db};
+
+pub use sql::{read_stream_on, SqlEventStore};
+
+/// What the appender believes the stream looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's state.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have exactly this version.
+    Exact(i64),
+}
+
+impl ExpectedVersion {
+    fn admits(self, current: i64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => current == 0,
+            ExpectedVersion::Exact(v) => current == v,
+        }
+    }
+}
+
+/// An event not yet stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(event_type: impl Into<String>, data: serde_json::Value) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            data,
+            metadata: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn with_id(mut self, event_id: Uuid) -> NewEvent {
+        self.event_id = event_id;
+        self
+    }
+
+    pub fn with_metadata(mut self, metadata: serde_json::Value) -> NewEvent {
+        self.metadata = metadata;
+        self
+    }
+}
+
+/// Where a follower of the whole log stands. On PostgreSQL events are ordered by the id of the
+/// transaction that wrote them, then by position (see `follow` in the PostgreSQL dialect); on SQLite
+/// `transaction` is always 0 and positions alone order the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Checkpoint {
+    pub transaction: i64,
+    pub position: i64,
+}
+
+impl Checkpoint {
+    pub const START: Checkpoint = Checkpoint {
+        transaction: 0,
+        position: 0,
+    };
+}
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecordedEvent {
+    pub global_position: i64,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub checkpoint: Checkpoint,
+}
+
+/// The outcome of an append: the stream's version afterwards and the events as stored.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    pub version: i64,
+    pub events: Vec<RecordedEvent>,
+    /// `true` when every event was already stored by an earlier identical append.
+    pub replayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {stream_id} is at version {actual}, the append expected {expected:?}")]
+    Conflict {
+        stream_id: String,
+        expected: ExpectedVersion,
+        actual: i64,
+    },
+    #[error("event {event_id} is already stored elsewhere than this append puts it")]
+    DuplicateEventId { event_id: Uuid },
+    #[error("stored event {position} is unreadable: {reason}")]
+    Corrupt { position: i64, reason: String },
+    #[error("event store database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// The database is down or overloaded (as opposed to a bug or a bad event).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+            )
+        )
+    }
+}
+
+/// A read model kept in the same transaction as the append, so that what a client just did is
+/// what it reads back. Asynchronous consumers follow the log with [`EventStore::read_all`] instead.
+#[async_trait]
+pub trait InlineProjection: Send + Sync {
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        stream_id: &str,
+        appended: &[RecordedEvent],
+    ) -> Result<(), sqlx::Error>;
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError>;
+
+    /// The whole stream, oldest first; empty when it does not exist.
+    async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `limit` events after `after`, in log order, never returning an event that a
+    /// transaction still in flight could later place before one already returned.
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Stream ids with the given prefix, for replays.
+    async fn stream_ids(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    fn db(&self) -> &Db;
+}

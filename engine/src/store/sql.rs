@@ -1,0 +1,314 @@
+//! The event store over SQL, one implementation for both backends. The dialects differ only in
+//! casts and, fundamentally, in how the whole log is followed (see [`PG_READ_ALL`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use super::{
+    Appended, Checkpoint, EventStore, ExpectedVersion, InlineProjection, NewEvent, RecordedEvent,
+    StoreError,
+};
+use crate::db::{Backend, Db};
+
+const PG_COLUMNS: &str = "global_position, stream_id, version, event_id::text AS event_id, \
+    event_type, schema_version::bigint AS schema_version, data::text AS data, \
+    metadata::text AS metadata, \
+    to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at, \
+    transaction_id::text::bigint AS tx";
+
+const SQLITE_COLUMNS: &str = "global_position, stream_id, version, event_id, event_type, \
+    schema_version, data, metadata, recorded_at, 0 AS tx";
+
+/// Following the log on PostgreSQL: a position is taken from the sequence at insert but becomes
+/// visible only at commit, so a reader that remembers "last position seen" skips a row whose
+/// transaction commits after a later one. Rows are therefore ordered by the writing transaction's
+/// id and only read once every transaction that could still commit an earlier id has finished
+/// (`transaction_id < xmin` of the current snapshot).
+const PG_READ_ALL: &str = "WHERE (transaction_id, global_position) > (($1::text)::xid8, $2) \
+    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+    ORDER BY transaction_id, global_position LIMIT $3";
+
+/// SQLite has a single writer: positions become visible in order, so they alone suffice.
+const SQLITE_READ_ALL: &str = "WHERE global_position > $2 ORDER BY global_position LIMIT $3";
+
+fn columns(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => PG_COLUMNS,
+        Backend::Sqlite => SQLITE_COLUMNS,
+    }
+}
+
+fn insert_sql(backend: Backend) -> String {
+    match backend {
+        Backend::Postgres => format!(
+            "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, data, \
+             metadata, recorded_at) VALUES ($1, $2, $3::uuid, $4, $5, $6::jsonb, $7::jsonb, \
+             $8::timestamptz) RETURNING {PG_COLUMNS}"
+        ),
+        Backend::Sqlite => format!(
+            "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, data, \
+             metadata, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING {SQLITE_COLUMNS}"
+        ),
+    }
+}
+
+fn by_event_id_sql(backend: Backend) -> String {
+    let cast = if backend == Backend::Postgres {
+        "$1::uuid"
+    } else {
+        "$1"
+    };
+    format!(
+        "SELECT {} FROM events WHERE event_id = {cast}",
+        columns(backend)
+    )
+}
+
+fn decode(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.try_get("global_position")?;
+    let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+    let event_id: String = row.try_get("event_id")?;
+    let data: String = row.try_get("data")?;
+    let metadata: String = row.try_get("metadata")?;
+    let recorded_at: String = row.try_get("recorded_at")?;
+    Ok(RecordedEvent {
+        global_position: position,
+        stream_id: row.try_get("stream_id")?,
+        version: row.try_get("version")?,
+        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt(e.to_string()))?,
+        event_type: row.try_get("event_type")?,
+        schema_version: i32::try_from(row.try_get::<i64, _>("schema_version")?)
+            .map_err(|e| corrupt(e.to_string()))?,
+        data: serde_json::from_str(&data).map_err(|e| corrupt(e.to_string()))?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(e.to_string()))?,
+        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
+            .map_err(|e| corrupt(e.to_string()))?
+            .with_timezone(&Utc),
+        checkpoint: Checkpoint {
+            transaction: row.try_get("tx")?,
+            position,
+        },
+    })
+}
+
+/// Reads a stream on a connection the caller holds, so an inline projection sees the events its
+/// own transaction just appended.
+pub async fn read_stream_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    stream_id: &str,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM events WHERE stream_id = $1 ORDER BY version",
+        columns(backend)
+    );
+    let rows = sqlx::query(&sql).bind(stream_id).fetch_all(conn).await?;
+    rows.iter().map(decode).collect()
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+/// How many times an `ExpectedVersion::Any` append retries when it loses a race for a version.
+const ANY_RETRIES: usize = 20;
+
+#[derive(Clone)]
+pub struct SqlEventStore {
+    db: Db,
+    projections: Vec<Arc<dyn InlineProjection>>,
+}
+
+impl SqlEventStore {
+    pub fn new(db: Db) -> SqlEventStore {
+        SqlEventStore {
+            db,
+            projections: Vec::new(),
+        }
+    }
+
+    pub fn with_projection(mut self, projection: Arc<dyn InlineProjection>) -> SqlEventStore {
+        self.projections.push(projection);
+        self
+    }
+
+    async fn try_append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Result<Appended, i64>, sqlx::Error> {
+        let backend = self.db.backend;
+        let mut tx = self.db.pool.begin().await?;
+        let current: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) AS v FROM events WHERE stream_id = $1",
+        )
+        .bind(stream_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !expected.admits(current) {
+            return Ok(Err(current));
+        }
+        let recorded_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+        let insert = insert_sql(backend);
+        let mut stored = Vec::with_capacity(events.len());
+        for (offset, event) in (1_i64..).zip(events) {
+            let row = sqlx::query(&insert)
+                .bind(stream_id)
+                .bind(current + offset)
+                .bind(event.event_id.to_string())
+                .bind(&event.event_type)
+                .bind(event.schema_version)
+                .bind(event.data.to_string())
+                .bind(event.metadata.to_string())
+                .bind(&recorded_at)
+                .fetch_one(&mut *tx)
+                .await?;
+            stored.push(decode(&row).map_err(|e| sqlx::Error::Protocol(e.to_string()))?);
+        }
+        for projection in &self.projections {
+            projection
+                .apply(&mut tx, backend, stream_id, &stored)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(Appended {
+            version: current + events.len() as i64,
+            events: stored,
+            replayed: false,
+        }))
+    }
+
+    /// When an append cannot go ahead, it may be the retry of one that already went through
+    /// (its answer lost on the way back). Then the stored events are its result.
+    async fn replayed(
+        &self,
+        stream_id: &str,
+        events: &[NewEvent],
+    ) -> Result<Option<Appended>, StoreError> {
+        let Some(first) = events.first() else {
+            return Ok(None);
+        };
+        let found = sqlx::query(&by_event_id_sql(self.db.backend))
+            .bind(first.event_id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let found = decode(&found)?;
+        let stream = self.read_stream(&found.stream_id).await?;
+        let start = stream.iter().position(|e| e.event_id == first.event_id);
+        let same = found.stream_id == stream_id
+            && start.is_some_and(|start| {
+                stream.len() >= start + events.len()
+                    && stream[start..start + events.len()]
+                        .iter()
+                        .zip(events)
+                        .all(|(stored, new)| stored.event_id == new.event_id)
+            });
+        if !same {
+            return Err(StoreError::DuplicateEventId {
+                event_id: first.event_id,
+            });
+        }
+        let start = start.unwrap_or_default();
+        let events = stream[start..start + events.len()].to_vec();
+        Ok(Some(Appended {
+            version: events.last().map(|e| e.version).unwrap_or_default(),
+            events,
+            replayed: true,
+        }))
+    }
+}
+
+#[async_trait]
+impl EventStore for SqlEventStore {
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            let version = self.read_stream(stream_id).await?.len() as i64;
+            return Ok(Appended {
+                version,
+                events: Vec::new(),
+                replayed: false,
+            });
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let actual = match self.try_append(stream_id, expected, &events).await {
+                Ok(Ok(appended)) => return Ok(appended),
+                Ok(Err(actual)) => Some(actual),
+                Err(e) if is_unique_violation(&e) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(appended) = self.replayed(stream_id, &events).await? {
+                return Ok(appended);
+            }
+            // Lost a race for the next version: `Any` simply tries again, the others report.
+            if expected == ExpectedVersion::Any && actual.is_none() && attempts < ANY_RETRIES {
+                continue;
+            }
+            let actual = match actual {
+                Some(actual) => actual,
+                None => self.read_stream(stream_id).await?.len() as i64,
+            };
+            return Err(StoreError::Conflict {
+                stream_id: stream_id.to_string(),
+                expected,
+                actual,
+            });
+        }
+    }
+
+    async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut conn = self.db.pool.acquire().await?;
+        read_stream_on(&mut conn, self.db.backend, stream_id).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let filter = match self.db.backend {
+            Backend::Postgres => PG_READ_ALL,
+            Backend::Sqlite => SQLITE_READ_ALL,
+        };
+        let sql = format!("SELECT {} FROM events {filter}", columns(self.db.backend));
+        let rows = sqlx::query(&sql)
+            .bind(after.transaction)
+            .bind(after.position)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    async fn stream_ids(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+        let ids = sqlx::query_scalar(
+            "SELECT stream_id FROM events WHERE stream_id LIKE $1 ESCAPE '\\' \
+             GROUP BY stream_id ORDER BY MIN(global_position)",
+        )
+        .bind(pattern)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    fn db(&self) -> &Db {
+        &self.db
+    }
+}

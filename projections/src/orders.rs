@@ -1,0 +1,322 @@
+//! `orders_view`: one row per order, for lists and searches. Kept inline — in the transaction of
+//! each append — by folding the order's stream with the domain's own `evolve`, so the row can
+//! never disagree with the aggregate.
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use paystream_engine::db::{from_millis, millis, Backend, Db};
+use paystream_engine::error::{Error, Kind, Result};
+use paystream_engine::order::{self, Order, OrderEvent, OrderLine, OrderStatus, PayChannel};
+use paystream_engine::orders::STREAM_PREFIX;
+use paystream_engine::store::{read_stream_on, EventStore, InlineProjection, RecordedEvent};
+
+/// An order as the API shows it (contract.md, "Order").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub out_trade_no: String,
+    pub status: OrderStatus,
+    pub total_fen: i64,
+    pub paid_fen: i64,
+    pub refunded_fen: i64,
+    pub items: Vec<OrderLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<PayChannel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<String>,
+    #[serde(skip)]
+    pub user_id: Uuid,
+    #[serde(skip)]
+    pub openid: String,
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> OrderView {
+        OrderView {
+            id: o.id,
+            out_trade_no: o.out_trade_no.clone(),
+            status: o.status,
+            total_fen: o.total_fen.get(),
+            paid_fen: o.paid_fen().get(),
+            refunded_fen: o.refunded_fen().get(),
+            items: o.items.clone(),
+            note: o.note.clone(),
+            channel: o.channel,
+            transaction_id: o.transaction_id.clone(),
+            created_at: rfc3339(o.created_at),
+            expires_at: rfc3339(o.expires_at),
+            paid_at: o.paid_at.map(rfc3339),
+            user_id: o.user_id,
+            openid: o.openid.clone(),
+        }
+    }
+}
+
+fn internal(message: impl std::fmt::Display) -> Error {
+    Error::new(Kind::Internal, "internal_error", message.to_string())
+}
+
+fn decode(row: &AnyRow) -> Result<OrderView> {
+    let id: String = row.try_get("id")?;
+    let user_id: String = row.try_get("user_id")?;
+    let status: String = row.try_get("status")?;
+    let channel: Option<String> = row.try_get("channel")?;
+    let items: String = row.try_get("items")?;
+    let paid_at: Option<i64> = row.try_get("paid_at")?;
+    Ok(OrderView {
+        id: Uuid::parse_str(&id).map_err(internal)?,
+        out_trade_no: row.try_get("out_trade_no")?,
+        status: OrderStatus::parse(&status).ok_or_else(|| internal("bad status in orders_view"))?,
+        total_fen: row.try_get("total_fen")?,
+        paid_fen: row.try_get("paid_fen")?,
+        refunded_fen: row.try_get("refunded_fen")?,
+        items: serde_json::from_str(&items).map_err(internal)?,
+        note: row.try_get("note")?,
+        channel: channel
+            .map(|c| serde_json::from_value(serde_json::Value::String(c)))
+            .transpose()
+            .map_err(internal)?,
+        transaction_id: row.try_get("transaction_id")?,
+        created_at: rfc3339(from_millis(row.try_get("created_at")?)),
+        expires_at: rfc3339(from_millis(row.try_get("expires_at")?)),
+        paid_at: paid_at.map(|ms| rfc3339(from_millis(ms))),
+        user_id: Uuid::parse_str(&user_id).map_err(internal)?,
+        openid: row.try_get("openid")?,
+    })
+}
+
+const COLUMNS: &str = "id, out_trade_no, user_id, openid, status, total_fen, paid_fen, \
+    refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at";
+
+async fn upsert(conn: &mut AnyConnection, order: &Order, version: i64) -> Result<(), sqlx::Error> {
+    let items =
+        serde_json::to_string(&order.items).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO orders_view (id, out_trade_no, user_id, openid, status, total_fen, paid_fen, \
+         refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at, \
+         updated_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, paid_fen = excluded.paid_fen, \
+         refunded_fen = excluded.refunded_fen, channel = excluded.channel, \
+         transaction_id = excluded.transaction_id, paid_at = excluded.paid_at, \
+         updated_at = excluded.updated_at, version = excluded.version",
+    )
+    .bind(order.id.to_string())
+    .bind(&order.out_trade_no)
+    .bind(order.user_id.to_string())
+    .bind(&order.openid)
+    .bind(order.status.as_str())
+    .bind(order.total_fen.get())
+    .bind(order.paid_fen().get())
+    .bind(order.refunded_fen().get())
+    .bind(order.channel.map(|c| c.as_str()))
+    .bind(order.transaction_id.clone())
+    .bind(items)
+    .bind(order.note.clone())
+    .bind(millis(order.created_at))
+    .bind(millis(order.expires_at))
+    .bind(order.paid_at.map(millis))
+    .bind(millis(Utc::now()))
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn fold(events: &[RecordedEvent]) -> Result<Option<Order>, sqlx::Error> {
+    let decoded = events
+        .iter()
+        .map(|e| OrderEvent::from_stored(&e.event_type, e.data.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Protocol(format!("undecodable order event: {e}")))?;
+    Ok(order::replay(decoded.iter()))
+}
+
+async fn project_stream(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    stream_id: &str,
+) -> Result<(), sqlx::Error> {
+    let events = read_stream_on(conn, backend, stream_id)
+        .await
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let version = events.last().map(|e| e.version).unwrap_or_default();
+    if let Some(order) = fold(&events)? {
+        upsert(conn, &order, version).await?;
+    }
+    Ok(())
+}
+
+pub struct OrdersProjection;
+
+#[async_trait]
+impl InlineProjection for OrdersProjection {
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        stream_id: &str,
+        _appended: &[RecordedEvent],
+    ) -> Result<(), sqlx::Error> {
+        if !stream_id.starts_with(STREAM_PREFIX) {
+            return Ok(());
+        }
+        project_stream(conn, backend, stream_id).await
+    }
+}
+
+/// Drops `orders_view` and replays every order stream into it, in one transaction: readers see
+/// the old table or the new one, never half of it.
+pub async fn rebuild(store: &dyn EventStore) -> Result<usize> {
+    let db = store.db();
+    let streams = store.stream_ids(STREAM_PREFIX).await?;
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("DELETE FROM orders_view")
+        .execute(&mut *tx)
+        .await?;
+    for stream_id in &streams {
+        project_stream(&mut tx, db.backend, stream_id).await?;
+    }
+    tx.commit().await?;
+    Ok(streams.len())
+}
+
+/// Which orders to list. Every field narrows the result.
+#[derive(Clone, Debug, Default)]
+pub struct OrderFilter {
+    pub user_id: Option<Uuid>,
+    pub status: Option<OrderStatus>,
+    pub openid: Option<String>,
+    pub out_trade_no: Option<String>,
+    pub transaction_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Page<T> {
+    pub page: u32,
+    pub per_page: u32,
+    pub total_items: i64,
+    pub total_pages: i64,
+    pub items: Vec<T>,
+}
+
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+fn bind_all<'q>(
+    sql: &'q str,
+    params: &'q [Param],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    params.iter().fold(sqlx::query(sql), |query, p| match p {
+        Param::Text(s) => query.bind(s.as_str()),
+        Param::Int(i) => query.bind(*i),
+    })
+}
+
+#[derive(Clone)]
+pub struct OrdersView {
+    db: Db,
+}
+
+impl OrdersView {
+    pub fn new(db: Db) -> OrdersView {
+        OrdersView { db }
+    }
+
+    /// Orders matching `filter`, newest first. `page` starts at 1.
+    pub async fn search(
+        &self,
+        filter: &OrderFilter,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Page<OrderView>> {
+        let mut clauses = Vec::new();
+        let mut params = Vec::new();
+        let mut add = |clause: &str, param: Param| {
+            params.push(param);
+            clauses.push(clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(user) = filter.user_id {
+            add("user_id = ?", Param::Text(user.to_string()));
+        }
+        if let Some(status) = filter.status {
+            add("status = ?", Param::Text(status.as_str().into()));
+        }
+        if let Some(openid) = &filter.openid {
+            add("openid = ?", Param::Text(openid.clone()));
+        }
+        if let Some(no) = &filter.out_trade_no {
+            add("out_trade_no = ?", Param::Text(no.clone()));
+        }
+        if let Some(txn) = &filter.transaction_id {
+            add("transaction_id = ?", Param::Text(txn.clone()));
+        }
+        if let Some(from) = filter.from {
+            add("created_at >= ?", Param::Int(millis(from)));
+        }
+        if let Some(to) = filter.to {
+            add("created_at < ?", Param::Int(millis(to)));
+        }
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let count_sql = format!("SELECT COUNT(*) AS n FROM orders_view {filter_sql}");
+        let total: i64 = bind_all(&count_sql, &params)
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?;
+        let page = page.max(1);
+        let per_page = per_page.clamp(1, 100);
+        let offset = i64::from(page - 1) * i64::from(per_page);
+        let list_sql = format!(
+            "SELECT {COLUMNS} FROM orders_view {filter_sql} \
+             ORDER BY created_at DESC, id DESC LIMIT {per_page} OFFSET {offset}"
+        );
+        let rows = bind_all(&list_sql, &params)
+            .fetch_all(&self.db.pool)
+            .await?;
+        Ok(Page {
+            page,
+            per_page,
+            total_items: total,
+            total_pages: (total + i64::from(per_page) - 1) / i64::from(per_page),
+            items: rows.iter().map(decode).collect::<Result<_>>()?,
+        })
+    }
+
+    /// Unpaid orders whose time is up, oldest first.
+    pub async fn due_for_expiry(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM orders_view WHERE status = 'pending_payment' AND expires_at <= $1 \
+             ORDER BY expires_at LIMIT $2",
+        )
+        .bind(millis(now))
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        ids.iter()
+            .map(|id| Uuid::parse_str(id).map_err(internal))
+            .collect()
+    }
+}

@@ -1,0 +1,135 @@
+//! `paystream bench append`: single-event appends from concurrent writers, beside pgbench running
+//! an equivalent two-statement transaction on the same server, so the figures can be compared.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use paystream_engine::store::{EventStore, ExpectedVersion, NewEvent};
+use serde_json::json;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// What to measure (only `append` for now).
+    #[arg(default_value = "append")]
+    what: String,
+    /// A PostgreSQL URL; the benchmark creates and drops its own tables' rows there.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
+    database_url: String,
+    #[arg(long, default_value_t = 16)]
+    writers: usize,
+    /// How long each measurement runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Skip the pgbench baseline.
+    #[arg(long)]
+    no_pgbench: bool,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.what != "append" {
+        bail!("unknown benchmark {:?} (known: append)", args.what);
+    }
+    let db = paystream::connect(&args.database_url).await?;
+    let store = paystream::event_store(&db);
+    let ours = append_rate(store, args.writers, args.seconds).await?;
+    println!(
+        "paystream append: {ours:.0} events/s ({} writers, {} s, single-event appends with expected version)",
+        args.writers, args.seconds
+    );
+    if !args.no_pgbench {
+        let baseline = pgbench(&args).context("running pgbench")?;
+        println!(
+            "pgbench two-row insert transaction: {baseline:.0} tps ({} clients, {} s)",
+            args.writers, args.seconds
+        );
+        println!("ratio: {:.2}", ours / baseline);
+    }
+    Ok(())
+}
+
+async fn append_rate(
+    store: Arc<dyn EventStore>,
+    writers: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let store = store.clone();
+        let stream = format!("bench-{run}-{writer}");
+        tasks.push(tokio::spawn(async move {
+            let mut version = 0_i64;
+            while Instant::now() < deadline {
+                let event = NewEvent::new("BenchEvent", json!({ "n": version, "writer": writer }));
+                store
+                    .append(&stream, ExpectedVersion::Exact(version), vec![event])
+                    .await?;
+                version += 1;
+            }
+            anyhow::Ok(version)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The same work without the engine: read the stream's version, insert one row, in one
+/// transaction — what an append does at minimum, as pgbench sees it.
+fn pgbench(args: &BenchArgs) -> anyhow::Result<f64> {
+    let script = std::env::temp_dir().join(format!("paystream-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        "\\set w random(1, 1000000000)\n\
+         BEGIN;\n\
+         SELECT COALESCE(MAX(version), 0) FROM bench_events WHERE stream_id = 'pgbench-' || :w;\n\
+         INSERT INTO bench_events (stream_id, version, data) VALUES ('pgbench-' || :w, 1, '{\"n\":1}');\n\
+         END;\n",
+    )?;
+    let setup = "CREATE TABLE IF NOT EXISTS bench_events (position BIGINT GENERATED ALWAYS AS IDENTITY \
+                 PRIMARY KEY, stream_id TEXT NOT NULL, version BIGINT NOT NULL, data JSONB NOT NULL, \
+                 tx XID8 NOT NULL DEFAULT pg_current_xact_id(), UNIQUE (stream_id, version))";
+    let status = std::process::Command::new("psql")
+        .args([&args.database_url, "-qc", setup])
+        .status()?;
+    if !status.success() {
+        bail!("psql could not create the pgbench table");
+    }
+    let output = std::process::Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &args.writers.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &args.seconds.to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg(&args.database_url)
+        .output()?;
+    let _ = std::fs::remove_file(&script);
+    let _ = std::process::Command::new("psql")
+        .args([&args.database_url, "-qc", "DROP TABLE bench_events"])
+        .status();
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .with_context(|| {
+            format!(
+                "no tps in pgbench output: {text}{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}

@@ -1,0 +1,143 @@
+//! Settings, from flags or the environment (contract.md, "Configuration"). A bad value stops
+//! start-up with a message naming the variable.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+/// Sandbox mini-program credentials: used when no real ones are configured.
+pub const SANDBOX_APPID: &str = "wx5a4d3c2b1a0f9e8d";
+pub const SANDBOX_SECRET: &str = "5a4d3c2b1a0f9e8d7c6b5a4d3c2b1a0f";
+
+#[derive(Args, Clone, Debug)]
+pub struct DbSettings {
+    /// `sqlite://FILE` (embedded) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "sqlite://paystream.db"
+    )]
+    pub database_url: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    #[command(flatten)]
+    pub db: DbSettings,
+
+    /// HTTP listen address.
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        value_name = "LISTEN_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen_addr: SocketAddr,
+
+    /// Base of the URLs WeChat calls back (default: http://LISTEN_ADDR).
+    #[arg(long, env = "PUBLIC_BASE_URL", value_name = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<url::Url>,
+
+    /// Bootstrap staff account (role admin), created at start-up when absent.
+    #[arg(long, env = "ADMIN_USERNAME", value_name = "ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+
+    #[arg(
+        long,
+        env = "ADMIN_PASSWORD",
+        value_name = "ADMIN_PASSWORD",
+        hide_env_values = true
+    )]
+    pub admin_password: Option<String>,
+
+    /// Mini-program appid; unset runs against the built-in sandbox.
+    #[arg(long, env = "WECHAT_APPID", value_name = "WECHAT_APPID")]
+    pub wechat_appid: Option<String>,
+
+    #[arg(
+        long,
+        env = "WECHAT_SECRET",
+        value_name = "WECHAT_SECRET",
+        hide_env_values = true
+    )]
+    pub wechat_secret: Option<String>,
+
+    /// Mini-program server API base (default https://api.weixin.qq.com, or the in-process
+    /// sandbox when WECHAT_APPID is unset).
+    #[arg(long, env = "WECHAT_API_BASE", value_name = "WECHAT_API_BASE")]
+    pub wechat_api_base: Option<url::Url>,
+
+    /// An unpaid order closes after this long.
+    #[arg(long, env = "ORDER_TTL_SECONDS", value_name = "ORDER_TTL_SECONDS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u32).range(1..=7 * 24 * 3600))]
+    pub order_ttl_seconds: u32,
+
+    /// How often the expiry job looks for unpaid orders whose time is up.
+    #[arg(long, env = "EXPIRY_INTERVAL_SECONDS", value_name = "EXPIRY_INTERVAL_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub expiry_interval_seconds: u32,
+
+    /// Lifetime of a customer session token.
+    #[arg(long, env = "SESSION_TTL_SECONDS", value_name = "SESSION_TTL_SECONDS", default_value_t = 86400,
+          value_parser = clap::value_parser!(u32).range(60..))]
+    pub session_ttl_seconds: u32,
+
+    /// Lifetime of a staff session token.
+    #[arg(long, env = "STAFF_SESSION_TTL_SECONDS", value_name = "STAFF_SESSION_TTL_SECONDS", default_value_t = 28800,
+          value_parser = clap::value_parser!(u32).range(60..))]
+    pub staff_session_ttl_seconds: u32,
+
+    /// Do not run background jobs (expiry, …) in this process.
+    #[arg(long, env = "NO_BACKGROUND_JOBS", value_name = "NO_BACKGROUND_JOBS")]
+    pub no_background_jobs: bool,
+}
+
+/// Where the mini-program API is and with which credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MiniProgramMode {
+    /// The simulator is mounted in this process at `/sandbox`.
+    InProcessSandbox,
+    Remote {
+        base: String,
+        appid: String,
+        secret: String,
+    },
+}
+
+impl Settings {
+    pub fn mini_program(&self) -> Result<MiniProgramMode, String> {
+        match (
+            &self.wechat_appid,
+            &self.wechat_secret,
+            &self.wechat_api_base,
+        ) {
+            (None, None, None) => Ok(MiniProgramMode::InProcessSandbox),
+            // A stand-alone `paystream sandbox` somewhere: its default credentials apply.
+            (None, None, Some(base)) => Ok(MiniProgramMode::Remote {
+                base: base.to_string(),
+                appid: SANDBOX_APPID.into(),
+                secret: SANDBOX_SECRET.into(),
+            }),
+            (Some(appid), Some(secret), base) => Ok(MiniProgramMode::Remote {
+                base: base
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "https://api.weixin.qq.com".into()),
+                appid: appid.clone(),
+                secret: secret.clone(),
+            }),
+            (Some(_), None, _) => Err("WECHAT_SECRET must be set when WECHAT_APPID is".into()),
+            (None, Some(_), _) => Err("WECHAT_APPID must be set when WECHAT_SECRET is".into()),
+        }
+    }
+
+    pub fn admin_account(&self) -> Result<Option<(String, String)>, String> {
+        match (&self.admin_username, &self.admin_password) {
+            (Some(u), Some(p)) => Ok(Some((u.clone(), p.clone()))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("ADMIN_PASSWORD must be set when ADMIN_USERNAME is".into()),
+            (None, Some(_)) => Err("ADMIN_USERNAME must be set when ADMIN_PASSWORD is".into()),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `paystream`: the engine binary. See contract.md for subcommands and settings.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use paystream::config::{DbSettings, Settings, SANDBOX_APPID, SANDBOX_SECRET};
+use paystream_sandbox::{Sandbox, SandboxConfig};
+use tracing_subscriber::EnvFilter;
+
+mod bench;
+
+#[derive(Parser)]
+#[command(
+    name = "paystream",
+    version,
+    about = "Event-sourced order and payment engine for WeChat mini-programs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// HTTP API, back-office and background jobs (the default).
+    Serve(Box<Settings>),
+    /// Apply database migrations and exit.
+    Migrate(DbSettings),
+    /// Run the WeChat simulator on its own.
+    Sandbox {
+        #[arg(
+            long,
+            env = "SANDBOX_LISTEN_ADDR",
+            value_name = "SANDBOX_LISTEN_ADDR",
+            default_value = "127.0.0.1:8081"
+        )]
+        listen_addr: SocketAddr,
+    },
+    /// Drop every read model and replay it from the event log.
+    RebuildProjections(DbSettings),
+    /// Measure the event store (see docs/benchmarks.md).
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let cli = Cli::parse();
+    let command = match cli.command {
+        Some(command) => command,
+        // `serve` is the default: parse its settings from the environment alone.
+        None => Command::Serve(Box::new(Settings::parse_from_env())),
+    };
+    match command {
+        Command::Serve(settings) => {
+            let running = paystream::start(*settings).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.stop().await;
+        }
+        Command::Migrate(db) => {
+            paystream::connect(&db.database_url).await?;
+            println!(
+                "migrations applied to {}",
+                paystream::redact(&db.database_url)
+            );
+        }
+        Command::Sandbox { listen_addr } => {
+            let sandbox = Sandbox::new(SandboxConfig {
+                appid: SANDBOX_APPID.into(),
+                secret: SANDBOX_SECRET.into(),
+            });
+            let listener = tokio::net::TcpListener::bind(listen_addr)
+                .await
+                .with_context(|| format!("SANDBOX_LISTEN_ADDR={listen_addr}: cannot listen"))?;
+            tracing::warn!(
+                %listen_addr, appid = SANDBOX_APPID,
+                "WeChat simulator running; point WECHAT_API_BASE at http://{listen_addr}"
+            );
+            axum::serve(listener, paystream_sandbox::router(sandbox))
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+        Command::RebuildProjections(db) => {
+            let db = paystream::connect(&db.database_url).await?;
+            let store = paystream::event_store(&db);
+            let streams = paystream_projections::rebuild(store.as_ref()).await?;
+            println!("rebuilt read models from {streams} order streams");
+        }
+        Command::Bench(args) => bench::run(args).await?,
+    }
+    Ok(())
+}
+
+trait FromEnv {
+    fn parse_from_env() -> Self;
+}
+
+impl FromEnv for Settings {
+    fn parse_from_env() -> Settings {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        Only::parse_from(["paystream"]).settings
+    }
+}

@@ -34,8 +34,10 @@ fn default_active() -> bool {
     true
 }
 
-/// A line of an order as the customer asked for it: a sku and how many.
+/// A line of an order as the customer asked for it: a sku and how many. Unknown fields (a
+/// `price_fen` from a client that believes it sets prices) are refused, not ignored.
 #[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct LineRequest {
     pub sku: String,
     pub quantity: i64,

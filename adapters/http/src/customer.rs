@@ -91,7 +91,17 @@ async fn phone(
     customer: Customer,
     ApiJson(req): ApiJson<CodeRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let phone = state.mini_program.phone_number(req.checked()?).await?;
+    // A bad phone code is bad input, not a bad session: 400, so the app does not log in again.
+    let phone = state
+        .mini_program
+        .phone_number(req.checked()?)
+        .await
+        .map_err(|e| match Error::from(e) {
+            e if e.code() == "invalid_code" => {
+                ApiError::new(Kind::Invalid, "invalid_code", e.to_string())
+            }
+            e => ApiError(e),
+        })?;
     state.accounts.set_phone(customer.user_id, &phone).await?;
     Ok(Json(phone))
 }

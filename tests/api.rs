@@ -834,3 +834,25 @@ async fn background_expiry_runs() {
     }
     assert_eq!(status, "closed");
 }
+
+/// Several first logins of one new user at once create one user, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_concurrent_first_logins() {
+    let app = spawn_app(Backend::Postgres).await;
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(app.login_code("frank", None).await);
+    }
+    let logins = codes
+        .iter()
+        .map(|code| app.post("/api/login", None, json!({ "code": code })));
+    let answers = futures::future::join_all(logins).await;
+    let ids: std::collections::HashSet<_> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            body["user"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+}

@@ -172,6 +172,18 @@ impl Accounts {
     /// merged by unionid: the same person arriving through another mini-program of the same
     /// WeChat Open account is the same user.
     pub async fn login_wechat(&self, appid: &str, session: &WechatSession) -> Result<User> {
+        match self.try_login_wechat(appid, session).await {
+            // Two first logins of one new user raced to create it: the loser now finds it.
+            Err(Error::Store(crate::store::StoreError::Database(sqlx::Error::Database(e))))
+                if e.is_unique_violation() =>
+            {
+                self.try_login_wechat(appid, session).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_login_wechat(&self, appid: &str, session: &WechatSession) -> Result<User> {
         let now = millis(Utc::now());
         let mut tx = self.db.pool.begin().await?;
         let known: Option<String> = sqlx::query_scalar(

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{spawn_app, TestApp};
+use common::{assert_error, spawn_app, TestApp};
 use paystream_engine::accounts::{Accounts, Role};
 use paystream_engine::db::Backend;
 use paystream_engine::money::Fen;
@@ -99,10 +99,7 @@ async fn checkout_flow(backend: Backend) {
     // Bob cannot see or cancel Alice's order, and cannot tell it exists.
     let (bob, _) = app.login("bob").await;
     let (status, body) = app.get(&format!("/api/orders/{id}"), Some(&bob)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("order_not_found"))
-    );
+    assert_error(status, &body, StatusCode::NOT_FOUND, "order_not_found");
     let (status, _) = app
         .post(&format!("/api/orders/{id}/cancel"), Some(&bob), json!({}))
         .await;
@@ -292,10 +289,7 @@ async fn login_maps_wechat_answers(backend: Backend) {
     let (status, body) = app
         .post("/api/login", None, json!({ "code": "never-issued" }))
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("invalid_code"))
-    );
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "invalid_code");
 
     let code = app.login_code("carol", None).await;
     let (status, body) = app.post("/api/login", None, json!({ "code": code })).await;
@@ -306,11 +300,7 @@ async fn login_maps_wechat_answers(backend: Backend) {
     );
     let carol = body["user"]["id"].clone();
     let (status, body) = app.post("/api/login", None, json!({ "code": code })).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("invalid_code")),
-        "codes are single-use"
-    );
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "invalid_code");
 
     let faults = |codes: Value| {
         app.post(
@@ -322,9 +312,11 @@ async fn login_maps_wechat_answers(backend: Backend) {
     faults(json!([45011])).await;
     let code = app.login_code("carol", None).await;
     let (status, body) = app.post("/api/login", None, json!({ "code": code })).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, Some("wechat_rate_limited"))
+    assert_error(
+        status,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "wechat_rate_limited",
     );
 
     // A busy WeChat (-1) is retried; persistent busyness is a 503.
@@ -346,9 +338,11 @@ async fn login_maps_wechat_answers(backend: Backend) {
             json!({ "code": app.login_code("carol", None).await }),
         )
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("wechat_unavailable"))
+    assert_error(
+        status,
+        &body,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "wechat_unavailable",
     );
 
     assert_eq!(
@@ -395,10 +389,7 @@ async fn phone_number_binding(backend: Backend) {
     let (status, body) = app
         .post("/api/me/phone", Some(&token), json!({ "code": code }))
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_code"))
-    );
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_code");
     assert_eq!(
         app.post("/api/me/phone", None, json!({ "code": "x" }))
             .await
@@ -422,28 +413,17 @@ async fn staff_roles_and_catalogue(backend: Backend) {
         .create_staff("sam", "support-password".to_string().into(), Role::Support)
         .await
         .unwrap();
-    let (status, body) = app
-        .post(
-            "/admin/login",
-            None,
-            json!({ "username": "sam", "password": "wrong-password" }),
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("invalid_credentials"))
-    );
-    let (status, body) = app
-        .post(
-            "/admin/login",
-            None,
-            json!({ "username": "nobody", "password": "wrong-password" }),
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("invalid_credentials"))
-    );
+    // A wrong password and an unknown name are indistinguishable.
+    for username in ["sam", "nobody"] {
+        let credentials = json!({ "username": username, "password": "wrong-password" });
+        let (status, body) = app.post("/admin/login", None, credentials).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        );
+    }
     let (_, body) = app
         .post(
             "/admin/login",
@@ -458,10 +438,7 @@ async fn staff_roles_and_catalogue(backend: Backend) {
     let (status, body) = app
         .post("/admin/products", Some(&support), product.clone())
         .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("admin_only"))
-    );
+    assert_error(status, &body, StatusCode::FORBIDDEN, "admin_only");
     assert_eq!(
         app.post("/admin/products", Some(&admin), product.clone())
             .await
@@ -469,10 +446,7 @@ async fn staff_roles_and_catalogue(backend: Backend) {
         StatusCode::CREATED
     );
     let (status, body) = app.post("/admin/products", Some(&admin), product).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::CONFLICT, Some("product_exists"))
-    );
+    assert_error(status, &body, StatusCode::CONFLICT, "product_exists");
     assert_eq!(
         app.get("/admin/products", Some(&support)).await.0,
         StatusCode::OK

@@ -33,9 +33,9 @@ impl Backend {
 pub enum DbError {
     #[error("DATABASE_URL must start with postgres:// or sqlite: (got {0:?})")]
     UnsupportedUrl(String),
-    #[error("cannot connect to the database: {0}")]
+    #[error("cannot connect to the database")]
     Connect(#[source] sqlx::Error),
-    #[error("migrations failed: {0}")]
+    #[error("migrations failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 

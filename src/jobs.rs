@@ -10,7 +10,7 @@ use paystream_engine::orders::{Metadata, OrderService};
 use paystream_projections::OrdersView;
 use tokio::sync::watch;
 
-/// How many expired orders one sweep closes at most.
+/// How many due orders one query fetches.
 const SWEEP_BATCH: i64 = 200;
 
 /// Closes unpaid orders whose time is up. Returns how many this call closed (an order closed
@@ -22,28 +22,48 @@ pub async fn expire_due_orders(
     now: DateTime<Utc>,
 ) -> paystream_engine::Result<usize> {
     let mut closed = 0;
-    for id in view.due_for_expiry(now, SWEEP_BATCH).await? {
-        let command = OrderCommand::Close {
-            reason: CloseReason::Expired,
-            now,
-        };
-        match orders
-            .execute(id, command, &Metadata::actor("system:expiry"))
-            .await
-        {
-            Ok(outcome) if !outcome.appended.is_empty() => {
+    let mut cursor = None;
+    loop {
+        let due = view.due_for_expiry(now, cursor, SWEEP_BATCH).await?;
+        for &(_, id) in &due {
+            if close_expired(orders, id, now).await {
                 closed += 1;
-                tracing::info!(order_id = %id, "unpaid order expired and closed");
             }
-            Ok(_) => {}
-            // Paid between the query and the close: nothing to do.
-            Err(e) if e.code() == "order_already_paid" => {
-                tracing::debug!(order_id = %id, "expiry skipped: order was paid");
-            }
-            Err(e) => tracing::warn!(order_id = %id, error = %e, "could not expire order"),
+        }
+        // Page on even past orders that could not be closed, so they never starve the rest.
+        match due.last() {
+            Some(&last) if due.len() as i64 == SWEEP_BATCH => cursor = Some(last),
+            _ => break,
         }
     }
     Ok(closed)
+}
+
+/// Closes one expired order; `true` if this call recorded the close.
+async fn close_expired(orders: &OrderService, id: uuid::Uuid, now: DateTime<Utc>) -> bool {
+    let command = OrderCommand::Close {
+        reason: CloseReason::Expired,
+        now,
+    };
+    match orders
+        .execute(id, command, &Metadata::actor("system:expiry"))
+        .await
+    {
+        Ok(outcome) if !outcome.appended.is_empty() => {
+            tracing::info!(order_id = %id, "unpaid order expired and closed");
+            true
+        }
+        Ok(_) => false,
+        // Paid between the query and the close: nothing to do.
+        Err(e) if e.code() == "order_already_paid" => {
+            tracing::debug!(order_id = %id, "expiry skipped: order was paid");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(order_id = %id, error = %e, "could not expire order");
+            false
+        }
+    }
 }
 
 pub async fn expiry_loop(

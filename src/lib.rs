@@ -83,10 +83,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
     let accounts = Accounts::new(db.clone());
     if let Some((username, password)) = admin {
-        if accounts
+        let created = accounts
             .ensure_admin(&username, SecretString::from(password))
-            .await?
-        {
+            .await
+            .context("ADMIN_USERNAME/ADMIN_PASSWORD: cannot create the bootstrap admin")?;
+        if created {
             tracing::info!(username, "bootstrap admin account created");
         }
     }

@@ -263,6 +263,8 @@ async fn bad_input_changes_nothing(backend: Backend) {
         (place(&app, &alice, json!({ "items": [{ "sku": "retired", "quantity": 1 }] })).await, StatusCode::UNPROCESSABLE_ENTITY, "product_inactive"),
         (place(&app, &alice, json!({ "items": [{ "sku": "gold", "quantity": 2 }] })).await, StatusCode::UNPROCESSABLE_ENTITY, "total_too_large"),
         (place(&app, &alice, json!({ "items": [{ "sku": "tea", "quantity": 1 }], "note": "x".repeat(201) })).await, StatusCode::BAD_REQUEST, "invalid_note"),
+        (place(&app, &alice, json!({ "items": [{ "sku": "te\u{0}a", "quantity": 1 }] })).await, StatusCode::BAD_REQUEST, "invalid_sku"),
+        (place(&app, &alice, json!({ "items": [{ "sku": "tea", "quantity": 1 }], "note": "a\u{0}b" })).await, StatusCode::BAD_REQUEST, "invalid_note"),
         (app.post("/api/orders", None, json!({ "items": [{ "sku": "tea", "quantity": 1 }] })).await, StatusCode::UNAUTHORIZED, "missing_token"),
         (app.post("/api/orders", Some("forged.token.value"), json!({ "items": [{ "sku": "tea", "quantity": 1 }] })).await, StatusCode::UNAUTHORIZED, "invalid_token"),
     ];
@@ -829,4 +831,86 @@ async fn postgres_concurrent_first_logins() {
         })
         .collect();
     assert_eq!(ids.len(), 1);
+}
+
+/// Answers outside the handlers keep the contract's shape; paging accepts empty values; a retry
+/// with the same key is answered from the log even after the product was withdrawn.
+async fn edges_of_the_contract(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (status, body) = app.get("/api/nothing-here", None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "no_such_endpoint");
+    let response = app
+        .http
+        .delete(app.url("/api/products"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::read(response).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+
+    app.add_product("tea", 1250, true).await;
+    let (alice, _) = app.login("alice").await;
+    let body = json!({ "items": [{ "sku": "tea", "quantity": 1 }] });
+    let send = || {
+        let req = app
+            .http
+            .post(app.url("/api/orders"))
+            .bearer_auth(&alice)
+            .header("Idempotency-Key", "k-1")
+            .json(&body);
+        async move { common::read(req.send().await.unwrap()).await }
+    };
+    let (status, first) = send().await;
+    assert_eq!(status, StatusCode::CREATED);
+    let admin = app.admin_token().await;
+    let withdraw = app
+        .http
+        .put(app.url("/admin/products/tea"))
+        .bearer_auth(&admin)
+        .json(&json!({ "name": "Tea", "price_fen": 1250, "active": false }));
+    assert_eq!(withdraw.send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(send().await, (StatusCode::CREATED, first));
+
+    let (status, page) = app
+        .get("/api/orders?page=&per_page=&status=", Some(&alice))
+        .await;
+    assert_eq!(
+        (status, page["page"].as_i64(), page["per_page"].as_i64()),
+        (StatusCode::OK, Some(1), Some(20))
+    );
+    assert_eq!(
+        app.get("/api/orders?page=abc", Some(&alice)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, body) = app.get("/admin/orders?openid=%00", Some(&admin)).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_query");
+    assert_eq!(
+        app.get("/admin/orders?page=&per_page=", Some(&admin))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, body) = app
+        .post(
+            "/admin/login",
+            None,
+            json!({ "username": "ad\u{0}min", "password": "x" }),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+}
+
+mod edges {
+    use super::*;
+    on_both_backends!(edges_of_the_contract);
 }

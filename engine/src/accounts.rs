@@ -10,6 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::db::{millis, Db};
@@ -161,11 +163,28 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 #[derive(Clone)]
 pub struct Accounts {
     db: Db,
+    /// Each password check costs ~19 MiB and a core for tens of milliseconds; unbounded, a
+    /// stream of login attempts would exhaust the machine. Beyond this many at once: 429.
+    hashing: Arc<Semaphore>,
 }
 
 impl Accounts {
     pub fn new(db: Db) -> Accounts {
-        Accounts { db }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Accounts {
+            db,
+            hashing: Arc::new(Semaphore::new(cores * 2)),
+        }
+    }
+
+    fn hashing_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.hashing.clone().try_acquire_owned().map_err(|_| {
+            Error::new(
+                Kind::RateLimited,
+                "rate_limited",
+                "too many login attempts at once; try again shortly",
+            )
+        })
     }
 
     /// Finds or creates the user behind a WeChat session. Users are keyed by (appid, openid) and
@@ -185,7 +204,7 @@ impl Accounts {
 
     async fn try_login_wechat(&self, appid: &str, session: &WechatSession) -> Result<User> {
         let now = millis(Utc::now());
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let known: Option<String> = sqlx::query_scalar(
             "SELECT user_id FROM wechat_identities WHERE appid = $1 AND openid = $2",
         )
@@ -303,7 +322,7 @@ impl Accounts {
         role: Role,
     ) -> Result<Staff> {
         let username = username.trim();
-        if username.is_empty() || username.len() > 64 {
+        if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
             return Err(Error::invalid(
                 "invalid_username",
                 "username must be 1-64 characters",
@@ -315,6 +334,7 @@ impl Accounts {
                 "a staff password needs at least 8 characters",
             ));
         }
+        let _permit = self.hashing_permit()?;
         let hash = hash_password(password).await?;
         let staff = Staff {
             id: Uuid::now_v7(),
@@ -353,6 +373,17 @@ impl Accounts {
     }
 
     pub async fn verify_staff(&self, username: &str, password: SecretString) -> Result<Staff> {
+        let invalid = || {
+            Error::new(
+                Kind::Unauthenticated,
+                "invalid_credentials",
+                "wrong username or password",
+            )
+        };
+        if username.chars().any(char::is_control) {
+            return Err(invalid());
+        }
+        let _permit = self.hashing_permit()?;
         let row =
             sqlx::query("SELECT id, username, password_hash, role FROM staff WHERE username = $1")
                 .bind(username.trim())
@@ -366,11 +397,7 @@ impl Accounts {
         let matches = password_matches(password, hash).await;
         match found {
             Some((staff, _)) if matches => Ok(staff),
-            _ => Err(Error::new(
-                Kind::Unauthenticated,
-                "invalid_credentials",
-                "wrong username or password",
-            )),
+            _ => Err(invalid()),
         }
     }
 

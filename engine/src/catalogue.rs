@@ -183,6 +183,12 @@ impl Catalogue {
         }
         let mut quantities: BTreeMap<&str, u32> = BTreeMap::new();
         for line in requested {
+            if !valid_sku(&line.sku) {
+                return Err(Error::invalid(
+                    "invalid_sku",
+                    "sku must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+                ));
+            }
             let quantity = u32::try_from(line.quantity)
                 .ok()
                 .filter(|q| (1..=MAX_QUANTITY).contains(q))

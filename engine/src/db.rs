@@ -31,7 +31,7 @@ impl Backend {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("DATABASE_URL must start with postgres:// or sqlite: (got {0:?})")]
+    #[error("DATABASE_URL must start with postgres:// or sqlite: (got scheme {0:?})")]
     UnsupportedUrl(String),
     #[error("cannot connect to the database")]
     Connect(#[source] sqlx::Error),
@@ -48,7 +48,10 @@ pub struct Db {
 impl Db {
     pub async fn connect(url: &str) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
-        let backend = Backend::of_url(url).ok_or_else(|| DbError::UnsupportedUrl(url.into()))?;
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            // Only the scheme: the rest may hold a password.
+            DbError::UnsupportedUrl(url.split(':').next().unwrap_or_default().to_string())
+        })?;
         let pool = match backend {
             Backend::Postgres => {
                 let options = AnyConnectOptions::from_str(url).map_err(DbError::Connect)?;
@@ -67,7 +70,10 @@ impl Db {
                 // embedded store is for one engine process, so this costs no real throughput.
                 AnyPoolOptions::new()
                     .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(Duration::from_secs(20))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // FULL: a committed payment must survive a power cut.
@@ -101,6 +107,16 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first and upgrades later fails with
+    /// SQLITE_BUSY when another process wrote meanwhile, instead of waiting its turn.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
     }
 
     /// `true` when the database answers a trivial query.

@@ -21,6 +21,14 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x8f3c_52a1_6b0e_4d0f_9a57_2
 /// writers on one order, bounded so a livelock cannot hang a request.
 const MAX_ATTEMPTS: usize = 64;
 
+/// The order id an idempotency key stands for: the same (user, key) always names the same order.
+pub fn order_id_for_key(user_id: Uuid, key: &str) -> OrderId {
+    Uuid::new_v5(
+        &IDEMPOTENCY_NAMESPACE,
+        format!("{user_id}:{key}").as_bytes(),
+    )
+}
+
 pub fn stream_id(id: OrderId) -> String {
     format!("{STREAM_PREFIX}{id}")
 }
@@ -152,10 +160,7 @@ impl OrderService {
         now: DateTime<Utc>,
     ) -> Result<Order> {
         let order_id = match &req.idempotency_key {
-            Some(key) => Uuid::new_v5(
-                &IDEMPOTENCY_NAMESPACE,
-                format!("{}:{key}", req.user_id).as_bytes(),
-            ),
+            Some(key) => order_id_for_key(req.user_id, key),
             None => Uuid::now_v7(),
         };
         let sid = stream_id(order_id);
@@ -202,6 +207,25 @@ impl OrderService {
             .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "order not placed"))?;
         info!(order_id = %order.id, total_fen = order.total_fen.get(), "order placed");
         Ok(order)
+    }
+
+    /// The order already placed under this key, if any. A retry is answered from the log before
+    /// anything else is checked: a product deactivated since the first attempt must not turn a
+    /// successful checkout into an error on retry.
+    pub async fn placed_with_key(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<Option<Order>> {
+        let existing = self
+            .store
+            .read_stream(&stream_id(order_id_for_key(user_id, key)))
+            .await?;
+        if existing.is_empty() {
+            return Ok(None);
+        }
+        self.same_request(&existing, request_hash).map(Some)
     }
 
     /// An order already exists for this idempotency key: the same request gets the same order,

@@ -184,11 +184,18 @@ impl InlineProjection for OrdersProjection {
 /// the old table or the new one, never half of it.
 pub async fn rebuild(store: &dyn EventStore) -> Result<usize> {
     let db = store.db();
-    let streams = store.stream_ids(STREAM_PREFIX).await?;
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     sqlx::query("DELETE FROM orders_view")
         .execute(&mut *tx)
         .await?;
+    // Listed inside the transaction, after the delete: an order placed meanwhile is either in
+    // this list or projected by its own append after this commits — never lost in between.
+    let streams: Vec<String> = sqlx::query_scalar(
+        "SELECT stream_id FROM events WHERE stream_id LIKE $1 GROUP BY stream_id",
+    )
+    .bind(format!("{STREAM_PREFIX}%"))
+    .fetch_all(&mut *tx)
+    .await?;
     for stream_id in &streams {
         project_stream(&mut tx, db.backend, stream_id).await?;
     }
@@ -305,18 +312,34 @@ impl OrdersView {
         })
     }
 
-    /// Unpaid orders whose time is up, oldest first.
-    pub async fn due_for_expiry(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<Uuid>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM orders_view WHERE status = 'pending_payment' AND expires_at <= $1 \
-             ORDER BY expires_at LIMIT $2",
+    /// Unpaid orders whose time is up, oldest first, after `cursor` (the `(expires_at, id)` of
+    /// the last one seen) so that a sweep pages past orders it could not close.
+    pub async fn due_for_expiry(
+        &self,
+        now: DateTime<Utc>,
+        cursor: Option<(i64, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Uuid)>> {
+        let (after_ms, after_id) = cursor.unwrap_or((i64::MIN, Uuid::nil()));
+        let rows = sqlx::query(
+            "SELECT id, expires_at FROM orders_view WHERE status = 'pending_payment' \
+             AND expires_at <= $1 AND (expires_at > $2 OR (expires_at = $2 AND id > $3)) \
+             ORDER BY expires_at, id LIMIT $4",
         )
         .bind(millis(now))
+        .bind(after_ms)
+        .bind(after_id.to_string())
         .bind(limit)
         .fetch_all(&self.db.pool)
         .await?;
-        ids.iter()
-            .map(|id| Uuid::parse_str(id).map_err(internal))
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                Ok((
+                    row.try_get("expires_at")?,
+                    Uuid::parse_str(&id).map_err(internal)?,
+                ))
+            })
             .collect()
     }
 }

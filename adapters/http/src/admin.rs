@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::auth::StaffMember;
 use crate::customer::{parse_order_id, parse_status};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{empty_as_none, ApiJson, ApiQuery};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -97,7 +97,9 @@ struct SearchQuery {
     transaction_id: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     page: Option<u32>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     per_page: Option<u32>,
 }
 
@@ -134,8 +136,20 @@ fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<D
     Ok(start)
 }
 
-fn non_empty(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+/// A text filter: blank means no filter; control characters (which PostgreSQL text cannot hold)
+/// are bad input.
+fn text_filter(v: Option<String>, name: &str) -> ApiResult<Option<String>> {
+    let v = v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    if v.as_ref()
+        .is_some_and(|s| s.len() > 128 || s.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            Kind::Invalid,
+            "invalid_query",
+            format!("{name} is not a valid value"),
+        ));
+    }
+    Ok(v)
 }
 
 async fn search_orders(
@@ -146,9 +160,9 @@ async fn search_orders(
     let filter = OrderFilter {
         user_id: None,
         status: parse_status(q.status.as_deref())?,
-        openid: non_empty(q.openid),
-        out_trade_no: non_empty(q.out_trade_no),
-        transaction_id: non_empty(q.transaction_id),
+        openid: text_filter(q.openid, "openid")?,
+        out_trade_no: text_filter(q.out_trade_no, "out_trade_no")?,
+        transaction_id: text_filter(q.transaction_id, "transaction_id")?,
         from: parse_bound(q.from.as_deref(), "from", false)?,
         to: parse_bound(q.to.as_deref(), "to", true)?,
     };

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::Customer;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, RequestId};
+use crate::extract::{empty_as_none, ApiJson, ApiQuery, RequestId};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -148,11 +148,14 @@ async fn place_order(
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .map(str::to_string);
-    if note.as_ref().is_some_and(|n| n.chars().count() > 200) {
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control))
+    {
         return Err(ApiError::new(
             Kind::Invalid,
             "invalid_note",
-            "note must be at most 200 characters",
+            "note must be at most 200 characters, without control characters",
         ));
     }
     let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&req).unwrap_or_default()));
@@ -161,6 +164,15 @@ async fn place_order(
         .user(state.mini_program.appid(), customer.user_id)
         .await?
         .ok_or_else(|| ApiError::new(Kind::Unauthenticated, "invalid_token", "log in again"))?;
+    if let Some(key) = &key {
+        if let Some(order) = state
+            .orders
+            .placed_with_key(user.id, key, &request_hash)
+            .await?
+        {
+            return Ok((StatusCode::CREATED, Json(OrderView::from(&order))));
+        }
+    }
     let lines = state.catalogue.price(&req.items).await?;
     let meta = Metadata::actor(format!("customer:{}", user.id)).with_request_id(request_id);
     let order = state
@@ -184,7 +196,9 @@ async fn place_order(
 
 #[derive(Deserialize)]
 struct ListQuery {
+    #[serde(default, deserialize_with = "empty_as_none")]
     page: Option<u32>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     per_page: Option<u32>,
     status: Option<String>,
 }

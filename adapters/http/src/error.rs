@@ -57,3 +57,28 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+pub async fn no_such_endpoint() -> ApiError {
+    ApiError::new(Kind::NotFound, "no_such_endpoint", "no such endpoint")
+}
+
+pub async fn method_not_allowed() -> Response {
+    let body = json!({ "error": { "code": "method_not_allowed", "message": "this endpoint does not take that method" } });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// No request runs longer than this; a slow dependency gets a JSON 503, not a hung client.
+/// Dropping the handler rolls back any open transaction, so nothing half-done is kept.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            Kind::Unavailable,
+            "timeout",
+            "the request took too long; retry it",
+        )
+        .into_response(),
+    }
+}

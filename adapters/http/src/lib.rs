@@ -9,7 +9,6 @@ mod extract;
 pub mod tokens;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
 use axum::Router;
@@ -62,12 +61,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(customer::routes())
         .merge(admin::routes())
+        .fallback(error::no_such_endpoint)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
+        .layer(axum::middleware::from_fn(error::deadline))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -130,12 +130,22 @@ pub enum StoreError {
 impl StoreError {
     /// The database is down or overloaded (as opposed to a bug or a bad event).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            )
-        )
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => true,
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                // Transient server-side trouble: PostgreSQL shutting down (57P01-57P03), too
+                // many connections (53300), deadlock/serialization (40P01, 40001); SQLite busy
+                // or locked (5, 6 and their extended codes).
+                let code = e.code().unwrap_or_default();
+                matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "40P01" | "40001"
+                ) || code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -171,9 +181,6 @@ pub trait EventStore: Send + Sync {
         after: Checkpoint,
         limit: i64,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
-
-    /// Stream ids with the given prefix, for replays.
-    async fn stream_ids(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
     fn db(&self) -> &Db;
 }

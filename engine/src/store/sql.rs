@@ -145,7 +145,7 @@ impl SqlEventStore {
         events: &[NewEvent],
     ) -> Result<Result<Appended, i64>, sqlx::Error> {
         let backend = self.db.backend;
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let current: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) AS v FROM events WHERE stream_id = $1",
         )
@@ -294,18 +294,6 @@ impl EventStore for SqlEventStore {
             .fetch_all(&self.db.pool)
             .await?;
         rows.iter().map(decode).collect()
-    }
-
-    async fn stream_ids(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
-        let ids = sqlx::query_scalar(
-            "SELECT stream_id FROM events WHERE stream_id LIKE $1 ESCAPE '\\' \
-             GROUP BY stream_id ORDER BY MIN(global_position)",
-        )
-        .bind(pattern)
-        .fetch_all(&self.db.pool)
-        .await?;
-        Ok(ids)
     }
 
     fn db(&self) -> &Db {

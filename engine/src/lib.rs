@@ -9,6 +9,7 @@ pub mod follow;
 pub mod money;
 pub mod order;
 pub mod orders;
+pub mod payments;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

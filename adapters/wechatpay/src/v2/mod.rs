@@ -1,0 +1,5 @@
+//! APIv2: XML bodies signed with MD5 or HMAC-SHA256.
+
+pub mod refund_notify;
+pub mod sign;
+pub mod xml;

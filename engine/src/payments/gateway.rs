@@ -1,0 +1,156 @@
+//! The port to a payment provider. `adapters/wechatpay` implements it for WeChat Pay; the engine
+//! decides what to call and records what comes back, never knowing HTTP, JSON or signatures.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::money::Fen;
+use crate::order::PayChannel;
+
+/// A JSAPI order at the provider for one of our orders.
+#[derive(Clone, Debug)]
+pub struct PrepayRequest {
+    pub out_trade_no: String,
+    pub description: String,
+    pub total_fen: Fen,
+    pub openid: String,
+    pub time_expire: DateTime<Utc>,
+    pub notify_url: String,
+}
+
+/// Exactly what `wx.requestPayment` takes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PayParams {
+    #[serde(rename = "timeStamp")]
+    pub time_stamp: String,
+    #[serde(rename = "nonceStr")]
+    pub nonce_str: String,
+    pub package: String,
+    #[serde(rename = "signType")]
+    pub sign_type: String,
+    #[serde(rename = "paySign")]
+    pub pay_sign: String,
+}
+
+/// A successful payment as the provider reports it (query or notify).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaidTransaction {
+    pub transaction_id: String,
+    /// What the order was for at the provider (`amount.total`).
+    pub amount_fen: Fen,
+    pub paid_at: DateTime<Utc>,
+}
+
+/// The state of a payment at the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TradeState {
+    /// Paid (`SUCCESS`, or `REFUND`: paid and since refunded in part or whole).
+    Paid(PaidTransaction),
+    /// Not paid (yet): `NOTPAY`, `USERPAYING`, `PAYERROR`.
+    Unpaid,
+    /// `CLOSED` or `REVOKED`: can no longer be paid.
+    Closed,
+    /// The provider has never heard of it.
+    NotFound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    Closed,
+    /// The order was paid meanwhile: query it and record the payment instead.
+    AlreadyPaid,
+}
+
+#[derive(Clone, Debug)]
+pub struct RefundCall {
+    pub out_trade_no: String,
+    pub out_refund_no: String,
+    pub amount_fen: Fen,
+    /// The order's total, which the provider checks.
+    pub total_fen: Fen,
+    pub reason: Option<String>,
+    pub notify_url: String,
+}
+
+/// The state of a refund at the provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundState {
+    Succeeded {
+        refund_id: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// `PROCESSING`, or `ABNORMAL` (not final: needs a merchant's action, keep asking).
+    Processing { refund_id: Option<String> },
+    /// `CLOSED`: final failure.
+    Failed { reason: String },
+    NotFound,
+}
+
+/// A verified, decrypted notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Payment {
+        mchid: String,
+        appid: String,
+        out_trade_no: String,
+        /// `None` when the notice reports something other than success.
+        paid: Option<PaidTransaction>,
+    },
+    Refund {
+        mchid: String,
+        out_trade_no: String,
+        out_refund_no: String,
+        state: RefundState,
+    },
+}
+
+/// Why a call to the provider failed. Only `Rejected` is a definite answer; anything else
+/// means the outcome is unknown and the same call (same out_trade_no / out_refund_no) must be
+/// retried or queried later.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("rejected by the payment provider: {code}: {message}")]
+    Rejected { code: String, message: String },
+    #[error("payment provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("payment provider answer failed verification: {0}")]
+    Unverified(String),
+}
+
+/// Why a notification was not accepted. The provider will send it again.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("notification failed verification: {0}")]
+    Unverified(String),
+    #[error("malformed notification: {0}")]
+    Malformed(String),
+}
+
+/// The headers a v3 notification is verified with.
+#[derive(Clone, Debug, Default)]
+pub struct NotifyHeaders {
+    pub timestamp: Option<String>,
+    pub nonce: Option<String>,
+    pub signature: Option<String>,
+    pub serial: Option<String>,
+    pub signature_type: Option<String>,
+}
+
+#[async_trait]
+pub trait PayGateway: Send + Sync {
+    fn channel(&self) -> PayChannel;
+    fn mchid(&self) -> &str;
+    fn appid(&self) -> &str;
+    async fn prepay(&self, request: &PrepayRequest) -> Result<String, GatewayError>;
+    fn pay_params(&self, prepay_id: &str) -> Result<PayParams, GatewayError>;
+    async fn query(&self, out_trade_no: &str) -> Result<TradeState, GatewayError>;
+    async fn close(&self, out_trade_no: &str) -> Result<CloseOutcome, GatewayError>;
+    async fn refund(&self, call: &RefundCall) -> Result<RefundState, GatewayError>;
+    async fn query_refund(&self, out_refund_no: &str) -> Result<RefundState, GatewayError>;
+    async fn verify_notify(
+        &self,
+        headers: &NotifyHeaders,
+        body: &[u8],
+    ) -> Result<Notice, NotifyError>;
+}

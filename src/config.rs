@@ -88,6 +88,83 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(60..))]
     pub staff_session_ttl_seconds: u32,
 
+    /// WeChat Pay merchant id; unset runs the built-in WeChat Pay simulator.
+    #[arg(long, env = "WECHATPAY_MCHID", value_name = "WECHATPAY_MCHID")]
+    pub wechatpay_mchid: Option<String>,
+
+    /// WeChat Pay API base (v2 and v3).
+    #[arg(long, env = "WECHATPAY_API_BASE", value_name = "WECHATPAY_API_BASE")]
+    pub wechatpay_api_base: Option<url::Url>,
+
+    /// 32-byte APIv3 key.
+    #[arg(
+        long,
+        env = "WECHATPAY_APIV3_KEY",
+        value_name = "WECHATPAY_APIV3_KEY",
+        hide_env_values = true
+    )]
+    pub wechatpay_apiv3_key: Option<String>,
+
+    /// Path of the merchant API private key (PEM, PKCS#8 or PKCS#1).
+    #[arg(
+        long,
+        env = "WECHATPAY_MCH_PRIVATE_KEY",
+        value_name = "WECHATPAY_MCH_PRIVATE_KEY"
+    )]
+    pub wechatpay_mch_private_key: Option<std::path::PathBuf>,
+
+    /// Serial number of the merchant API certificate.
+    #[arg(
+        long,
+        env = "WECHATPAY_MCH_SERIAL",
+        value_name = "WECHATPAY_MCH_SERIAL"
+    )]
+    pub wechatpay_mch_serial: Option<String>,
+
+    /// WeChat Pay public key (path of the PEM file) for public-key mode.
+    #[arg(
+        long,
+        env = "WECHATPAY_PUBLIC_KEY",
+        value_name = "WECHATPAY_PUBLIC_KEY"
+    )]
+    pub wechatpay_public_key: Option<std::path::PathBuf>,
+
+    /// `PUB_KEY_ID_…` of that public key.
+    #[arg(
+        long,
+        env = "WECHATPAY_PUBLIC_KEY_ID",
+        value_name = "WECHATPAY_PUBLIC_KEY_ID"
+    )]
+    pub wechatpay_public_key_id: Option<String>,
+
+    /// A payment with no notify by then is queried at WeChat Pay (then with back-off).
+    #[arg(long, env = "PAYMENT_QUERY_AFTER_SECONDS", value_name = "PAYMENT_QUERY_AFTER_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub payment_query_after_seconds: u32,
+
+    /// A refund still processing after this long is queried (and re-sent if WeChat never got it).
+    #[arg(long, env = "REFUND_QUERY_AFTER_SECONDS", value_name = "REFUND_QUERY_AFTER_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub refund_query_after_seconds: u32,
+
+    /// Minimum seconds between platform-certificate downloads triggered by an unknown serial.
+    #[arg(
+        long,
+        env = "WECHATPAY_CERT_REFETCH_SECONDS",
+        value_name = "WECHATPAY_CERT_REFETCH_SECONDS",
+        default_value_t = 60
+    )]
+    pub wechatpay_cert_refetch_seconds: u32,
+
+    /// Sandbox only: multiplies WeChat's notification retry schedule (1.0 = real time).
+    #[arg(
+        long,
+        env = "SANDBOX_NOTIFY_TIME_SCALE",
+        value_name = "SANDBOX_NOTIFY_TIME_SCALE",
+        default_value_t = 1.0
+    )]
+    pub sandbox_notify_time_scale: f64,
+
     /// Do not run background jobs (expiry, …) in this process.
     #[arg(long, env = "NO_BACKGROUND_JOBS", value_name = "NO_BACKGROUND_JOBS")]
     pub no_background_jobs: bool,
@@ -132,6 +209,44 @@ impl Settings {
         }
     }
 
+    /// The WeChat Pay merchant, or `None` for the built-in simulator.
+    pub fn wechatpay(&self) -> Result<Option<WechatPaySettings>, String> {
+        let Some(mchid) = self.wechatpay_mchid.clone() else {
+            return Ok(None);
+        };
+        let need = |value: &Option<String>, name: &str| {
+            value
+                .clone()
+                .ok_or_else(|| format!("{name} must be set when WECHATPAY_MCHID is"))
+        };
+        let apiv3_key = need(&self.wechatpay_apiv3_key, "WECHATPAY_APIV3_KEY")?;
+        if apiv3_key.len() != 32 {
+            return Err("WECHATPAY_APIV3_KEY must be exactly 32 characters".into());
+        }
+        let private_key = self
+            .wechatpay_mch_private_key
+            .clone()
+            .ok_or("WECHATPAY_MCH_PRIVATE_KEY must be set when WECHATPAY_MCHID is")?;
+        let serial = need(&self.wechatpay_mch_serial, "WECHATPAY_MCH_SERIAL")?;
+        let public_key = match (&self.wechatpay_public_key, &self.wechatpay_public_key_id) {
+            (Some(path), Some(id)) => Some((id.clone(), path.clone())),
+            (None, None) => None,
+            _ => return Err("WECHATPAY_PUBLIC_KEY and WECHATPAY_PUBLIC_KEY_ID go together".into()),
+        };
+        Ok(Some(WechatPaySettings {
+            mchid,
+            api_base: self
+                .wechatpay_api_base
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "https://api.mch.weixin.qq.com".into()),
+            apiv3_key,
+            private_key,
+            serial,
+            public_key,
+        }))
+    }
+
     pub fn admin_account(&self) -> Result<Option<(String, String)>, String> {
         match (&self.admin_username, &self.admin_password) {
             (Some(u), Some(p)) => Ok(Some((u.clone(), p.clone()))),
@@ -140,4 +255,15 @@ impl Settings {
             (None, Some(_)) => Err("ADMIN_USERNAME must be set when ADMIN_PASSWORD is".into()),
         }
     }
+}
+
+/// A real WeChat Pay merchant. No `Debug`: it holds the APIv3 key.
+#[derive(Clone)]
+pub struct WechatPaySettings {
+    pub mchid: String,
+    pub api_base: String,
+    pub apiv3_key: String,
+    pub private_key: std::path::PathBuf,
+    pub serial: String,
+    pub public_key: Option<(String, std::path::PathBuf)>,
 }

@@ -1,38 +1,41 @@
 //! Background jobs. Each is safe to run in several engine processes on one database: its
 //! effects are commands on the event log, and the log's optimistic concurrency lets exactly one
-//! of two racing processes record a change while the other sees it already done.
+//! of two racing processes record a change while the other sees it already done. None keeps
+//! state in memory, so a restart loses nothing.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use paystream_engine::order::{CloseReason, OrderCommand};
-use paystream_engine::orders::{Metadata, OrderService};
-use paystream_projections::OrdersView;
+use paystream_engine::order::CloseReason;
+use paystream_engine::orders::Metadata;
+use paystream_engine::payments::Payments;
+use paystream_projections::{Checks, OrdersView};
 use tokio::sync::watch;
+use uuid::Uuid;
 
-/// How many due orders one query fetches.
-const SWEEP_BATCH: i64 = 200;
+/// How many due items one query fetches.
+const BATCH: i64 = 200;
 
-/// Closes unpaid orders whose time is up. Returns how many this call closed (an order closed
-/// meanwhile by someone else is not counted). The job keeps no state of its own: what is due is
-/// read from the orders view, so it survives restarts by construction.
+/// Closes unpaid orders whose time is up (at WeChat Pay first, when a payment was requested).
+/// Returns how many this call closed; an order closed meanwhile by someone else, or found paid
+/// at WeChat, is not counted.
 pub async fn expire_due_orders(
-    orders: &OrderService,
+    payments: &Payments,
     view: &OrdersView,
     now: DateTime<Utc>,
 ) -> paystream_engine::Result<usize> {
     let mut closed = 0;
     let mut cursor = None;
     loop {
-        let due = view.due_for_expiry(now, cursor, SWEEP_BATCH).await?;
+        let due = view.due_for_expiry(now, cursor, BATCH).await?;
         for &(_, id) in &due {
-            if close_expired(orders, id, now).await {
+            if close_expired(payments, id).await {
                 closed += 1;
             }
         }
         // Page on even past orders that could not be closed, so they never starve the rest.
         match due.last() {
-            Some(&last) if due.len() as i64 == SWEEP_BATCH => cursor = Some(last),
+            Some(&last) if due.len() as i64 == BATCH => cursor = Some(last),
             _ => break,
         }
     }
@@ -40,13 +43,9 @@ pub async fn expire_due_orders(
 }
 
 /// Closes one expired order; `true` if this call recorded the close.
-async fn close_expired(orders: &OrderService, id: uuid::Uuid, now: DateTime<Utc>) -> bool {
-    let command = OrderCommand::Close {
-        reason: CloseReason::Expired,
-        now,
-    };
-    match orders
-        .execute(id, command, &Metadata::actor("system:expiry"))
+async fn close_expired(payments: &Payments, id: Uuid) -> bool {
+    match payments
+        .close(id, CloseReason::Expired, &Metadata::actor("system:expiry"))
         .await
     {
         Ok(outcome) if !outcome.appended.is_empty() => {
@@ -54,33 +53,117 @@ async fn close_expired(orders: &OrderService, id: uuid::Uuid, now: DateTime<Utc>
             true
         }
         Ok(_) => false,
-        // Paid between the query and the close: nothing to do.
+        // Paid between the query and the close (the payment is recorded by `close`).
         Err(e) if e.code() == "order_already_paid" => {
-            tracing::debug!(order_id = %id, "expiry skipped: order was paid");
+            tracing::info!(order_id = %id, "expiry found the order paid at WeChat Pay");
             false
         }
         Err(e) => {
-            tracing::warn!(order_id = %id, error = %e, "could not expire order");
+            tracing::warn!(order_id = %id, error = %e, "could not expire order; retrying next sweep");
             false
         }
     }
 }
 
 pub async fn expiry_loop(
-    orders: OrderService,
+    payments: Payments,
     view: OrdersView,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    every_until_stopped(every, stop, || async {
+        if let Err(e) = expire_due_orders(&payments, &view, Utc::now()).await {
+            tracing::warn!(error = %e, "expiry sweep failed; retrying next tick");
+        }
+    })
+    .await;
+}
+
+/// When the pollers ask WeChat Pay about something that has gone quiet.
+#[derive(Clone, Copy, Debug)]
+pub struct ReconcileTiming {
+    /// An unpaid order with a payment request, no notice this long after the request.
+    pub payment_after: chrono::Duration,
+    /// A refund still processing this long after it was requested.
+    pub refund_after: chrono::Duration,
+}
+
+/// Asks WeChat Pay about payments without a notice and refunds without an outcome, recording
+/// what it says; a refund WeChat never received is sent again with the same out_refund_no.
+/// Returns how many items were checked.
+pub async fn reconcile(
+    payments: &Payments,
+    checks: &Checks,
+    timing: ReconcileTiming,
+    now: DateTime<Utc>,
+) -> paystream_engine::Result<usize> {
+    let mut checked = 0;
+    for order_id in checks
+        .payments_due(now, timing.payment_after, BATCH)
+        .await?
+    {
+        match payments.reconcile_payment(order_id).await {
+            Ok(true) => {
+                tracing::info!(order_id = %order_id, "payment found by query (no notice had arrived)")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(order_id = %order_id, error = %e, "payment query failed"),
+        }
+        checks
+            .checked(&format!("pay:{order_id}"), now, timing.payment_after)
+            .await?;
+        checked += 1;
+    }
+    for (order_id, out_refund_no) in checks.refunds_due(now, timing.refund_after, BATCH).await? {
+        if let Err(e) = payments.reconcile_refund(order_id, &out_refund_no).await {
+            tracing::warn!(order_id = %order_id, %out_refund_no, error = %e, "refund reconciliation failed");
+        }
+        checks
+            .checked(&format!("refund:{out_refund_no}"), now, timing.refund_after)
+            .await?;
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+pub async fn reconcile_loop(
+    payments: Payments,
+    checks: Checks,
+    timing: ReconcileTiming,
+    stop: watch::Receiver<bool>,
+) {
+    // Often enough to honour the shorter of the two delays, never busier than once a second.
+    let every = timing
+        .payment_after
+        .min(timing.refund_after)
+        .to_std()
+        .unwrap_or(Duration::from_secs(1))
+        .div_f64(2.0)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    every_until_stopped(every, stop, || async {
+        if let Err(e) = reconcile(&payments, &checks, timing, Utc::now()).await {
+            tracing::warn!(error = %e, "reconciliation failed; retrying next tick");
+        }
+    })
+    .await;
+}
+
+async fn every_until_stopped<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = ticker.tick() => {}
-        }
-        if let Err(e) = expire_due_orders(&orders, &view, Utc::now()).await {
-            tracing::warn!(error = %e, "expiry sweep failed; retrying next tick");
+            () = stopped(&mut stop) => return,
+            _ = ticker.tick() => work().await,
         }
     }
+}
+
+/// Resolves once shutdown is signalled (without holding the channel's guard across awaits).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }

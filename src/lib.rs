@@ -11,16 +11,21 @@ use paystream_engine::accounts::{Accounts, MiniProgram};
 use paystream_engine::catalogue::Catalogue;
 use paystream_engine::db::Db;
 use paystream_engine::orders::OrderService;
+use paystream_engine::payments::gateway::PayGateway;
+use paystream_engine::payments::Payments;
 use paystream_engine::store::{EventStore, SqlEventStore};
 use paystream_http::{AppState, Services, Tokens};
-use paystream_projections::{OrdersProjection, OrdersView};
-use paystream_sandbox::{Sandbox, SandboxConfig};
+use paystream_projections::{Checks, OrdersProjection, OrdersView};
+use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig};
 use paystream_wechat::MiniProgramClient;
+use paystream_wechatpay::client::{V3Client, V3Config};
+use paystream_wechatpay::v3::keys::{load_public_key_pem, MerchantPrivateKey};
+use paystream_wechatpay::ApiV3Key;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{MiniProgramMode, Settings, SANDBOX_APPID, SANDBOX_SECRET};
+use crate::config::{MiniProgramMode, Settings, WechatPaySettings, SANDBOX_APPID, SANDBOX_SECRET};
 
 /// The event store with every inline projection attached.
 pub fn event_store(db: &Db) -> Arc<dyn EventStore> {
@@ -50,6 +55,7 @@ pub fn redact(url: &str) -> String {
 pub struct Running {
     pub addr: SocketAddr,
     pub db: Db,
+    pub payments: Payments,
     pub sandbox: Option<Sandbox>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -92,22 +98,35 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
     }
 
-    let (mini_program, sandbox): (Arc<dyn MiniProgram>, Option<Sandbox>) = match mode {
+    let wechatpay = settings.wechatpay().map_err(|e| anyhow!(e))?;
+    let appid = match &mode {
+        MiniProgramMode::Remote { appid, .. } => appid.clone(),
+        MiniProgramMode::InProcessSandbox => SANDBOX_APPID.to_string(),
+    };
+    // The simulator runs in-process whenever part of WeChat is not configured.
+    let sandbox = (mode == MiniProgramMode::InProcessSandbox || wechatpay.is_none()).then(|| {
+        Sandbox::new(SandboxConfig {
+            appid: appid.clone(),
+            secret: SANDBOX_SECRET.into(),
+            pay: PaySandboxConfig {
+                notify_time_scale: settings.sandbox_notify_time_scale,
+                ..PaySandboxConfig::default()
+            },
+        })
+    });
+    let sandbox_base = format!("{local_base}/sandbox");
+
+    let mini_program: Arc<dyn MiniProgram> = match mode {
         MiniProgramMode::InProcessSandbox => {
             tracing::warn!(
                 "SANDBOX MODE: WECHAT_APPID is unset, logins go to the built-in WeChat simulator \
-                 at {local_base}/sandbox — no real WeChat user can log in"
+                 at {sandbox_base} — no real WeChat user can log in"
             );
-            let sandbox = Sandbox::new(SandboxConfig {
-                appid: SANDBOX_APPID.into(),
-                secret: SANDBOX_SECRET.into(),
-            });
-            let client = MiniProgramClient::new(
-                &format!("{local_base}/sandbox"),
+            Arc::new(MiniProgramClient::new(
+                &sandbox_base,
                 SANDBOX_APPID,
                 SecretString::from(SANDBOX_SECRET),
-            );
-            (Arc::new(client), Some(sandbox))
+            ))
         }
         MiniProgramMode::Remote {
             base,
@@ -115,24 +134,54 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             secret,
         } => {
             tracing::info!(api_base = %base, appid, "mini-program API configured");
-            (
-                Arc::new(MiniProgramClient::new(
-                    &base,
-                    &appid,
-                    SecretString::from(secret),
-                )),
-                None,
-            )
+            Arc::new(MiniProgramClient::new(
+                &base,
+                &appid,
+                SecretString::from(secret),
+            ))
         }
     };
+    let v3 = match (wechatpay, &sandbox) {
+        (Some(merchant), _) => {
+            tracing::info!(mchid = %merchant.mchid, api_base = %merchant.api_base, "WeChat Pay configured");
+            wechatpay_client(merchant, &appid, settings.wechatpay_cert_refetch_seconds)?
+        }
+        (None, Some(sandbox)) => {
+            tracing::warn!(
+                "SANDBOX MODE: WECHATPAY_MCHID is unset, payments go to the built-in WeChat Pay \
+                 simulator at {sandbox_base} — no real money moves"
+            );
+            sandbox_client(
+                sandbox,
+                &sandbox_base,
+                settings.wechatpay_cert_refetch_seconds,
+            )?
+        }
+        (None, None) => unreachable!("a sandbox exists whenever WeChat Pay is not configured"),
+    };
+    let v3 = Arc::new(v3);
+    let v3_for_startup = v3.clone();
 
     let store = event_store(&db);
     let orders = OrderService::new(store.clone());
     let orders_view = OrdersView::new(db.clone());
+    let public_base_url = settings
+        .public_base_url
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| local_base.clone());
+    let payments = Payments::new(
+        db.clone(),
+        orders.clone(),
+        vec![v3 as Arc<dyn PayGateway>],
+        public_base_url,
+    );
+    let running_payments = payments.clone();
     let secret = accounts.token_secret().await?;
     let state = AppState::new(Services {
         db: db.clone(),
         orders: orders.clone(),
+        payments: payments.clone(),
         orders_view: orders_view.clone(),
         catalogue: Catalogue::new(db.clone()),
         accounts,
@@ -160,11 +209,32 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     }));
+    // After the server is up: in sandbox mode the certificates come from this very process.
+    let certificates_client = v3_for_startup.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = certificates_client.fetch_certificates().await {
+            // Not fatal: public-key merchants have none, and an unknown serial triggers a refetch.
+            tracing::warn!(error = %e, "WeChat Pay platform certificates not loaded at start-up");
+        }
+    }));
     if !settings.no_background_jobs {
         tasks.push(tokio::spawn(jobs::expiry_loop(
-            orders,
+            payments.clone(),
             orders_view,
             std::time::Duration::from_secs(u64::from(settings.expiry_interval_seconds)),
+            signal.clone(),
+        )));
+        tasks.push(tokio::spawn(jobs::reconcile_loop(
+            payments,
+            Checks::new(db.clone()),
+            jobs::ReconcileTiming {
+                payment_after: chrono::Duration::seconds(i64::from(
+                    settings.payment_query_after_seconds,
+                )),
+                refund_after: chrono::Duration::seconds(i64::from(
+                    settings.refund_query_after_seconds,
+                )),
+            },
             signal.clone(),
         )));
     }
@@ -172,10 +242,63 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         db,
+        payments: running_payments,
         sandbox,
         shutdown,
         tasks,
     })
+}
+
+fn read_file(path: &std::path::Path, variable: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("{variable}={}: cannot read", path.display()))
+}
+
+/// The client for a real merchant, from files and settings.
+fn wechatpay_client(
+    merchant: WechatPaySettings,
+    appid: &str,
+    refetch_seconds: u32,
+) -> anyhow::Result<V3Client> {
+    let key = MerchantPrivateKey::from_pem(&read_file(
+        &merchant.private_key,
+        "WECHATPAY_MCH_PRIVATE_KEY",
+    )?)
+    .map_err(|e| anyhow!("WECHATPAY_MCH_PRIVATE_KEY: {e}"))?;
+    let public_key = match &merchant.public_key {
+        Some((id, path)) => Some((
+            id.clone(),
+            load_public_key_pem(&read_file(path, "WECHATPAY_PUBLIC_KEY")?)
+                .map_err(|e| anyhow!("WECHATPAY_PUBLIC_KEY: {e}"))?,
+        )),
+        None => None,
+    };
+    Ok(V3Client::new(V3Config {
+        api_base: merchant.api_base,
+        mchid: merchant.mchid,
+        appid: appid.to_string(),
+        merchant_serial: merchant.serial,
+        merchant_key: key,
+        apiv3_key: ApiV3Key::new(&merchant.apiv3_key)
+            .map_err(|e| anyhow!("WECHATPAY_APIV3_KEY: {e}"))?,
+        public_key,
+        certificate_refetch_interval: std::time::Duration::from_secs(u64::from(refetch_seconds)),
+    }))
+}
+
+/// The client for the in-process simulator's merchant (certificate mode, as most merchants).
+fn sandbox_client(sandbox: &Sandbox, base: &str, refetch_seconds: u32) -> anyhow::Result<V3Client> {
+    let merchant = sandbox.merchant();
+    Ok(V3Client::new(V3Config {
+        api_base: base.to_string(),
+        mchid: merchant.mchid.clone(),
+        appid: merchant.appid.clone(),
+        merchant_serial: merchant.merchant_serial.clone(),
+        merchant_key: MerchantPrivateKey::from_pem(&merchant.merchant_private_key_pem)?,
+        apiv3_key: ApiV3Key::new(&merchant.apiv3_key)?,
+        public_key: None,
+        certificate_refetch_interval: std::time::Duration::from_secs(u64::from(refetch_seconds)),
+    }))
 }
 
 /// The address this process can reach itself on (0.0.0.0 is not an address to connect to).

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use paystream::config::{DbSettings, Settings, SANDBOX_APPID, SANDBOX_SECRET};
-use paystream_sandbox::{Sandbox, SandboxConfig};
+use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig};
 use tracing_subscriber::EnvFilter;
 
 mod bench;
@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let sandbox = Sandbox::new(SandboxConfig {
                 appid: SANDBOX_APPID.into(),
                 secret: SANDBOX_SECRET.into(),
+                pay: PaySandboxConfig::default(),
             });
             let listener = tokio::net::TcpListener::bind(listen_addr)
                 .await

@@ -21,6 +21,11 @@ fn orders_service(app: &TestApp) -> OrderService {
     OrderService::new(paystream::event_store(&app.running().db))
 }
 
+/// Payments as the running engine has them (with its WeChat Pay client).
+fn payments_service(app: &TestApp) -> paystream_engine::payments::Payments {
+    app.running().payments.clone()
+}
+
 async fn checkout_flow(backend: Backend) {
     let app = spawn_app(backend).await;
     assert_eq!(
@@ -622,6 +627,7 @@ async fn expiry_closes_due_orders_once(backend: Backend) {
     )
     .await;
     let orders = orders_service(&app);
+    let payments = payments_service(&app);
     let view = OrdersView::new(app.running().db.clone());
     let paid_id: Uuid = paid["id"].as_str().unwrap().parse().unwrap();
     orders
@@ -640,7 +646,7 @@ async fn expiry_closes_due_orders_once(backend: Backend) {
 
     let now = chrono::Utc::now();
     assert_eq!(
-        paystream::jobs::expire_due_orders(&orders, &view, now)
+        paystream::jobs::expire_due_orders(&payments, &view, now)
             .await
             .unwrap(),
         0,
@@ -648,8 +654,8 @@ async fn expiry_closes_due_orders_once(backend: Backend) {
     );
     let later = now + chrono::Duration::seconds(1801);
     let (a, b) = tokio::join!(
-        paystream::jobs::expire_due_orders(&orders, &view, later),
-        paystream::jobs::expire_due_orders(&orders, &view, later)
+        paystream::jobs::expire_due_orders(&payments, &view, later),
+        paystream::jobs::expire_due_orders(&payments, &view, later)
     );
     assert_eq!(
         a.unwrap() + b.unwrap(),

@@ -23,6 +23,8 @@ pub enum Kind {
     RateLimited,
     /// A dependency (WeChat, the database) is unreachable or failing (503).
     Unavailable,
+    /// A dependency answered, but refused or said something we cannot use (502).
+    Upstream,
     /// A bug or corrupt data (500).
     Internal,
 }

@@ -109,12 +109,13 @@ async fn upsert(conn: &mut AnyConnection, order: &Order, version: i64) -> Result
     sqlx::query(
         "INSERT INTO orders_view (id, out_trade_no, user_id, openid, status, total_fen, paid_fen, \
          refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at, \
-         updated_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         updated_at, version, payment_requested_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, paid_fen = excluded.paid_fen, \
          refunded_fen = excluded.refunded_fen, channel = excluded.channel, \
          transaction_id = excluded.transaction_id, paid_at = excluded.paid_at, \
-         updated_at = excluded.updated_at, version = excluded.version",
+         updated_at = excluded.updated_at, version = excluded.version, \
+         payment_requested_at = excluded.payment_requested_at",
     )
     .bind(order.id.to_string())
     .bind(&order.out_trade_no)
@@ -133,8 +134,24 @@ async fn upsert(conn: &mut AnyConnection, order: &Order, version: i64) -> Result
     .bind(order.paid_at.map(millis))
     .bind(millis(Utc::now()))
     .bind(version)
-    .execute(conn)
+    .bind(order.payment_requested_at.map(millis))
+    .execute(&mut *conn)
     .await?;
+    for refund in &order.refunds {
+        sqlx::query(
+            "INSERT INTO refunds_view (out_refund_no, order_id, amount_fen, status, requested_at, \
+             finished_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (out_refund_no) DO UPDATE \
+             SET status = excluded.status, finished_at = excluded.finished_at",
+        )
+        .bind(&refund.out_refund_no)
+        .bind(order.id.to_string())
+        .bind(refund.amount_fen.get())
+        .bind(refund.status.as_str())
+        .bind(millis(refund.requested_at))
+        .bind(refund.finished_at.map(millis))
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -186,6 +203,9 @@ pub async fn rebuild(store: &dyn EventStore) -> Result<usize> {
     let db = store.db();
     let mut tx = db.begin_write().await?;
     sqlx::query("DELETE FROM orders_view")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM refunds_view")
         .execute(&mut *tx)
         .await?;
     // Listed inside the transaction, after the delete: an order placed meanwhile is either in

@@ -36,6 +36,18 @@ pub fn settings(database_url: &str) -> Settings {
         session_ttl_seconds: 3600,
         staff_session_ttl_seconds: 3600,
         no_background_jobs: true,
+        wechatpay_mchid: None,
+        wechatpay_api_base: None,
+        wechatpay_apiv3_key: None,
+        wechatpay_mch_private_key: None,
+        wechatpay_mch_serial: None,
+        wechatpay_public_key: None,
+        wechatpay_public_key_id: None,
+        payment_query_after_seconds: 60,
+        refund_query_after_seconds: 60,
+        wechatpay_cert_refetch_seconds: 0,
+        // WeChat's retry schedule, a thousand times faster.
+        sandbox_notify_time_scale: 0.001,
     }
 }
 

@@ -7,6 +7,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, Utc};
 use paystream_engine::catalogue::ProductInput;
+use paystream_engine::money::Fen;
+use paystream_engine::orders::Metadata;
 use paystream_engine::Kind;
 use paystream_projections::{OrderFilter, OrderView};
 use secrecy::SecretString;
@@ -16,7 +18,7 @@ use serde_json::json;
 use crate::auth::StaffMember;
 use crate::customer::{parse_order_id, parse_status};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{empty_as_none, ApiJson, ApiQuery};
+use crate::extract::{empty_as_none, ApiJson, ApiQuery, RequestId};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -28,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/orders", get(search_orders))
         .route("/admin/orders/{id}", get(get_order))
         .route("/admin/orders/{id}/events", get(order_events))
+        .route("/admin/orders/{id}/refunds", post(refund_order))
 }
 
 async fn ui() -> Html<&'static str> {
@@ -216,4 +219,62 @@ async fn order_events(
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundRequest {
+    amount_fen: i64,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// 202: the refund is recorded and asked for; its outcome arrives by notice or query.
+async fn refund_order(
+    State(state): State<AppState>,
+    staff: StaffMember,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    ApiJson(req): ApiJson<RefundRequest>,
+) -> ApiResult<impl IntoResponse> {
+    staff.require_admin()?;
+    let order_id = parse_order_id(&id)?;
+    let amount = Fen::new(req.amount_fen)
+        .filter(|a| a.get() > 0)
+        .ok_or_else(|| {
+            ApiError::new(
+                Kind::Invalid,
+                "invalid_amount",
+                "amount_fen must be a positive number of fen",
+            )
+        })?;
+    let reason = req
+        .reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    // WeChat's refund reason holds at most 80 characters.
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 80 || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::new(
+            Kind::Invalid,
+            "invalid_reason",
+            "reason must be at most 80 characters",
+        ));
+    }
+    let key = crate::customer::idempotency_key(&headers)?;
+    let meta = Metadata::actor(format!("staff:{}", staff.0.id)).with_request_id(request_id);
+    let refund = state
+        .payments
+        .refund(order_id, amount, reason, key.as_deref(), &meta)
+        .await?;
+    tracing::info!(order_id = %order_id, out_refund_no = %refund.out_refund_no, amount_fen = refund.amount_fen.get(), "refund requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({ "out_refund_no": refund.out_refund_no, "amount_fen": refund.amount_fen, "status": refund.status }),
+        ),
+    ))
 }

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use paystream_engine::catalogue::LineRequest;
-use paystream_engine::order::{CloseReason, OrderCommand, OrderStatus};
+use paystream_engine::order::{CloseReason, OrderStatus, PayChannel};
 use paystream_engine::orders::{Metadata, PlaceOrder};
 use paystream_engine::{Error, Kind};
 use paystream_projections::{OrderFilter, OrderView};
@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{id}", get(get_order))
         .route("/api/orders/{id}/cancel", post(cancel_order))
+        .route("/api/orders/{id}/pay", post(pay_order))
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
@@ -119,7 +120,7 @@ struct PlaceOrderRequest {
     note: Option<String>,
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -275,15 +276,31 @@ async fn cancel_order(
     let meta =
         Metadata::actor(format!("customer:{}", customer.user_id)).with_request_id(request_id);
     let outcome = state
-        .orders
-        .execute(
-            order.id,
-            OrderCommand::Close {
-                reason: CloseReason::CancelledByCustomer,
-                now: Utc::now(),
-            },
-            &meta,
-        )
+        .payments
+        .close(order.id, CloseReason::CancelledByCustomer, &meta)
         .await?;
     Ok(Json(OrderView::from(&outcome.order)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayRequest {
+    channel: PayChannel,
+}
+
+async fn pay_order(
+    State(state): State<AppState>,
+    customer: Customer,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<PayRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let order_id = parse_order_id(&id)?;
+    let meta =
+        Metadata::actor(format!("customer:{}", customer.user_id)).with_request_id(request_id);
+    let params = state
+        .payments
+        .pay(order_id, customer.user_id, req.channel, &meta)
+        .await?;
+    Ok(Json(params))
 }

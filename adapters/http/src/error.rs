@@ -32,6 +32,7 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::Rule => StatusCode::UNPROCESSABLE_ENTITY,
         Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::Upstream => StatusCode::BAD_GATEWAY,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -45,7 +46,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %self.0, code, "internal error");
                 "internal error".to_string()
             }
-            Kind::Unavailable => {
+            Kind::Unavailable | Kind::Upstream => {
                 tracing::warn!(error = %self.0, code, "dependency unavailable");
                 self.0.to_string()
             }

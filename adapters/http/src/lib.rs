@@ -6,6 +6,7 @@ mod auth;
 mod customer;
 pub mod error;
 mod extract;
+mod notify;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use paystream_engine::accounts::{Accounts, MiniProgram};
 use paystream_engine::catalogue::Catalogue;
 use paystream_engine::db::Db;
 use paystream_engine::orders::OrderService;
+use paystream_engine::payments::Payments;
 use paystream_projections::OrdersView;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -29,6 +31,7 @@ pub struct AppState(Arc<Services>);
 pub struct Services {
     pub db: Db,
     pub orders: OrderService,
+    pub payments: Payments,
     pub orders_view: OrdersView,
     pub catalogue: Catalogue,
     pub accounts: Accounts,
@@ -61,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(customer::routes())
         .merge(admin::routes())
+        .merge(notify::routes())
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

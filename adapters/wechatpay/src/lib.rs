@@ -42,3 +42,8 @@ mod tests {
         assert_ne!(a, b);
     }
 }
+
+/// The HTTP client (feature `client`); its items are documented where they are not obvious.
+#[cfg(feature = "client")]
+#[allow(missing_docs)]
+pub mod client;

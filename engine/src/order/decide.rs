@@ -374,6 +374,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
                 created_at: *placed_at,
                 expires_at: *expires_at,
                 channel: None,
+                payment_requested_at: None,
                 payments: Vec::new(),
                 refunds: Vec::new(),
                 paid_at: None,
@@ -396,7 +397,13 @@ pub fn replay<'a>(events: impl IntoIterator<Item = &'a OrderEvent>) -> Option<Or
 fn apply(order: &mut Order, event: &OrderEvent) {
     match event {
         OrderEvent::OrderPlaced { .. } => {}
-        OrderEvent::PaymentRequested { channel, .. } => order.channel = Some(*channel),
+        OrderEvent::PaymentRequested {
+            channel,
+            requested_at,
+        } => {
+            order.channel = Some(*channel);
+            order.payment_requested_at = Some(*requested_at);
+        }
         OrderEvent::PaymentSucceeded {
             channel,
             transaction_id,

@@ -91,6 +91,8 @@ pub struct Order {
     pub expires_at: DateTime<Utc>,
     /// The channel of the most recent payment request.
     pub channel: Option<PayChannel>,
+    /// When the most recent payment request was made (the pollers ask WeChat after a while).
+    pub payment_requested_at: Option<DateTime<Utc>>,
     pub payments: Vec<Payment>,
     pub refunds: Vec<Refund>,
     /// Of the first payment, even if it needs review.

@@ -81,9 +81,13 @@ pub enum RefundState {
         at: DateTime<Utc>,
     },
     /// `PROCESSING`, or `ABNORMAL` (not final: needs a merchant's action, keep asking).
-    Processing { refund_id: Option<String> },
+    Processing {
+        refund_id: Option<String>,
+    },
     /// `CLOSED`: final failure.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     NotFound,
 }
 

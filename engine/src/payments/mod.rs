@@ -1,4 +1,8 @@
 //! Payments: the port to the provider ([`gateway`]) and the service that drives it from the
-//! order's events.
+//! order's events ([`service`]).
 
 pub mod gateway;
+mod prepays;
+pub mod service;
+
+pub use service::{order_id_of, NoticeOutcome, Payments};

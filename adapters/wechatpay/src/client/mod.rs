@@ -1,0 +1,349 @@
+//! The WeChat Pay APIv3 client: signs every request with the merchant key, verifies every answer
+//! (an unsigned 2xx is forged), retries `SYSTEM_ERROR`/5xx/timeouts with the same parameters,
+//! and implements the engine's [`PayGateway`](paystream_engine::payments::gateway::PayGateway).
+
+mod gateway;
+mod verifier;
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use rsa::RsaPublicKey;
+use serde::Deserialize;
+
+use crate::v3::aead::EncryptedResource;
+use crate::v3::keys::{load_certificate_pem, MerchantPrivateKey};
+use crate::v3::sign;
+use crate::ApiV3Key;
+use paystream_engine::payments::gateway::GatewayError;
+pub use verifier::{Signed, Verifier, VerifyError};
+
+/// Everything the client needs to speak for one merchant.
+pub struct V3Config {
+    /// `https://api.mch.weixin.qq.com`, or the sandbox.
+    pub api_base: String,
+    pub mchid: String,
+    pub appid: String,
+    /// Serial of the merchant API certificate (upper hex).
+    pub merchant_serial: String,
+    pub merchant_key: MerchantPrivateKey,
+    pub apiv3_key: ApiV3Key,
+    /// Public-key mode: `PUB_KEY_ID_…` and the key.
+    pub public_key: Option<(String, RsaPublicKey)>,
+    /// Minimum time between certificate downloads triggered by an unknown serial.
+    pub certificate_refetch_interval: Duration,
+}
+
+pub struct V3Client {
+    http: reqwest::Client,
+    config: V3Config,
+    verifier: Verifier,
+}
+
+/// A verified answer from WeChat Pay.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl Answer {
+    /// The `{"code","message"}` of an error answer.
+    pub fn error(&self) -> (String, String) {
+        serde_json::from_slice::<ErrorBody>(&self.body)
+            .map(|e| (e.code, e.message))
+            .unwrap_or_else(|_| (format!("HTTP_{}", self.status.as_u16()), String::new()))
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, GatewayError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| GatewayError::Unavailable(format!("unreadable WeChat Pay answer: {e}")))
+    }
+
+    pub fn rejected(&self) -> GatewayError {
+        let (code, message) = self.error();
+        GatewayError::Rejected { code, message }
+    }
+}
+
+/// Transient: worth the same call again (WeChat says so for SYSTEM_ERROR and 5xx).
+fn retryable(error: &GatewayError) -> bool {
+    matches!(error, GatewayError::Unavailable(_))
+}
+
+#[derive(Deserialize)]
+struct CertificateList {
+    data: Vec<CertificateEntry>,
+}
+
+#[derive(Deserialize)]
+struct CertificateEntry {
+    encrypt_certificate: EncryptedResource,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl V3Client {
+    pub fn new(config: V3Config) -> V3Client {
+        let http = reqwest::Client::builder()
+            // WeChat answers well within this; a hung connection must not hold a request.
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .user_agent(concat!("paystream/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client");
+        let verifier = Verifier::new(
+            config.public_key.clone(),
+            config.certificate_refetch_interval,
+        );
+        V3Client {
+            http,
+            config,
+            verifier,
+        }
+    }
+
+    pub fn config(&self) -> &V3Config {
+        &self.config
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// One signed call, retried with the same parameters while the outcome is transient.
+    pub async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, GatewayError> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let attempt = || self.call_once(method.clone(), path_and_query, &body);
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(3)
+                    .with_jitter(),
+            )
+            .when(retryable)
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "WeChat Pay call failed; retrying with the same parameters"))
+            .await
+    }
+
+    async fn call_once(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: &str,
+    ) -> Result<Answer, GatewayError> {
+        let url = format!(
+            "{}{}",
+            self.config.api_base.trim_end_matches('/'),
+            path_and_query
+        );
+        // Sign the path as it goes on the request line, including any prefix of the base URL.
+        let signed_path = reqwest::Url::parse(&url)
+            .map(|u| match u.query() {
+                Some(q) => format!("{}?{q}", u.path()),
+                None => u.path().to_string(),
+            })
+            .map_err(|e| GatewayError::Unavailable(format!("bad WeChat Pay URL: {e}")))?;
+        let timestamp = chrono::Utc::now().timestamp();
+        let nonce = crate::nonce_str();
+        let message = sign::request_message(method.as_str(), &signed_path, timestamp, &nonce, body);
+        let signature = self
+            .config
+            .merchant_key
+            .sign_sha256_rsa(message)
+            .map_err(|e| GatewayError::Unavailable(format!("cannot sign: {e}")))?;
+        let mut request = self
+            .http
+            .request(method, &url)
+            .header(ACCEPT, "application/json")
+            .header(
+                AUTHORIZATION,
+                sign::authorization(
+                    &self.config.mchid,
+                    &self.config.merchant_serial,
+                    &nonce,
+                    timestamp,
+                    &signature,
+                ),
+            );
+        if let Some(serial) = self.verifier.preferred_serial() {
+            request = request.header("Wechatpay-Serial", serial);
+        }
+        if !body.is_empty() {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?
+            .to_vec();
+        let answer = Answer {
+            status,
+            body: bytes,
+        };
+        self.verify_answer(&headers, &answer, path_and_query)
+            .await?;
+        if status.is_server_error()
+            || answer.error().0 == "SYSTEM_ERROR"
+            || answer.error().0 == "SYSTEMERROR"
+        {
+            let (code, message) = answer.error();
+            return Err(GatewayError::Unavailable(format!(
+                "WeChat Pay {status}: {code} {message}"
+            )));
+        }
+        Ok(answer)
+    }
+
+    async fn verify_answer(
+        &self,
+        headers: &HeaderMap,
+        answer: &Answer,
+        path: &str,
+    ) -> Result<(), GatewayError> {
+        let signed = Signed {
+            timestamp: header(headers, "Wechatpay-Timestamp"),
+            nonce: header(headers, "Wechatpay-Nonce"),
+            signature: header(headers, "Wechatpay-Signature"),
+            serial: header(headers, "Wechatpay-Serial"),
+            signature_type: header(headers, "Wechatpay-Signature-Type"),
+            body: &answer.body,
+        };
+        if let (Some(serial), false) = (signed.serial, path.starts_with("/v3/certificates")) {
+            if !self.verifier.knows(serial) {
+                self.refresh_certificates_if_allowed().await;
+            }
+        }
+        match self.verifier.verify(&signed) {
+            Ok(()) => Ok(()),
+            // A 5xx from a proxy in front of WeChat carries no signature; it changes nothing.
+            Err(VerifyError::Missing(_)) if answer.status.is_server_error() => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, status = %answer.status, "WeChat Pay answer failed verification; treated as not received");
+                Err(GatewayError::Unverified(e.to_string()))
+            }
+        }
+    }
+
+    /// Downloads the platform certificates unless one was fetched very recently.
+    pub async fn refresh_certificates_if_allowed(&self) {
+        if self.verifier.may_refetch().await {
+            if let Err(e) = self.fetch_certificates().await {
+                tracing::warn!(error = %e, "could not download WeChat Pay platform certificates");
+            }
+        }
+    }
+
+    /// `GET /v3/certificates`: decrypts each certificate with the APIv3 key, then checks the
+    /// answer's own signature with the certificate it names (the official SDKs' bootstrap).
+    pub async fn fetch_certificates(&self) -> Result<usize, GatewayError> {
+        let url = format!(
+            "{}/v3/certificates",
+            self.config.api_base.trim_end_matches('/')
+        );
+        let signed_path = reqwest::Url::parse(&url)
+            .map(|u| u.path().to_string())
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let timestamp = chrono::Utc::now().timestamp();
+        let nonce = crate::nonce_str();
+        let message = sign::request_message("GET", &signed_path, timestamp, &nonce, "");
+        let signature = self
+            .config
+            .merchant_key
+            .sign_sha256_rsa(message)
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let response = self
+            .http
+            .get(&url)
+            .header(ACCEPT, "application/json")
+            .header(
+                AUTHORIZATION,
+                sign::authorization(
+                    &self.config.mchid,
+                    &self.config.merchant_serial,
+                    &nonce,
+                    timestamp,
+                    &signature,
+                ),
+            )
+            .send()
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?
+            .to_vec();
+        if status == StatusCode::NOT_FOUND && self.verifier.has_public_key() {
+            // Public-key merchants have no platform certificates.
+            return Ok(0);
+        }
+        if !status.is_success() {
+            return Err(GatewayError::Unavailable(format!(
+                "/v3/certificates answered {status}"
+            )));
+        }
+        let list: CertificateList = serde_json::from_slice(&body)
+            .map_err(|e| GatewayError::Unverified(format!("unreadable certificate list: {e}")))?;
+        let mut certificates = Vec::new();
+        for entry in list.data {
+            let pem = entry
+                .encrypt_certificate
+                .open_string(&self.config.apiv3_key)
+                .map_err(|_| {
+                    GatewayError::Unverified(
+                        "a certificate did not decrypt with the APIv3 key".into(),
+                    )
+                })?;
+            certificates.push(
+                load_certificate_pem(&pem)
+                    .map_err(|e| GatewayError::Unverified(format!("bad certificate: {e}")))?,
+            );
+        }
+        let candidate = Verifier::new(self.config.public_key.clone(), Duration::ZERO);
+        candidate.store_certificates(certificates.clone());
+        candidate
+            .verify(&Signed {
+                timestamp: header(&headers, "Wechatpay-Timestamp"),
+                nonce: header(&headers, "Wechatpay-Nonce"),
+                signature: header(&headers, "Wechatpay-Signature"),
+                serial: header(&headers, "Wechatpay-Serial"),
+                signature_type: header(&headers, "Wechatpay-Signature-Type"),
+                body: &body,
+            })
+            .map_err(|e| GatewayError::Unverified(format!("certificate list: {e}")))?;
+        let count = certificates.len();
+        self.verifier.store_certificates(certificates);
+        tracing::info!(count, "WeChat Pay platform certificates loaded");
+        Ok(count)
+    }
+}

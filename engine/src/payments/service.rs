@@ -1,0 +1,453 @@
+//! What the engine does with a payment provider: ask for payments, believe only verified
+//! notices that match the order, close at the provider before closing here, and record every
+//! refund before asking for it so that a crash is resolved with the same out_refund_no.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::gateway::{
+    CloseOutcome, GatewayError, Notice, PaidTransaction, PayGateway, PayParams, PrepayRequest,
+    RefundCall, RefundState, TradeState,
+};
+use super::prepays::Prepays;
+use crate::db::Db;
+use crate::error::{Error, Kind, Result};
+use crate::money::Fen;
+use crate::order::{CloseReason, Order, OrderCommand, OrderError, OrderId, PayChannel, Refund};
+use crate::orders::{Metadata, OrderService, Outcome};
+
+/// Fixed namespace for out_refund_no derived from an Idempotency-Key.
+const REFUND_NAMESPACE: Uuid = Uuid::from_u128(0x3b1f_0e6c_8d4a_4f57_a2c9_71e0_5b8d_9c12);
+
+impl From<GatewayError> for Error {
+    fn from(e: GatewayError) -> Error {
+        match e {
+            GatewayError::Rejected { .. } => {
+                Error::new(Kind::Upstream, "wechatpay_rejected", e.to_string())
+            }
+            GatewayError::Unavailable(_) | GatewayError::Unverified(_) => {
+                Error::new(Kind::Unavailable, "wechatpay_unavailable", e.to_string())
+            }
+        }
+    }
+}
+
+/// What became of a verified notice; everything but `Unknown` is acknowledged to the provider.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoticeOutcome {
+    /// Recorded now.
+    Recorded,
+    /// Already known (a duplicate), or nothing to record.
+    Nothing,
+}
+
+#[derive(Clone)]
+pub struct Payments {
+    orders: OrderService,
+    prepays: Prepays,
+    gateways: Vec<Arc<dyn PayGateway>>,
+    /// Base of notify URLs, e.g. `https://shop.example.com` → `/notify/wechatpay/v3`.
+    public_base_url: String,
+}
+
+fn notify_url(base: &str, channel: PayChannel) -> String {
+    let path = match channel {
+        PayChannel::WechatpayV3 => "/notify/wechatpay/v3",
+        PayChannel::WechatpayV2 => "/notify/wechatpay/v2",
+    };
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+/// WeChat's `description` (≤ 127 characters) from the order's items.
+fn description(order: &Order) -> String {
+    let first = order
+        .items
+        .first()
+        .map(|l| l.name.as_str())
+        .unwrap_or("order");
+    let text = if order.items.len() > 1 {
+        format!("{first} 等{}件商品", order.items.len())
+    } else {
+        first.to_string()
+    };
+    text.chars().take(127).collect()
+}
+
+/// The order our out_trade_no stands for (it is the order id in simple form).
+pub fn order_id_of(out_trade_no: &str) -> Option<OrderId> {
+    (out_trade_no.len() == 32)
+        .then(|| Uuid::try_parse(out_trade_no).ok())
+        .flatten()
+}
+
+impl Payments {
+    pub fn new(
+        db: Db,
+        orders: OrderService,
+        gateways: Vec<Arc<dyn PayGateway>>,
+        public_base_url: String,
+    ) -> Payments {
+        Payments {
+            orders,
+            prepays: Prepays::new(db),
+            gateways,
+            public_base_url,
+        }
+    }
+
+    pub fn gateway(&self, channel: PayChannel) -> Result<&Arc<dyn PayGateway>> {
+        self.gateways
+            .iter()
+            .find(|g| g.channel() == channel)
+            .ok_or_else(|| {
+                Error::new(
+                    Kind::Rule,
+                    "channel_unavailable",
+                    format!("{} is not configured", channel.as_str()),
+                )
+            })
+    }
+
+    pub fn orders(&self) -> &OrderService {
+        &self.orders
+    }
+
+    /// `wx.requestPayment` parameters for the customer's order: records the payment request,
+    /// then orders at the provider (or reuses a still-valid prepay id).
+    pub async fn pay(
+        &self,
+        order_id: OrderId,
+        user_id: Uuid,
+        channel: PayChannel,
+        meta: &Metadata,
+    ) -> Result<PayParams> {
+        let gateway = self.gateway(channel)?.clone();
+        let order = self.orders.get(order_id).await?;
+        if order.user_id != user_id {
+            return Err(OrderError::NotFound.into());
+        }
+        let now = Utc::now();
+        let outcome = self
+            .orders
+            .execute(
+                order_id,
+                OrderCommand::RequestPayment { channel, now },
+                meta,
+            )
+            .await?;
+        let order = outcome.order;
+        let prepay_id = match self
+            .prepays
+            .valid(&order.out_trade_no, channel, now)
+            .await?
+        {
+            Some(id) => id,
+            None => {
+                let request = PrepayRequest {
+                    out_trade_no: order.out_trade_no.clone(),
+                    description: description(&order),
+                    total_fen: order.total_fen,
+                    openid: order.openid.clone(),
+                    time_expire: order.expires_at,
+                    notify_url: notify_url(&self.public_base_url, channel),
+                };
+                let id = gateway.prepay(&request).await?;
+                self.prepays
+                    .save(&order.out_trade_no, channel, &id, now)
+                    .await?;
+                tracing::info!(order_id = %order.id, channel = channel.as_str(), "prepay created");
+                id
+            }
+        };
+        Ok(gateway.pay_params(&prepay_id)?)
+    }
+
+    /// Records what a verified notice says, after checking it belongs to this merchant and
+    /// this order. Errors mean "do not acknowledge": the provider will send it again.
+    pub async fn on_notice(&self, channel: PayChannel, notice: Notice) -> Result<NoticeOutcome> {
+        let gateway = self.gateway(channel)?.clone();
+        let meta = Metadata::actor(format!("{}:notify", channel.as_str()));
+        match notice {
+            Notice::Payment {
+                mchid,
+                appid,
+                out_trade_no,
+                paid,
+            } => {
+                if mchid != gateway.mchid() || appid != gateway.appid() {
+                    tracing::error!(%out_trade_no, %mchid, %appid, "payment notice for another merchant or app; ignored");
+                    return Err(Error::invalid(
+                        "merchant_mismatch",
+                        "the notice is for another merchant or app",
+                    ));
+                }
+                let order_id = self.known_order(&out_trade_no).await?;
+                let Some(paid) = paid else {
+                    return Ok(NoticeOutcome::Nothing);
+                };
+                self.record_payment(order_id, channel, paid, &meta).await
+            }
+            Notice::Refund {
+                mchid,
+                out_trade_no,
+                out_refund_no,
+                state,
+            } => {
+                if mchid != gateway.mchid() {
+                    tracing::error!(%out_trade_no, %mchid, "refund notice for another merchant; ignored");
+                    return Err(Error::invalid(
+                        "merchant_mismatch",
+                        "the notice is for another merchant",
+                    ));
+                }
+                let order_id = self.known_order(&out_trade_no).await?;
+                self.record_refund_state(order_id, &out_refund_no, state, &meta)
+                    .await
+            }
+        }
+    }
+
+    async fn known_order(&self, out_trade_no: &str) -> Result<OrderId> {
+        let unknown = || {
+            tracing::error!(%out_trade_no, "notice for an unknown order; not acknowledged");
+            Error::not_found(
+                "order_not_found",
+                format!("no order has out_trade_no {out_trade_no}"),
+            )
+        };
+        let order_id = order_id_of(out_trade_no).ok_or_else(unknown)?;
+        match self.orders.load(order_id).await? {
+            Some((order, _)) if order.out_trade_no == out_trade_no => Ok(order_id),
+            _ => Err(unknown()),
+        }
+    }
+
+    async fn record_payment(
+        &self,
+        order_id: OrderId,
+        channel: PayChannel,
+        paid: PaidTransaction,
+        meta: &Metadata,
+    ) -> Result<NoticeOutcome> {
+        let command = OrderCommand::RecordPayment {
+            channel,
+            transaction_id: paid.transaction_id,
+            amount_fen: paid.amount_fen,
+            paid_at: paid.paid_at,
+        };
+        let outcome = self.orders.execute(order_id, command, meta).await?;
+        Ok(if outcome.appended.is_empty() {
+            NoticeOutcome::Nothing
+        } else {
+            NoticeOutcome::Recorded
+        })
+    }
+
+    async fn record_refund_state(
+        &self,
+        order_id: OrderId,
+        out_refund_no: &str,
+        state: RefundState,
+        meta: &Metadata,
+    ) -> Result<NoticeOutcome> {
+        let command = match state {
+            RefundState::Succeeded { refund_id, at } => OrderCommand::RecordRefundSuccess {
+                out_refund_no: out_refund_no.to_string(),
+                refund_id,
+                at,
+            },
+            RefundState::Failed { reason } => OrderCommand::RecordRefundFailure {
+                out_refund_no: out_refund_no.to_string(),
+                reason,
+                at: Utc::now(),
+            },
+            RefundState::Processing { .. } | RefundState::NotFound => {
+                return Ok(NoticeOutcome::Nothing)
+            }
+        };
+        let outcome = self.orders.execute(order_id, command, meta).await?;
+        Ok(if outcome.appended.is_empty() {
+            NoticeOutcome::Nothing
+        } else {
+            NoticeOutcome::Recorded
+        })
+    }
+
+    /// Closes an unpaid order. If a payment was ever requested, the provider closes it first —
+    /// otherwise the customer could still pay a closed order. When the provider says it was
+    /// paid meanwhile, the payment is recorded instead and the close refused.
+    pub async fn close(
+        &self,
+        order_id: OrderId,
+        reason: CloseReason,
+        meta: &Metadata,
+    ) -> Result<Outcome> {
+        let order = self.orders.get(order_id).await?;
+        let close = OrderCommand::Close {
+            reason,
+            now: Utc::now(),
+        };
+        let Some(channel) = order
+            .channel
+            .filter(|_| order.status == crate::order::OrderStatus::PendingPayment)
+        else {
+            return self.orders.execute(order_id, close, meta).await;
+        };
+        let gateway = self.gateway(channel)?.clone();
+        match gateway.close(&order.out_trade_no).await? {
+            CloseOutcome::Closed => self.orders.execute(order_id, close, meta).await,
+            CloseOutcome::AlreadyPaid => {
+                if let TradeState::Paid(paid) = gateway.query(&order.out_trade_no).await? {
+                    self.record_payment(order_id, channel, paid, meta).await?;
+                }
+                Err(OrderError::AlreadyPaid.into())
+            }
+        }
+    }
+
+    /// Asks the provider about an unpaid order with a payment request and records a payment
+    /// that arrived without (or before) its notice. Returns whether one was recorded.
+    pub async fn reconcile_payment(&self, order_id: OrderId) -> Result<bool> {
+        let order = self.orders.get(order_id).await?;
+        let Some(channel) = order.channel else {
+            return Ok(false);
+        };
+        let gateway = self.gateway(channel)?.clone();
+        match gateway.query(&order.out_trade_no).await? {
+            TradeState::Paid(paid) => {
+                let meta = Metadata::actor(format!("{}:query", channel.as_str()));
+                Ok(self.record_payment(order_id, channel, paid, &meta).await?
+                    == NoticeOutcome::Recorded)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Staff refund: recorded (RefundRequested with its out_refund_no) before the provider is
+    /// asked, so a crash in between is finished later with the same out_refund_no.
+    pub async fn refund(
+        &self,
+        order_id: OrderId,
+        amount: Fen,
+        reason: Option<String>,
+        key: Option<&str>,
+        meta: &Metadata,
+    ) -> Result<Refund> {
+        let out_refund_no = match key {
+            Some(key) => format!(
+                "R{}",
+                Uuid::new_v5(&REFUND_NAMESPACE, format!("{order_id}:{key}").as_bytes()).simple()
+            ),
+            None => format!("R{}", Uuid::now_v7().simple()),
+        };
+        let command = OrderCommand::RequestRefund {
+            out_refund_no: out_refund_no.clone(),
+            amount_fen: amount,
+            reason,
+            now: Utc::now(),
+        };
+        let outcome = self.orders.execute(order_id, command, meta).await?;
+        let refund = outcome
+            .order
+            .refund(&out_refund_no)
+            .cloned()
+            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "refund not recorded"))?;
+        if refund.status != crate::order::RefundStatus::Processing {
+            return Ok(refund);
+        }
+        if let Err(e) = self.submit_refund(order_id, &out_refund_no).await {
+            // Recorded and will be retried by the poller with the same out_refund_no.
+            tracing::warn!(order_id = %order_id, %out_refund_no, error = %e, "refund outcome unknown; will retry");
+        }
+        let order = self.orders.get(order_id).await?;
+        order
+            .refund(&out_refund_no)
+            .cloned()
+            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "refund vanished"))
+    }
+
+    /// Sends (or re-sends — same out_refund_no, same amounts) a recorded refund to the provider
+    /// and records a definite answer.
+    pub async fn submit_refund(&self, order_id: OrderId, out_refund_no: &str) -> Result<()> {
+        let order = self.orders.get(order_id).await?;
+        let refund = order
+            .refund(out_refund_no)
+            .ok_or_else(|| Error::not_found("unknown_refund", "no such refund"))?;
+        let payment = order.payments.first().ok_or_else(|| {
+            Error::new(Kind::Internal, "internal_error", "refund without payment")
+        })?;
+        let channel = payment.channel;
+        let gateway = self.gateway(channel)?.clone();
+        let call = RefundCall {
+            out_trade_no: order.out_trade_no.clone(),
+            out_refund_no: out_refund_no.to_string(),
+            amount_fen: refund.amount_fen,
+            total_fen: payment.amount_fen,
+            reason: refund.reason.clone(),
+            notify_url: notify_url(&self.public_base_url, channel),
+        };
+        let meta = Metadata::actor(format!("{}:refund", channel.as_str()));
+        let state = match gateway.refund(&call).await {
+            Ok(state) => state,
+            Err(GatewayError::Rejected { code, message }) => RefundState::Failed {
+                reason: format!("{code}: {message}"),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        self.record_refund_state(order_id, out_refund_no, state, &meta)
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the provider about a refund still processing; if it never arrived there (a crash
+    /// between recording and calling, or a lost request), sends it again with the same number.
+    pub async fn reconcile_refund(&self, order_id: OrderId, out_refund_no: &str) -> Result<()> {
+        let order = self.orders.get(order_id).await?;
+        let channel = order
+            .payments
+            .first()
+            .map(|p| p.channel)
+            .unwrap_or(PayChannel::WechatpayV3);
+        let gateway = self.gateway(channel)?.clone();
+        match gateway.query_refund(out_refund_no).await? {
+            RefundState::NotFound => self.submit_refund(order_id, out_refund_no).await,
+            state => {
+                let meta = Metadata::actor(format!("{}:query", channel.as_str()));
+                self.record_refund_state(order_id, out_refund_no, state, &meta)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_trade_no_maps_back_to_the_order() {
+        let id = Uuid::now_v7();
+        assert_eq!(order_id_of(&id.simple().to_string()), Some(id));
+        assert_eq!(
+            order_id_of(&id.to_string()),
+            None,
+            "only the 32-character form is ours"
+        );
+        assert_eq!(order_id_of("not-ours"), None);
+    }
+
+    #[test]
+    fn notify_urls_have_no_query_and_no_double_slash() {
+        assert_eq!(
+            notify_url("https://shop.example/", PayChannel::WechatpayV3),
+            "https://shop.example/notify/wechatpay/v3"
+        );
+        assert_eq!(
+            notify_url("http://127.0.0.1:8080", PayChannel::WechatpayV2),
+            "http://127.0.0.1:8080/notify/wechatpay/v2"
+        );
+    }
+}

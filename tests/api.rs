@@ -782,18 +782,12 @@ async fn postgres_restart_keeps_state() {
 /// The background loop itself closes an order whose time is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn background_expiry_runs() {
-    let db = paystream_engine::testing::TestDb::new(Backend::Sqlite).await;
-    let mut settings = common::settings(&db.url);
-    settings.order_ttl_seconds = 1;
-    settings.expiry_interval_seconds = 1;
-    settings.no_background_jobs = false;
-    let running = paystream::start(settings).await.unwrap();
-    let app = TestApp {
-        base: running.base_url(),
-        running: Some(running),
-        db,
-        http: reqwest::Client::new(),
-    };
+    let app = common::spawn_app_with(Backend::Sqlite, |s| {
+        s.order_ttl_seconds = 1;
+        s.expiry_interval_seconds = 1;
+        s.no_background_jobs = false;
+    })
+    .await;
     app.add_product("tea", 1250, true).await;
     let (alice, _) = app.login("alice").await;
     let (_, order) = place(

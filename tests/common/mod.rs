@@ -13,6 +13,8 @@ pub const ADMIN: (&str, &str) = ("admin", "admin-password-1");
 
 pub struct TestApp {
     pub running: Option<Running>,
+    /// What the engine was started with; a restart uses the same.
+    pub settings: Settings,
     pub db: TestDb,
     pub base: String,
     pub http: reqwest::Client,
@@ -52,13 +54,21 @@ pub fn settings(database_url: &str) -> Settings {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Like [`spawn_app`], with settings adjusted first.
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::new(backend).await;
-    let running = paystream::start(settings(&db.url))
+    let mut settings = settings(&db.url);
+    adjust(&mut settings);
+    let running = paystream::start(settings.clone())
         .await
         .expect("engine starts");
     let base = running.base_url();
     TestApp {
         running: Some(running),
+        settings,
         db,
         base,
         http: reqwest::Client::new(),
@@ -75,7 +85,7 @@ impl TestApp {
         if let Some(running) = self.running.take() {
             running.stop().await;
         }
-        let running = paystream::start(settings(&self.db.url))
+        let running = paystream::start(self.settings.clone())
             .await
             .expect("engine restarts");
         self.base = running.base_url();

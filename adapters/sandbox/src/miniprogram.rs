@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::wechatpay::{MerchantCredentials, Pay, PaySandboxConfig, VerificationMode};
+
 /// A `wx.login` code is valid for about five minutes and once only.
 const CODE_TTL: Duration = Duration::from_secs(300);
 const TOKEN_TTL_SECONDS: u64 = 7200;
@@ -23,12 +25,14 @@ const TOKEN_TTL_SECONDS: u64 = 7200;
 pub struct SandboxConfig {
     pub appid: String,
     pub secret: String,
+    pub pay: PaySandboxConfig,
 }
 
 #[derive(Clone)]
 pub struct Sandbox {
     config: Arc<SandboxConfig>,
     state: Arc<Mutex<State_>>,
+    pub(crate) pay: Pay,
 }
 
 #[derive(Default)]
@@ -48,11 +52,24 @@ struct LoginCode {
 }
 
 impl Sandbox {
+    /// Generates the WeChat Pay key material (several RSA-2048 keys), so it takes a moment.
     pub fn new(config: SandboxConfig) -> Sandbox {
+        let pay = Pay::new(&config.appid, &config.pay);
         Sandbox {
             config: Arc::new(config),
             state: Arc::new(Mutex::new(State_::default())),
+            pay,
         }
+    }
+
+    /// The simulated merchant's WeChat Pay credentials, to configure the client with.
+    pub fn merchant(&self) -> MerchantCredentials {
+        self.pay.credentials()
+    }
+
+    /// Switch how WeChat Pay answers are signed (also `POST /control/wechatpay/mode`).
+    pub fn set_pay_verification_mode(&self, mode: VerificationMode) {
+        self.pay.set_mode(mode);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State_> {

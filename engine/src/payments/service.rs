@@ -300,7 +300,11 @@ impl Payments {
             CloseOutcome::Closed => self.orders.execute(order_id, close, meta).await,
             CloseOutcome::AlreadyPaid => {
                 if let TradeState::Paid(paid) = gateway.query(&order.out_trade_no).await? {
-                    self.record_payment(order_id, channel, paid, meta).await?;
+                    // Learnt from WeChat's answer, whoever asked for the close.
+                    let source = Metadata::actor(format!("{}:query", channel.as_str()))
+                        .with_request_id(meta.request_id.clone());
+                    self.record_payment(order_id, channel, paid, &source)
+                        .await?;
                 }
                 Err(OrderError::AlreadyPaid.into())
             }

@@ -1,0 +1,327 @@
+//! The control API (`/control/wechatpay/...`): play the paying user, inject trouble, inspect.
+//! See the module documentation for the endpoint list.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::ids::transaction_id;
+use super::keys::generate_platform_cert;
+use super::notify::{self, Subject, TRANSACTION_SUCCESS};
+use super::refunds::{settle, SettleError};
+use super::state::{OrderStatus, Payment, RefundStatus};
+use super::{Pay, VerificationMode};
+
+/// Enough to exercise duplicate handling, few enough not to flood a receiver by typo.
+const MAX_DUPLICATES: usize = 100;
+
+pub(crate) fn routes(pay: Pay) -> Router {
+    Router::new()
+        .route("/merchant", get(merchant))
+        .route("/mode", post(mode))
+        .route("/pay", post(pay_order))
+        .route("/notify", post(renotify))
+        .route("/faults", post(faults))
+        .route("/refunds/{out_refund_no}/settle", post(settle_refund))
+        .route("/rotate-certificate", post(rotate_certificate))
+        .route("/transactions/{out_trade_no}", get(transaction))
+        .route("/notifications", get(notifications))
+        .with_state(pay)
+}
+
+/// Control errors are plain `{"error": "…"}`: this API is the sandbox's own, not WeChat's.
+struct ControlError(StatusCode, String);
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ControlResult = Result<Json<Value>, ControlError>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> ControlError {
+    ControlError(status, message.into())
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ControlError> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+async fn merchant(State(pay): State<Pay>) -> Json<Value> {
+    Json(json!(pay.credentials()))
+}
+
+#[derive(Deserialize)]
+struct ModeRequest {
+    mode: VerificationMode,
+}
+
+async fn mode(State(pay): State<Pay>, body: Bytes) -> ControlResult {
+    let req: ModeRequest = parse(&body)?;
+    pay.set_mode(req.mode);
+    Ok(Json(json!({ "mode": req.mode })))
+}
+
+#[derive(Deserialize)]
+struct PayRequest {
+    out_trade_no: String,
+    amount_fen: Option<i64>,
+    #[serde(default)]
+    duplicates: usize,
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+/// The user pays: the order becomes SUCCESS now, and `TRANSACTION.SUCCESS` goes out.
+async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
+    let req: PayRequest = parse(&body)?;
+    if req.duplicates > MAX_DUPLICATES {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_DUPLICATES} duplicates"),
+        ));
+    }
+    let now = Utc::now();
+    let (resource, url, transaction) = {
+        let mut state = pay.lock();
+        let Some(order) = state.orders.get_mut(&req.out_trade_no) else {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "no order with that out_trade_no",
+            ));
+        };
+        match order.status {
+            OrderStatus::NotPay => {}
+            OrderStatus::Paid(_) => {
+                return Err(error(StatusCode::CONFLICT, "the order is already paid"))
+            }
+            OrderStatus::Closed => return Err(error(StatusCode::CONFLICT, "the order is closed")),
+        }
+        if order.params.time_expire.is_some_and(|t| t <= now) {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "the order is past its time_expire",
+            ));
+        }
+        let amount = req.amount_fen.unwrap_or(order.params.total);
+        let transaction = transaction_id(now);
+        order.status = OrderStatus::Paid(Payment {
+            transaction_id: transaction.clone(),
+            success_time: now,
+            total: amount,
+            payer_total: amount,
+        });
+        (
+            order.transaction_json(&pay.mchid),
+            order.params.notify_url.clone(),
+            transaction,
+        )
+    };
+    let notification = match notify::build(&pay, TRANSACTION_SUCCESS, &resource) {
+        Ok(n) => n,
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    };
+    if let Some(order) = pay.lock().orders.get_mut(&req.out_trade_no) {
+        order.notification = Some(notification.clone());
+    }
+    notify::dispatch(
+        &pay,
+        &url,
+        &notification,
+        Subject {
+            event_type: TRANSACTION_SUCCESS.event_type,
+            out_trade_no: &req.out_trade_no,
+            out_refund_no: None,
+        },
+        Duration::from_millis(req.delay_ms),
+        1 + req.duplicates,
+    );
+    Ok(Json(json!({ "transaction_id": transaction })))
+}
+
+#[derive(Deserialize)]
+struct RenotifyRequest {
+    out_trade_no: String,
+}
+
+/// Deliver the order's `TRANSACTION.SUCCESS` again, byte for byte (same `id`): WeChat does.
+async fn renotify(State(pay): State<Pay>, body: Bytes) -> ControlResult {
+    let req: RenotifyRequest = parse(&body)?;
+    let found = pay
+        .lock()
+        .orders
+        .get(&req.out_trade_no)
+        .map(|o| (o.notification.clone(), o.params.notify_url.clone()));
+    let Some((notification, url)) = found else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "no order with that out_trade_no",
+        ));
+    };
+    let Some(notification) = notification else {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "the order is not paid: nothing to notify",
+        ));
+    };
+    notify::dispatch(
+        &pay,
+        &url,
+        &notification,
+        Subject {
+            event_type: TRANSACTION_SUCCESS.event_type,
+            out_trade_no: &req.out_trade_no,
+            out_refund_no: None,
+        },
+        Duration::ZERO,
+        1,
+    );
+    Ok(Json(json!({ "notification_id": notification.id })))
+}
+
+#[derive(Deserialize)]
+struct FaultsRequest {
+    fail_next: Option<u32>,
+    status: Option<u16>,
+    code: Option<String>,
+    after_processing: Option<bool>,
+    unsigned_next: Option<u32>,
+    path_contains: Option<String>,
+    delay_ms: Option<u64>,
+    hold_refunds: Option<bool>,
+    refund_settle_ms: Option<u64>,
+}
+
+/// The error code WeChat uses with each status, for `fail_next` without `code`.
+fn default_code(status: u16) -> &'static str {
+    match status {
+        400 => "PARAM_ERROR",
+        401 => "SIGN_ERROR",
+        403 => "NO_AUTH",
+        404 => "RESOURCE_NOT_EXISTS",
+        429 => "FREQUENCY_LIMITED",
+        _ => "SYSTEM_ERROR",
+    }
+}
+
+/// Fields given replace the current settings; fields left out keep them. `path_contains` belongs
+/// to the counters: setting either counter replaces (or, left out, clears) the path filter.
+async fn faults(State(pay): State<Pay>, body: Bytes) -> ControlResult {
+    let req: FaultsRequest = parse(&body)?;
+    if let Some(status) = req.status {
+        if !(400..=599).contains(&status) {
+            return Err(error(StatusCode::BAD_REQUEST, "status must be 400..=599"));
+        }
+    }
+    let mut state = pay.lock();
+    let f = &mut state.faults;
+    if let Some(n) = req.fail_next {
+        f.fail_next = n;
+        f.status = req.status.unwrap_or(500);
+        f.code = req
+            .code
+            .unwrap_or_else(|| default_code(f.status).to_string());
+        f.after_processing = req.after_processing.unwrap_or(false);
+    }
+    if let Some(n) = req.unsigned_next {
+        f.unsigned_next = n;
+    }
+    if req.fail_next.is_some() || req.unsigned_next.is_some() {
+        f.path_contains = req.path_contains.filter(|p| !p.is_empty());
+    }
+    if let Some(ms) = req.delay_ms {
+        f.delay_ms = ms;
+    }
+    if let Some(hold) = req.hold_refunds {
+        f.hold_refunds = hold;
+    }
+    if let Some(ms) = req.refund_settle_ms {
+        state.refund_settle = Duration::from_millis(ms);
+    }
+    let settle_ms = u64::try_from(state.refund_settle.as_millis()).unwrap_or(u64::MAX);
+    let mut answer = json!(state.faults);
+    answer["refund_settle_ms"] = json!(settle_ms);
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+struct SettleRequest {
+    status: String,
+}
+
+async fn settle_refund(
+    State(pay): State<Pay>,
+    Path(out_refund_no): Path<String>,
+    body: Bytes,
+) -> ControlResult {
+    let req: SettleRequest = parse(&body)?;
+    let status = match RefundStatus::parse(&req.status) {
+        Some(s @ (RefundStatus::Success | RefundStatus::Closed | RefundStatus::Abnormal)) => s,
+        _ => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "status must be SUCCESS, CLOSED or ABNORMAL",
+            ))
+        }
+    };
+    match settle(&pay, &out_refund_no, status, false) {
+        Ok(refund) => Ok(Json(refund)),
+        Err(SettleError::NotFound) => Err(error(StatusCode::NOT_FOUND, "no such out_refund_no")),
+        Err(SettleError::Final(s)) => Err(error(
+            StatusCode::CONFLICT,
+            format!("the refund is already {s}"),
+        )),
+    }
+}
+
+/// A new platform certificate that signs from now on; the old one is still served (WeChat's
+/// rotations overlap).
+async fn rotate_certificate(State(pay): State<Pay>) -> ControlResult {
+    // RSA key generation takes a while: keep it off the async workers.
+    let generated = tokio::task::spawn_blocking(|| generate_platform_cert(Utc::now())).await;
+    match generated {
+        Ok(Ok(cert)) => {
+            let serial = cert.serial_no.clone();
+            pay.lock().certs.push(cert);
+            Ok(Json(json!({ "serial_no": serial })))
+        }
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn transaction(State(pay): State<Pay>, Path(out_trade_no): Path<String>) -> ControlResult {
+    let state = pay.lock();
+    let Some(order) = state.orders.get(&out_trade_no) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "no order with that out_trade_no",
+        ));
+    };
+    let refunds: Vec<Value> = state
+        .refunds_of(&out_trade_no)
+        .into_iter()
+        .map(|r| r.api_json())
+        .collect();
+    Ok(Json(json!({
+        "transaction": order.transaction_json(&pay.mchid),
+        "prepay_id": order.prepay_id,
+        "notify_url": order.params.notify_url,
+        "refunds": refunds,
+    })))
+}
+
+async fn notifications(State(pay): State<Pay>) -> Json<Value> {
+    Json(json!({ "deliveries": pay.lock().deliveries }))
+}

@@ -1,0 +1,222 @@
+//! WeChat Pay APIv3 simulator: JSAPI orders, query, close, refunds, `/v3/certificates`, signed
+//! answers and encrypted, signed notifications with WeChat's retry schedule.
+//!
+//! # WeChat's endpoints
+//!
+//! Mounted at `/v3/...` under whatever prefix the sandbox router is nested at; point the client's
+//! API base (WeChat's `https://api.mch.weixin.qq.com`) at that prefix. Requests must carry a valid
+//! `Authorization: WECHATPAY2-SHA256-RSA2048 …` signed with the merchant key from
+//! [`MerchantCredentials`] over the path **as sent** (prefix included); every answer, errors and
+//! 204s included, is signed with a platform certificate or the WeChat Pay public key.
+//!
+//! | Method | Path | |
+//! |---|---|---|
+//! | GET | `/v3/certificates` | platform certificates, AEAD-encrypted with the APIv3 key (404 in public-key mode) |
+//! | POST | `/v3/pay/transactions/jsapi` | place an order → `prepay_id` |
+//! | GET | `/v3/pay/transactions/out-trade-no/{no}?mchid=` | query by merchant order number |
+//! | GET | `/v3/pay/transactions/id/{transaction_id}?mchid=` | query by WeChat transaction id |
+//! | POST | `/v3/pay/transactions/out-trade-no/{no}/close` | close an unpaid order → 204 |
+//! | POST | `/v3/refund/domestic/refunds` | request a refund (idempotent per `out_refund_no`) |
+//! | GET | `/v3/refund/domestic/refunds/{out_refund_no}` | query a refund |
+//!
+//! # Control API (`/control/wechatpay/...`, unsigned JSON, for developers and tests)
+//!
+//! | Method | Path | Body → answer |
+//! |---|---|---|
+//! | GET | `merchant` | → the merchant's credentials ([`MerchantCredentials`] as JSON, **private key included**) |
+//! | POST | `mode` | `{"mode":"certificates"\|"public_key"\|"both"}` → `{"mode"}` |
+//! | POST | `pay` | `{"out_trade_no","amount_fen"?,"duplicates"?,"delay_ms"?}` → `{"transaction_id"}`: the user pays. `amount_fen` replaces the amount recorded as paid and notified (a wrong-amount notification); `duplicates` extra identical notifications are sent concurrently; `delay_ms` delays the notification (the order is paid at once, so a query sees it first). 404 without an order, 409 if it is paid, closed or past `time_expire`. |
+//! | POST | `notify` | `{"out_trade_no"}` → sends the order's `TRANSACTION.SUCCESS` notification again, byte for byte (same `id`). |
+//! | POST | `faults` | `{"fail_next"?,"status"?,"code"?,"after_processing"?,"unsigned_next"?,"path_contains"?,"delay_ms"?,"hold_refunds"?,"refund_settle_ms"?}` → the fault settings. The next `fail_next` API calls answer `status` (500) with `code` (`SYSTEM_ERROR`), signed; with `after_processing` the call takes effect first and only the answer is lost. The next `unsigned_next` answers carry no signature headers. `path_contains` limits both counters to matching paths. `delay_ms` delays every API answer; `hold_refunds` keeps refunds `PROCESSING` until settled by control (refunds created while held stay so after the hold is lifted); `refund_settle_ms` (default 200) is how long a refund stays `PROCESSING` otherwise. |
+//! | POST | `refunds/{out_refund_no}/settle` | `{"status":"SUCCESS"\|"CLOSED"\|"ABNORMAL"}` → the refund; notifies its `notify_url`. |
+//! | POST | `rotate-certificate` | → `{"serial_no"}`: a new platform certificate; both are served, the new one signs. |
+//! | GET | `transactions/{out_trade_no}` | → `{"transaction","prepay_id","notify_url","refunds"}` |
+//! | GET | `notifications` | → `{"deliveries":[{"notification_id","event_type","url","attempts","last_status","last_error","delivered","gave_up",…}]}` |
+//!
+//! # Deliberate differences from WeChat
+//!
+//! * `notify_url` may be `http://` for loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) so a
+//!   local engine can receive notifications; WeChat requires `https://` everywhere.
+//! * A refund without `notify_url` is not notified (WeChat would use the URL configured in the
+//!   merchant platform, which the sandbox does not have).
+//! * Refunds settle after `refund_settle_ms` instead of minutes to days.
+//! * More than 50 refunds on one order answer 400 `INVALID_REQUEST` (a business-rule refusal; not
+//!   `FREQUENCY_LIMITED`, which tells a client to retry later).
+//! * Notification retry intervals are WeChat's multiplied by `notify_time_scale`.
+
+mod api;
+mod control;
+mod ids;
+mod keys;
+mod middleware;
+mod notify;
+mod refunds;
+mod signing;
+mod state;
+mod validate;
+
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::middleware::from_fn_with_state;
+use axum::routing::{any, get, post};
+use axum::Router;
+use paystream_wechatpay::{ApiV2Key, ApiV3Key};
+use rsa::RsaPublicKey;
+use serde::{Deserialize, Serialize};
+
+pub use keys::MerchantCredentials;
+
+/// WeChat Pay settings of the sandbox.
+#[derive(Clone, Debug)]
+pub struct PaySandboxConfig {
+    /// The simulated merchant's `mchid`.
+    pub mchid: String,
+    /// Multiplies WeChat's notification retry intervals: 1.0 is WeChat's real schedule
+    /// (15 s … 6 h), tests use ~0.001. Negative or non-finite values count as 1.0.
+    pub notify_time_scale: f64,
+}
+
+impl Default for PaySandboxConfig {
+    fn default() -> Self {
+        PaySandboxConfig {
+            mchid: "1900000001".to_string(),
+            notify_time_scale: 1.0,
+        }
+    }
+}
+
+/// How WeChat lets the merchant verify its answers and notifications.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationMode {
+    /// Platform certificates only (`/v3/certificates`).
+    Certificates,
+    /// WeChat Pay public key only (`PUB_KEY_ID_…`); `/v3/certificates` answers 404.
+    PublicKey,
+    /// The migration period: both are accepted and served.
+    #[default]
+    Both,
+}
+
+/// The WeChat Pay half of the sandbox. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub(crate) struct Pay(Arc<PayInner>);
+
+pub(crate) struct PayInner {
+    pub mchid: String,
+    pub appid: String,
+    pub notify_time_scale: f64,
+    pub merchant_serial: String,
+    merchant_private_key_pem: String,
+    pub merchant_public_key: RsaPublicKey,
+    pub apiv3_key: ApiV3Key,
+    apiv2_key: ApiV2Key,
+    pub public_key: keys::WechatPublicKey,
+    /// Used for notifications only: no proxies (the receiver is usually local), no redirects
+    /// (WeChat does not follow them), WeChat's 5 s answer deadline.
+    pub http: reqwest::Client,
+    state: Mutex<state::PayState>,
+}
+
+impl Deref for Pay {
+    type Target = PayInner;
+    fn deref(&self) -> &PayInner {
+        &self.0
+    }
+}
+
+impl Pay {
+    /// Generates every key (three RSA-2048 pairs), so it takes a moment.
+    pub(crate) fn new(appid: &str, config: &PaySandboxConfig) -> Pay {
+        let merchant = keys::rsa_2048();
+        let platform = keys::generate_platform_cert(chrono::Utc::now())
+            .expect("self-signed platform certificate");
+        let apiv3 = keys::alphanumeric(32);
+        let scale = config.notify_time_scale;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client for notifications");
+        Pay(Arc::new(PayInner {
+            mchid: config.mchid.clone(),
+            appid: appid.to_string(),
+            notify_time_scale: if scale.is_finite() && scale >= 0.0 {
+                scale
+            } else {
+                1.0
+            },
+            merchant_serial: keys::upper_hex(40),
+            merchant_private_key_pem: keys::private_key_pem(&merchant),
+            merchant_public_key: merchant.to_public_key(),
+            apiv3_key: ApiV3Key::new(&apiv3).expect("32 ASCII characters"),
+            apiv2_key: ApiV2Key::new(keys::alphanumeric(32)),
+            public_key: keys::generate_public_key(),
+            http,
+            state: Mutex::new(state::PayState::new(platform)),
+        }))
+    }
+
+    /// Never held across an `.await`.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, state::PayState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn credentials(&self) -> MerchantCredentials {
+        MerchantCredentials {
+            mchid: self.mchid.clone(),
+            appid: self.appid.clone(),
+            merchant_serial: self.merchant_serial.clone(),
+            merchant_private_key_pem: self.merchant_private_key_pem.clone(),
+            apiv3_key: String::from_utf8_lossy(self.apiv3_key.expose_bytes()).into_owned(),
+            apiv2_key: self.apiv2_key.expose().to_string(),
+            public_key_id: self.public_key.id.clone(),
+            public_key_pem: self.public_key.pem.clone(),
+        }
+    }
+
+    pub(crate) fn set_mode(&self, mode: VerificationMode) {
+        self.lock().mode = mode;
+    }
+
+    /// A notification retry interval of WeChat's schedule, scaled.
+    pub(crate) fn scaled(&self, wechat_interval: Duration) -> Duration {
+        // `mul_f64` would panic on overflow with an absurd scale.
+        Duration::try_from_secs_f64(wechat_interval.as_secs_f64() * self.notify_time_scale)
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+pub(crate) fn routes(pay: Pay) -> Router {
+    let v3 = Router::new()
+        .route("/certificates", get(api::certificates))
+        .route("/pay/transactions/jsapi", post(api::jsapi))
+        .route(
+            "/pay/transactions/out-trade-no/{out_trade_no}",
+            get(api::query_by_out_trade_no),
+        )
+        .route(
+            "/pay/transactions/id/{transaction_id}",
+            get(api::query_by_transaction_id),
+        )
+        .route(
+            "/pay/transactions/out-trade-no/{out_trade_no}/close",
+            post(api::close),
+        )
+        .route("/refund/domestic/refunds", post(refunds::create))
+        .route(
+            "/refund/domestic/refunds/{out_refund_no}",
+            get(refunds::query),
+        )
+        // A catch-all route rather than a fallback: fallbacks of nested routers do not survive
+        // being nested and merged again by the engine, and WeChat signs its 404s too.
+        .route("/{*unknown}", any(api::not_found))
+        .layer(from_fn_with_state(pay.clone(), middleware::guard))
+        .with_state(pay.clone());
+    Router::new()
+        .nest("/v3", v3)
+        .nest("/control/wechatpay", control::routes(pay))
+}

@@ -1,0 +1,202 @@
+//! Notifications: encrypted, signed POSTs to the merchant's `notify_url`, retried on WeChat's
+//! schedule until answered 200 or 204.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use paystream_wechatpay::v3::aead::EncryptedResource;
+use serde_json::json;
+
+use super::ids::wechat_time;
+use super::keys::alphanumeric;
+use super::signing::signature_headers;
+use super::state::{Delivery, Notification};
+use super::Pay;
+
+/// WeChat's intervals between attempts (15 retries, 24 h 4 min in all), before scaling.
+const RETRY_SCHEDULE: [Duration; 15] = {
+    const fn m(minutes: u64) -> Duration {
+        Duration::from_secs(minutes * 60)
+    }
+    [
+        Duration::from_secs(15),
+        Duration::from_secs(15),
+        Duration::from_secs(30),
+        m(3),
+        m(10),
+        m(20),
+        m(30),
+        m(30),
+        m(30),
+        m(60),
+        m(180),
+        m(180),
+        m(180),
+        m(360),
+        m(360),
+    ]
+};
+
+#[derive(Clone, Copy)]
+pub(crate) struct Event {
+    pub event_type: &'static str,
+    summary: &'static str,
+    /// `original_type` and `associated_data` of the resource.
+    resource: &'static str,
+}
+
+pub(crate) const TRANSACTION_SUCCESS: Event = Event {
+    event_type: "TRANSACTION.SUCCESS",
+    summary: "支付成功",
+    resource: "transaction",
+};
+
+pub(crate) fn refund_event(status: super::state::RefundStatus) -> Event {
+    use super::state::RefundStatus::*;
+    let (event_type, summary) = match status {
+        Success => ("REFUND.SUCCESS", "退款成功"),
+        Closed => ("REFUND.CLOSED", "退款关闭"),
+        // PROCESSING is never notified; treat it like the other non-final state.
+        Abnormal | Processing => ("REFUND.ABNORMAL", "退款异常"),
+    };
+    Event {
+        event_type,
+        summary,
+        resource: "refund",
+    }
+}
+
+/// Build a notification: the envelope around `resource` sealed with the APIv3 key.
+pub(crate) fn build(
+    pay: &Pay,
+    event: Event,
+    resource: &serde_json::Value,
+) -> Result<Notification, String> {
+    let plaintext = serde_json::to_vec(resource).map_err(|e| e.to_string())?;
+    let sealed = EncryptedResource::seal(
+        &pay.apiv3_key,
+        &alphanumeric(12),
+        event.resource,
+        Some(event.resource),
+        &plaintext,
+    )
+    .map_err(|e| e.to_string())?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let envelope = json!({
+        "id": id,
+        "create_time": wechat_time(Utc::now()),
+        "resource_type": "encrypt-resource",
+        "event_type": event.event_type,
+        "summary": event.summary,
+        "resource": sealed,
+    });
+    let body = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
+    Ok(Notification {
+        id,
+        body: Arc::new(body),
+    })
+}
+
+/// What a delivery is about, for the log.
+pub(crate) struct Subject<'a> {
+    pub event_type: &'a str,
+    pub out_trade_no: &'a str,
+    pub out_refund_no: Option<&'a str>,
+}
+
+/// Start `copies` independent deliveries of `notification` after `delay` (concurrently: WeChat
+/// does deliver duplicates within the same second).
+pub(crate) fn dispatch(
+    pay: &Pay,
+    url: &str,
+    notification: &Notification,
+    subject: Subject<'_>,
+    delay: Duration,
+    copies: usize,
+) {
+    for _ in 0..copies {
+        let index = {
+            let mut state = pay.lock();
+            state.deliveries.push(Delivery {
+                notification_id: notification.id.clone(),
+                event_type: subject.event_type.to_string(),
+                url: url.to_string(),
+                out_trade_no: subject.out_trade_no.to_string(),
+                out_refund_no: subject.out_refund_no.map(str::to_string),
+                attempts: 0,
+                last_status: None,
+                last_error: None,
+                delivered: false,
+                gave_up: false,
+            });
+            state.deliveries.len() - 1
+        };
+        tokio::spawn(deliver(
+            pay.clone(),
+            index,
+            url.to_string(),
+            notification.body.clone(),
+            delay,
+        ));
+    }
+}
+
+async fn deliver(pay: Pay, index: usize, url: String, body: Arc<Vec<u8>>, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    for attempt in 0..=RETRY_SCHEDULE.len() {
+        let outcome = attempt_once(&pay, &url, &body).await;
+        // WeChat documents 200 and 204 as the acknowledgement; anything else is retried.
+        let delivered = matches!(outcome, Ok(200 | 204));
+        let gave_up = !delivered && attempt == RETRY_SCHEDULE.len();
+        tracing::info!(url = %url, attempt = attempt + 1, outcome = ?outcome, "wechatpay sandbox: notification");
+        if let Some(entry) = pay.lock().deliveries.get_mut(index) {
+            entry.attempts += 1;
+            entry.delivered = delivered;
+            entry.gave_up = gave_up;
+            match outcome {
+                Ok(status) => {
+                    entry.last_status = Some(status);
+                    entry.last_error = None;
+                }
+                Err(e) => {
+                    entry.last_status = None;
+                    entry.last_error = Some(e);
+                }
+            }
+        }
+        if delivered || gave_up {
+            return;
+        }
+        if let Some(wait) = RETRY_SCHEDULE.get(attempt) {
+            tokio::time::sleep(pay.scaled(*wait)).await;
+        }
+    }
+}
+
+/// One POST, signed afresh: a retry hours later must carry a current timestamp to verify.
+async fn attempt_once(pay: &Pay, url: &str, body: &Arc<Vec<u8>>) -> Result<u16, String> {
+    let signer = pay.notify_signer().ok_or("no signing key")?;
+    let headers = signature_headers(&signer, body)?;
+    let response = pay
+        .http
+        .post(url)
+        .headers(headers)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.as_ref().clone())
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    Ok(response.status().as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_wechats_24h_4m() {
+        let total: Duration = RETRY_SCHEDULE.iter().sum();
+        assert_eq!(total, Duration::from_secs(24 * 3600 + 4 * 60));
+    }
+}

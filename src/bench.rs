@@ -11,26 +11,35 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure (only `append` for now).
+    /// What to measure: `append` or `notify`.
     #[arg(default_value = "append")]
-    what: String,
+    pub what: String,
     /// A PostgreSQL URL; the benchmark creates and drops its own tables' rows there.
     #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
-    database_url: String,
+    pub database_url: String,
+    /// Concurrent writers (append) or notification senders (notify).
     #[arg(long, default_value_t = 16)]
-    writers: usize,
-    /// How long each measurement runs, in seconds.
+    pub writers: usize,
+    /// How long each measurement runs, in seconds (append and pgbench).
     #[arg(long, default_value_t = 10)]
-    seconds: u64,
+    pub seconds: u64,
+    /// Distinct paid orders whose notifications are sent (notify).
+    #[arg(long, default_value_t = 2000)]
+    pub orders: usize,
     /// Skip the pgbench baseline.
     #[arg(long)]
-    no_pgbench: bool,
+    pub no_pgbench: bool,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.what != "append" {
-        bail!("unknown benchmark {:?} (known: append)", args.what);
+    match args.what.as_str() {
+        "append" => run_append(&args).await,
+        "notify" => crate::bench_notify::run(&args).await,
+        other => bail!("unknown benchmark {other:?} (known: append, notify)"),
     }
+}
+
+async fn run_append(args: &BenchArgs) -> anyhow::Result<()> {
     let db = paystream::connect(&args.database_url).await?;
     let store = paystream::event_store(&db);
     let ours = append_rate(store, args.writers, args.seconds).await?;
@@ -39,7 +48,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.writers, args.seconds
     );
     if !args.no_pgbench {
-        let baseline = pgbench(&args).context("running pgbench")?;
+        let baseline = pgbench(args).context("running pgbench")?;
         println!(
             "pgbench two-row insert transaction: {baseline:.0} tps ({} clients, {} s)",
             args.writers, args.seconds
@@ -82,7 +91,7 @@ async fn append_rate(
 
 /// The baseline the issue asks for: a two-row insert transaction into an events-like table
 /// (identity position, JSONB data, xid8, UNIQUE (stream_id, version)), as pgbench runs it.
-fn pgbench(args: &BenchArgs) -> anyhow::Result<f64> {
+pub fn pgbench(args: &BenchArgs) -> anyhow::Result<f64> {
     let script = std::env::temp_dir().join(format!("paystream-bench-{}.sql", std::process::id()));
     std::fs::write(
         &script,

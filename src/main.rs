@@ -9,6 +9,8 @@ use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig};
 use tracing_subscriber::EnvFilter;
 
 mod bench;
+mod bench_notify;
+mod demo;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +43,8 @@ enum Command {
     RebuildProjections(DbSettings),
     /// Measure the event store (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// A scripted checkout against the built-in simulator, printing each step.
+    Demo(demo::DemoArgs),
 }
 
 fn init_logging() {
@@ -127,6 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("rebuilt read models from {streams} order streams");
         }
         Command::Bench(args) => bench::run(args).await?,
+        Command::Demo(args) => demo::run(args).await?,
     }
     Ok(())
 }

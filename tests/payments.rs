@@ -1023,3 +1023,29 @@ async fn public_key_merchant_end_to_end() {
         .await;
     wait_for(&app, &token, &order, status_is("paid")).await;
 }
+
+/// `paystream demo` walks login → order → pay → notify → refund against the simulator and
+/// succeeds, printing every step.
+#[test]
+fn the_demo_runs() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .arg("demo")
+        .env("RUST_LOG", "error")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run paystream demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for step in [
+        "PaymentSucceeded",
+        "RefundSucceeded",
+        "wx.requestPayment",
+        "done.",
+    ] {
+        assert!(stdout.contains(step), "missing {step} in:\n{stdout}");
+    }
+}

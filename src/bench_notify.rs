@@ -1,0 +1,233 @@
+//! `paystream bench notify`: verified v3 `TRANSACTION.SUCCESS` notifications per second over
+//! HTTP, on distinct orders, from concurrent senders, with p50/p99 latency.
+//!
+//! The notifications are real: the engine runs with its WeChat Pay simulator, each order is
+//! prepaid and paid there, and the simulator's signed, encrypted notifications are captured on
+//! their way (PUBLIC_BASE_URL points at a capturing receiver). They are then sent to the
+//! engine's notify endpoint as fast as the senders can, each one verified, decrypted, checked
+//! against its order and recorded as PaymentSucceeded.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use futures::StreamExt;
+use paystream::config::{DbSettings, Settings};
+use serde_json::{json, Value};
+
+use crate::bench::BenchArgs;
+
+type Captured = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+async fn receiver() -> anyhow::Result<(String, Captured)> {
+    let captured: Captured = Arc::default();
+    let store = captured.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let store = store.clone();
+        async move {
+            store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((headers, body));
+            StatusCode::NO_CONTENT
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, captured))
+}
+
+fn settings(database_url: &str, public_base_url: &str) -> anyhow::Result<Settings> {
+    Ok(Settings {
+        db: DbSettings {
+            database_url: database_url.to_string(),
+        },
+        listen_addr: "127.0.0.1:0".parse()?,
+        public_base_url: Some(public_base_url.parse()?),
+        admin_username: Some("bench-admin".into()),
+        admin_password: Some("bench-password".into()),
+        wechat_appid: None,
+        wechat_secret: None,
+        wechat_api_base: None,
+        order_ttl_seconds: 7200,
+        expiry_interval_seconds: 3600,
+        session_ttl_seconds: 3600,
+        staff_session_ttl_seconds: 3600,
+        no_background_jobs: true,
+        wechatpay_mchid: None,
+        wechatpay_api_base: None,
+        wechatpay_apiv3_key: None,
+        wechatpay_mch_private_key: None,
+        wechatpay_mch_serial: None,
+        wechatpay_public_key: None,
+        wechatpay_public_key_id: None,
+        payment_query_after_seconds: 3600,
+        refund_query_after_seconds: 3600,
+        wechatpay_cert_refetch_seconds: 60,
+        sandbox_notify_time_scale: 1.0,
+    })
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let mut request = http.post(&url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("POST {url}: {status} {value}");
+    }
+    Ok(value)
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let (receiver_url, captured) = receiver().await?;
+    let running = paystream::start(settings(&args.database_url, &receiver_url)?).await?;
+    let base = running.base_url();
+    let http = reqwest::Client::new();
+
+    let admin = post(
+        &http,
+        format!("{base}/admin/login"),
+        None,
+        json!({ "username": "bench-admin", "password": "bench-password" }),
+    )
+    .await?;
+    let admin = admin["token"].as_str().context("admin token")?.to_string();
+    let sku = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    post(
+        &http,
+        format!("{base}/admin/products"),
+        Some(&admin),
+        json!({ "sku": sku, "name": "bench", "price_fen": 100, "active": true }),
+    )
+    .await?;
+    let code = http
+        .get(format!("{base}/sandbox/control/login-code?user=bench"))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    let login = post(
+        &http,
+        format!("{base}/api/login"),
+        None,
+        json!({ "code": code["code"] }),
+    )
+    .await?;
+    let token = login["token"]
+        .as_str()
+        .context("customer token")?
+        .to_string();
+
+    println!(
+        "preparing {} paid orders (orders, prepays and notifications from the simulator)…",
+        args.orders
+    );
+    let prepared = Instant::now();
+    futures::stream::iter(0..args.orders)
+        .map(|_| {
+            let (http, base, token, sku) = (http.clone(), base.clone(), token.clone(), sku.clone());
+            async move {
+                let order = post(
+                    &http,
+                    format!("{base}/api/orders"),
+                    Some(&token),
+                    json!({ "items": [{ "sku": sku, "quantity": 1 }] }),
+                )
+                .await?;
+                let id = order["id"].as_str().context("order id")?;
+                post(
+                    &http,
+                    format!("{base}/api/orders/{id}/pay"),
+                    Some(&token),
+                    json!({ "channel": "wechatpay_v3" }),
+                )
+                .await?;
+                post(
+                    &http,
+                    format!("{base}/sandbox/control/wechatpay/pay"),
+                    None,
+                    json!({ "out_trade_no": order["out_trade_no"] }),
+                )
+                .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.writers)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while captured.lock().unwrap_or_else(|p| p.into_inner()).len() < args.orders {
+        if Instant::now() > deadline {
+            bail!("the simulator's notifications did not all arrive");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notifications = std::mem::take(&mut *captured.lock().unwrap_or_else(|p| p.into_inner()));
+    println!("prepared in {:.1} s", prepared.elapsed().as_secs_f64());
+
+    let url = format!("{base}/notify/wechatpay/v3");
+    let started = Instant::now();
+    let latencies = futures::stream::iter(notifications)
+        .map(|(headers, body)| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let mut request = http.post(&url).body(body);
+                for (name, value) in &headers {
+                    if name.as_str().starts_with("wechatpay-") || name == "content-type" {
+                        request = request.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                let sent = Instant::now();
+                let response = request.send().await?;
+                let latency = sent.elapsed();
+                if response.status() != reqwest::StatusCode::NO_CONTENT {
+                    bail!("notification answered {}", response.status());
+                }
+                anyhow::Ok(latency)
+            }
+        })
+        .buffer_unordered(args.writers)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let pct = |p: f64| {
+        sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
+    };
+    let rate = latencies.len() as f64 / elapsed;
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = 'PaymentSucceeded'")
+            .fetch_one(&running.db.pool)
+            .await?;
+    running.stop().await;
+    println!(
+        "paystream verified notifies: {rate:.0}/s ({} notifications, {} senders, distinct orders), p50 {:.1} ms, p99 {:.1} ms; PaymentSucceeded in the log: {recorded}",
+        latencies.len(), args.writers, pct(0.50), pct(0.99)
+    );
+    if !args.no_pgbench {
+        let baseline = crate::bench::pgbench(args).context("running pgbench")?;
+        println!(
+            "pgbench two-row insert transaction: {baseline:.0} tps ({} clients, {} s)",
+            args.writers, args.seconds
+        );
+        println!("ratio: {:.2}", rate / baseline);
+    }
+    Ok(())
+}

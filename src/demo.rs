@@ -1,0 +1,246 @@
+//! `paystream demo`: a scripted checkout against the built-in simulator, printing each step —
+//! the quickest way to see what the engine does. It uses only the public HTTP API, as a
+//! mini-program and a back-office would.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use paystream::config::{DbSettings, Settings};
+use serde_json::{json, Value};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Database to use; default: a temporary SQLite file, removed afterwards.
+    #[arg(long, env = "DEMO_DATABASE_URL", value_name = "DEMO_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        println!("  {method} {path} → {status}");
+        if !status.is_success() {
+            bail!("{method} {path} answered {status}: {value}");
+        }
+        Ok(value)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+}
+
+fn step(n: u32, what: &str) {
+    println!("\n{n}. {what}");
+}
+
+fn show(label: &str, value: &Value) {
+    println!("     {label}: {value}");
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let database_url = args
+        .database_url
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("demo.db").display()));
+    let settings = Settings {
+        db: DbSettings { database_url },
+        listen_addr: "127.0.0.1:0".parse()?,
+        public_base_url: None,
+        admin_username: Some("demo-admin".into()),
+        admin_password: Some("demo-password".into()),
+        wechat_appid: None,
+        wechat_secret: None,
+        wechat_api_base: None,
+        order_ttl_seconds: 1800,
+        expiry_interval_seconds: 5,
+        session_ttl_seconds: 3600,
+        staff_session_ttl_seconds: 3600,
+        no_background_jobs: false,
+        wechatpay_mchid: None,
+        wechatpay_api_base: None,
+        wechatpay_apiv3_key: None,
+        wechatpay_mch_private_key: None,
+        wechatpay_mch_serial: None,
+        wechatpay_public_key: None,
+        wechatpay_public_key_id: None,
+        payment_query_after_seconds: 60,
+        refund_query_after_seconds: 60,
+        wechatpay_cert_refetch_seconds: 60,
+        sandbox_notify_time_scale: 0.01,
+    };
+    let running = paystream::start(settings).await?;
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: running.base_url(),
+    };
+    println!(
+        "paystream demo — engine at {} (SQLite, built-in WeChat simulator)",
+        client.base
+    );
+    let result = walk(&client).await;
+    running.stop().await;
+    result
+}
+
+async fn walk(c: &Client) -> anyhow::Result<()> {
+    step(1, "Staff log in and put green tea in the catalogue");
+    let admin = c
+        .post(
+            "/admin/login",
+            None,
+            json!({ "username": "demo-admin", "password": "demo-password" }),
+        )
+        .await?;
+    let admin = admin["token"].as_str().context("staff token")?.to_string();
+    let product = c.post("/admin/products", Some(&admin), json!({ "sku": "green-tea", "name": "西湖龙井 Green tea", "price_fen": 1250, "active": true })).await?;
+    show("product", &product);
+
+    step(
+        2,
+        "The mini-program logs in (wx.login → code → POST /api/login)",
+    );
+    let code = c
+        .get("/sandbox/control/login-code?user=demo-customer", None)
+        .await?;
+    let login = c
+        .post("/api/login", None, json!({ "code": code["code"] }))
+        .await?;
+    let token = login["token"]
+        .as_str()
+        .context("customer token")?
+        .to_string();
+    show("user", &login["user"]);
+
+    step(
+        3,
+        "The customer orders two teas (the price comes from the catalogue)",
+    );
+    let order = c
+        .post(
+            "/api/orders",
+            Some(&token),
+            json!({ "items": [{ "sku": "green-tea", "quantity": 2 }] }),
+        )
+        .await?;
+    let id = order["id"].as_str().context("order id")?.to_string();
+    show(
+        "order",
+        &json!({ "id": id, "out_trade_no": order["out_trade_no"], "status": order["status"], "total_fen": order["total_fen"] }),
+    );
+
+    step(
+        4,
+        "Checkout: JSAPI prepay at WeChat Pay v3, parameters for wx.requestPayment",
+    );
+    let params = c
+        .post(
+            &format!("/api/orders/{id}/pay"),
+            Some(&token),
+            json!({ "channel": "wechatpay_v3" }),
+        )
+        .await?;
+    show("wx.requestPayment", &params);
+
+    step(
+        5,
+        "The user pays in WeChat (simulated); WeChat Pay notifies the engine",
+    );
+    let paid = c
+        .post(
+            "/sandbox/control/wechatpay/pay",
+            None,
+            json!({ "out_trade_no": order["out_trade_no"] }),
+        )
+        .await?;
+    show("transaction_id", &paid["transaction_id"]);
+    let order = wait(c, &token, &id, |o| o["status"] == "paid").await?;
+    show(
+        "order",
+        &json!({ "status": order["status"], "paid_fen": order["paid_fen"], "paid_at": order["paid_at"] }),
+    );
+
+    step(6, "Staff refund half (recorded first, then asked of WeChat Pay; the outcome arrives by notify)");
+    let refund = c
+        .post(
+            &format!("/admin/orders/{id}/refunds"),
+            Some(&admin),
+            json!({ "amount_fen": 1250, "reason": "one tea was missing" }),
+        )
+        .await?;
+    show("refund", &refund);
+    let order = wait(c, &token, &id, |o| o["refunded_fen"] == 1250).await?;
+    show(
+        "order",
+        &json!({ "status": order["status"], "paid_fen": order["paid_fen"], "refunded_fen": order["refunded_fen"] }),
+    );
+
+    step(7, "The order's history: every change is an event");
+    let events = c
+        .get(&format!("/admin/orders/{id}/events"), Some(&admin))
+        .await?;
+    for event in events["items"].as_array().into_iter().flatten() {
+        println!(
+            "     v{} {:<22} by {}",
+            event["version"],
+            event["type"].as_str().unwrap_or_default(),
+            event["metadata"]["actor"].as_str().unwrap_or_default()
+        );
+    }
+    println!("\ndone.");
+    Ok(())
+}
+
+async fn wait(
+    c: &Client,
+    token: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    for _ in 0..100 {
+        let response = c
+            .http
+            .get(format!("{}/api/orders/{id}", c.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let order: Value = response.json().await?;
+        if done(&order) {
+            return Ok(order);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the order did not get there in time")
+}

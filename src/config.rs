@@ -152,7 +152,8 @@ pub struct Settings {
         long,
         env = "WECHATPAY_CERT_REFETCH_SECONDS",
         value_name = "WECHATPAY_CERT_REFETCH_SECONDS",
-        default_value_t = 60
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub wechatpay_cert_refetch_seconds: u32,
 

@@ -22,6 +22,7 @@ const BATCH: i64 = 200;
 pub async fn expire_due_orders(
     payments: &Payments,
     view: &OrdersView,
+    checks: &Checks,
     now: DateTime<Utc>,
 ) -> paystream_engine::Result<usize> {
     let mut closed = 0;
@@ -29,8 +30,16 @@ pub async fn expire_due_orders(
     loop {
         let due = view.due_for_expiry(now, cursor, BATCH).await?;
         for &(_, id) in &due {
-            if close_expired(payments, id).await {
-                closed += 1;
+            match close_expired(payments, id).await {
+                Some(true) => closed += 1,
+                Some(false) => {}
+                // WeChat could not close it (down, customer paying): ask again later, less and
+                // less often, instead of every sweep.
+                None => {
+                    checks
+                        .checked(&format!("close:{id}"), now, CLOSE_RETRY)
+                        .await?
+                }
             }
         }
         // Page on even past orders that could not be closed, so they never starve the rest.
@@ -42,25 +51,29 @@ pub async fn expire_due_orders(
     Ok(closed)
 }
 
-/// Closes one expired order; `true` if this call recorded the close.
-async fn close_expired(payments: &Payments, id: Uuid) -> bool {
+/// First wait before trying again to close an order whose close failed.
+const CLOSE_RETRY: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Closes one expired order: `Some(true)` if this call recorded the close, `Some(false)` if
+/// there was nothing to do, `None` if it failed and should be tried again later.
+async fn close_expired(payments: &Payments, id: Uuid) -> Option<bool> {
     match payments
         .close(id, CloseReason::Expired, &Metadata::actor("system:expiry"))
         .await
     {
         Ok(outcome) if !outcome.appended.is_empty() => {
             tracing::info!(order_id = %id, "unpaid order expired and closed");
-            true
+            Some(true)
         }
-        Ok(_) => false,
+        Ok(_) => Some(false),
         // Paid between the query and the close (the payment is recorded by `close`).
         Err(e) if e.code() == "order_already_paid" => {
             tracing::info!(order_id = %id, "expiry found the order paid at WeChat Pay");
-            false
+            Some(false)
         }
         Err(e) => {
-            tracing::warn!(order_id = %id, error = %e, "could not expire order; retrying next sweep");
-            false
+            tracing::warn!(order_id = %id, error = %e, "could not expire order; will retry with back-off");
+            None
         }
     }
 }
@@ -68,11 +81,12 @@ async fn close_expired(payments: &Payments, id: Uuid) -> bool {
 pub async fn expiry_loop(
     payments: Payments,
     view: OrdersView,
+    checks: Checks,
     every: Duration,
     stop: watch::Receiver<bool>,
 ) {
     every_until_stopped(every, stop, || async {
-        if let Err(e) = expire_due_orders(&payments, &view, Utc::now()).await {
+        if let Err(e) = expire_due_orders(&payments, &view, &checks, Utc::now()).await {
             tracing::warn!(error = %e, "expiry sweep failed; retrying next tick");
         }
     })

@@ -221,6 +221,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(jobs::expiry_loop(
             payments.clone(),
             orders_view,
+            Checks::new(db.clone()),
             std::time::Duration::from_secs(u64::from(settings.expiry_interval_seconds)),
             signal.clone(),
         )));

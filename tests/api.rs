@@ -629,6 +629,7 @@ async fn expiry_closes_due_orders_once(backend: Backend) {
     let orders = orders_service(&app);
     let payments = payments_service(&app);
     let view = OrdersView::new(app.running().db.clone());
+    let checks = paystream_projections::Checks::new(app.running().db.clone());
     let paid_id: Uuid = paid["id"].as_str().unwrap().parse().unwrap();
     orders
         .execute(
@@ -646,7 +647,7 @@ async fn expiry_closes_due_orders_once(backend: Backend) {
 
     let now = chrono::Utc::now();
     assert_eq!(
-        paystream::jobs::expire_due_orders(&payments, &view, now)
+        paystream::jobs::expire_due_orders(&payments, &view, &checks, now)
             .await
             .unwrap(),
         0,
@@ -654,8 +655,8 @@ async fn expiry_closes_due_orders_once(backend: Backend) {
     );
     let later = now + chrono::Duration::seconds(1801);
     let (a, b) = tokio::join!(
-        paystream::jobs::expire_due_orders(&payments, &view, later),
-        paystream::jobs::expire_due_orders(&payments, &view, later)
+        paystream::jobs::expire_due_orders(&payments, &view, &checks, later),
+        paystream::jobs::expire_due_orders(&payments, &view, &checks, later)
     );
     assert_eq!(
         a.unwrap() + b.unwrap(),

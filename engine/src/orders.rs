@@ -246,6 +246,57 @@ impl OrderService {
             .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "order not found"))
     }
 
+    /// Runs one command against the state at exactly `version`, for callers that acted on that
+    /// state outside the log (e.g. closed the order at WeChat Pay). `None` when the order has
+    /// moved on since: the caller must look again rather than apply a stale decision.
+    pub async fn execute_at(
+        &self,
+        id: OrderId,
+        version: i64,
+        command: OrderCommand,
+        meta: &Metadata,
+    ) -> Result<Option<Outcome>> {
+        let sid = stream_id(id);
+        let stored = self.store.read_stream(&sid).await?;
+        if stored.last().map(|e| e.version).unwrap_or_default() != version {
+            return Ok(None);
+        }
+        let past = decode_all(&stored)?;
+        let state = order::replay(past.iter());
+        let new = order::decide(state.as_ref(), command)?;
+        let Some(state) = state else {
+            return Err(order::OrderError::NotFound.into());
+        };
+        if new.is_empty() {
+            return Ok(Some(Outcome {
+                order: state,
+                appended: Vec::new(),
+            }));
+        }
+        match self
+            .store
+            .append(
+                &sid,
+                ExpectedVersion::Exact(version),
+                to_new_events(id, &new, meta),
+            )
+            .await
+        {
+            Ok(appended) => {
+                let order = new
+                    .iter()
+                    .fold(Some(state), order::evolve)
+                    .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "lost order"))?;
+                Ok(Some(Outcome {
+                    order,
+                    appended: appended.events,
+                }))
+            }
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Runs one command against the latest state, retrying from a fresh read whenever another
     /// writer appended in between. The command is re-decided each time, never blindly re-applied.
     #[instrument(skip_all, fields(order_id = %id))]

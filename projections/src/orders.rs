@@ -333,7 +333,8 @@ impl OrdersView {
     }
 
     /// Unpaid orders whose time is up, oldest first, after `cursor` (the `(expires_at, id)` of
-    /// the last one seen) so that a sweep pages past orders it could not close.
+    /// the last one seen) so that a sweep pages past orders it could not close. Orders whose
+    /// close failed recently (`close:` checks) wait for their back-off.
     pub async fn due_for_expiry(
         &self,
         now: DateTime<Utc>,
@@ -342,9 +343,12 @@ impl OrdersView {
     ) -> Result<Vec<(i64, Uuid)>> {
         let (after_ms, after_id) = cursor.unwrap_or((i64::MIN, Uuid::nil()));
         let rows = sqlx::query(
-            "SELECT id, expires_at FROM orders_view WHERE status = 'pending_payment' \
-             AND expires_at <= $1 AND (expires_at > $2 OR (expires_at = $2 AND id > $3)) \
-             ORDER BY expires_at, id LIMIT $4",
+            "SELECT o.id, o.expires_at FROM orders_view o \
+             LEFT JOIN payment_checks c ON c.subject = 'close:' || o.id \
+             WHERE o.status = 'pending_payment' AND o.expires_at <= $1 \
+             AND (o.expires_at > $2 OR (o.expires_at = $2 AND o.id > $3)) \
+             AND (c.next_check_at IS NULL OR c.next_check_at <= $1) \
+             ORDER BY o.expires_at, o.id LIMIT $4",
         )
         .bind(millis(now))
         .bind(after_ms)

@@ -47,7 +47,7 @@ pub fn settings(database_url: &str) -> Settings {
         wechatpay_public_key_id: None,
         payment_query_after_seconds: 60,
         refund_query_after_seconds: 60,
-        wechatpay_cert_refetch_seconds: 0,
+        wechatpay_cert_refetch_seconds: 1,
         // WeChat's retry schedule, a thousand times faster.
         sandbox_notify_time_scale: 0.001,
     }

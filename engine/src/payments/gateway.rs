@@ -107,6 +107,8 @@ pub enum Notice {
         out_refund_no: String,
         state: RefundState,
     },
+    /// Verified, but of a kind the engine does not act on.
+    Ignored { event_type: String },
 }
 
 /// Why a call to the provider failed. Only `Rejected` is a definite answer; anything else

@@ -15,7 +15,9 @@ use super::prepays::Prepays;
 use crate::db::Db;
 use crate::error::{Error, Kind, Result};
 use crate::money::Fen;
-use crate::order::{CloseReason, Order, OrderCommand, OrderError, OrderId, PayChannel, Refund};
+use crate::order::{
+    CloseReason, Order, OrderCommand, OrderError, OrderId, OrderStatus, PayChannel, Refund,
+};
 use crate::orders::{Metadata, OrderService, Outcome};
 
 /// Fixed namespace for out_refund_no derived from an Idempotency-Key.
@@ -75,11 +77,23 @@ fn description(order: &Order) -> String {
     text.chars().take(127).collect()
 }
 
-/// The order our out_trade_no stands for (it is the order id in simple form).
+/// The order our out_trade_no stands for: the order id in simple form, lowercase. Exactly that
+/// form — an uppercase variant is some other system's number, not ours.
 pub fn order_id_of(out_trade_no: &str) -> Option<OrderId> {
-    (out_trade_no.len() == 32)
-        .then(|| Uuid::try_parse(out_trade_no).ok())
-        .flatten()
+    let ours = out_trade_no.len() == 32
+        && out_trade_no
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    ours.then(|| Uuid::try_parse(out_trade_no).ok()).flatten()
+}
+
+/// Refund refusals that mean "not now" rather than "never": insufficient balance in the merchant
+/// account, rate limits, WeChat's own trouble.
+fn is_transient_refund_refusal(code: &str) -> bool {
+    matches!(
+        code,
+        "NOT_ENOUGH" | "FREQUENCY_LIMITED" | "SYSTEM_ERROR" | "SYSTEMERROR" | "BIZERR_NEED_RETRY"
+    )
 }
 
 impl Payments {
@@ -161,6 +175,18 @@ impl Payments {
                 id
             }
         };
+        // A close may have raced this call (it closes at WeChat only what it saw requested):
+        // never hand out payment parameters for an order that is no longer payable.
+        let now_order = self.orders.get(order_id).await?;
+        if now_order.status != OrderStatus::PendingPayment {
+            if let Err(e) = gateway.close(&order.out_trade_no).await {
+                tracing::warn!(order_id = %order_id, error = %e, "could not close a prepay that raced a close");
+            }
+            return Err(OrderError::NotPayable {
+                status: now_order.status,
+            }
+            .into());
+        }
         Ok(gateway.pay_params(&prepay_id)?)
     }
 
@@ -189,6 +215,7 @@ impl Payments {
                 };
                 self.record_payment(order_id, channel, paid, &meta).await
             }
+            Notice::Ignored { .. } => Ok(NoticeOutcome::Nothing),
             Notice::Refund {
                 mchid,
                 out_trade_no,
@@ -275,37 +302,80 @@ impl Payments {
 
     /// Closes an unpaid order. If a payment was ever requested, the provider closes it first —
     /// otherwise the customer could still pay a closed order. When the provider says it was
-    /// paid meanwhile, the payment is recorded instead and the close refused.
+    /// paid meanwhile, the payment is recorded instead and the close refused. The close is
+    /// recorded only if the order did not change while the provider was asked (a payment request
+    /// racing the close sends us round again, to close that one at WeChat too).
     pub async fn close(
         &self,
         order_id: OrderId,
         reason: CloseReason,
         meta: &Metadata,
     ) -> Result<Outcome> {
-        let order = self.orders.get(order_id).await?;
-        let close = OrderCommand::Close {
-            reason,
-            now: Utc::now(),
-        };
-        let Some(channel) = order
-            .channel
-            .filter(|_| order.status == crate::order::OrderStatus::PendingPayment)
-        else {
-            return self.orders.execute(order_id, close, meta).await;
-        };
-        let gateway = self.gateway(channel)?.clone();
-        match gateway.close(&order.out_trade_no).await? {
-            CloseOutcome::Closed => self.orders.execute(order_id, close, meta).await,
-            CloseOutcome::AlreadyPaid => {
-                if let TradeState::Paid(paid) = gateway.query(&order.out_trade_no).await? {
-                    // Learnt from WeChat's answer, whoever asked for the close.
-                    let source = Metadata::actor(format!("{}:query", channel.as_str()))
-                        .with_request_id(meta.request_id.clone());
-                    self.record_payment(order_id, channel, paid, &source)
-                        .await?;
+        for _ in 0..8 {
+            let (order, version) = self
+                .orders
+                .load(order_id)
+                .await?
+                .ok_or(OrderError::NotFound)?;
+            let close = OrderCommand::Close {
+                reason,
+                now: Utc::now(),
+            };
+            let at_provider = order
+                .channel
+                .filter(|_| order.status == OrderStatus::PendingPayment);
+            if let Some(channel) = at_provider {
+                let gateway = self.gateway(channel)?.clone();
+                if gateway.close(&order.out_trade_no).await? == CloseOutcome::AlreadyPaid {
+                    return Err(self
+                        .paid_instead_of_closed(order_id, &order.out_trade_no, channel, meta)
+                        .await);
                 }
-                Err(OrderError::AlreadyPaid.into())
             }
+            if let Some(outcome) = self
+                .orders
+                .execute_at(order_id, version, close, meta)
+                .await?
+            {
+                return Ok(outcome);
+            }
+        }
+        Err(Error::new(
+            Kind::Conflict,
+            "concurrent_update",
+            "the order kept changing; try again",
+        ))
+    }
+
+    /// WeChat refused to close because the order is (being) paid: record the payment if it is
+    /// there, and explain the refusal.
+    async fn paid_instead_of_closed(
+        &self,
+        order_id: OrderId,
+        out_trade_no: &str,
+        channel: PayChannel,
+        meta: &Metadata,
+    ) -> Error {
+        let gateway = match self.gateway(channel) {
+            Ok(gateway) => gateway.clone(),
+            Err(e) => return e,
+        };
+        match gateway.query(out_trade_no).await {
+            Ok(TradeState::Paid(paid)) => {
+                // Learnt from WeChat's answer, whoever asked for the close.
+                let source = Metadata::actor(format!("{}:query", channel.as_str()))
+                    .with_request_id(meta.request_id.clone());
+                match self.record_payment(order_id, channel, paid, &source).await {
+                    Ok(_) => OrderError::AlreadyPaid.into(),
+                    Err(e) => e,
+                }
+            }
+            Ok(_) => Error::new(
+                Kind::Conflict,
+                "payment_in_progress",
+                "the customer is paying this order right now; try again shortly",
+            ),
+            Err(e) => e.into(),
         }
     }
 
@@ -393,9 +463,20 @@ impl Payments {
         let meta = Metadata::actor(format!("{}:refund", channel.as_str()));
         let state = match gateway.refund(&call).await {
             Ok(state) => state,
-            Err(GatewayError::Rejected { code, message }) => RefundState::Failed {
-                reason: format!("{code}: {message}"),
-            },
+            // "Try later" answers: the refund stays in flight and the poller asks again.
+            Err(GatewayError::Rejected { code, message }) if is_transient_refund_refusal(&code) => {
+                return Err(GatewayError::Unavailable(format!("{code}: {message}")).into());
+            }
+            // Any other refusal may follow an earlier attempt that WeChat did accept (a lost
+            // answer, then a retry refused): only WeChat's own record of the refund is final.
+            Err(GatewayError::Rejected { code, message }) => {
+                match gateway.query_refund(out_refund_no).await? {
+                    RefundState::NotFound => RefundState::Failed {
+                        reason: format!("{code}: {message}"),
+                    },
+                    state => state,
+                }
+            }
             Err(e) => return Err(e.into()),
         };
         self.record_refund_state(order_id, out_refund_no, state, &meta)
@@ -439,6 +520,12 @@ mod tests {
             "only the 32-character form is ours"
         );
         assert_eq!(order_id_of("not-ours"), None);
+        let upper = id.simple().to_string().to_uppercase();
+        assert_eq!(
+            order_id_of(&upper),
+            None,
+            "an uppercase variant is not ours"
+        );
     }
 
     #[test]

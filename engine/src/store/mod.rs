@@ -28,16 +28,6 @@ pub enum ExpectedVersion {
     Exact(i64),
 }
 
-impl ExpectedVersion {
-    fn admits(self, current: i64) -> bool {
-        match self {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => current == 0,
-            ExpectedVersion::Exact(v) => current == v,
-        }
-    }
-}
-
 /// An event not yet stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {

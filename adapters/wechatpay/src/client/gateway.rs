@@ -283,10 +283,10 @@ impl PayGateway for V3Client {
             signature_type: headers.signature_type.as_deref(),
             body,
         };
-        if let Some(serial) = signed.serial {
-            if !self.verifier().knows(serial) {
-                self.refresh_certificates_if_allowed().await;
-            }
+        // Only a message that passes every cheap check but names a serial we do not know may
+        // trigger a (rate-limited) download of the certificates.
+        if let Err(VerifyError::UnknownSerial(_)) = self.verifier().verify(&signed) {
+            self.refresh_certificates_if_allowed().await;
         }
         self.verifier()
             .verify(&signed)
@@ -321,9 +321,17 @@ impl PayGateway for V3Client {
                     state: refund_state(&r.refund_status, r.refund_id, r.success_time.as_deref()),
                 })
             }
-            other => Err(NotifyError::Malformed(format!(
-                "unknown event_type {other}"
-            ))),
+            // A kind of notification we do not act on: acknowledged (else WeChat retries it
+            // for a day) and logged.
+            other => {
+                tracing::warn!(
+                    event_type = other,
+                    "ignoring a WeChat Pay notification of an unknown type"
+                );
+                Ok(Notice::Ignored {
+                    event_type: other.to_string(),
+                })
+            }
         }
     }
 }

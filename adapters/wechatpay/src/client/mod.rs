@@ -210,7 +210,9 @@ impl V3Client {
         };
         self.verify_answer(&headers, &answer, path_and_query)
             .await?;
-        if status.is_server_error()
+        // 429: WeChat's rate limit. Same parameters again, a little later.
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status.is_server_error()
             || answer.error().0 == "SYSTEM_ERROR"
             || answer.error().0 == "SYSTEMERROR"
         {
@@ -236,8 +238,8 @@ impl V3Client {
             signature_type: header(headers, "Wechatpay-Signature-Type"),
             body: &answer.body,
         };
-        if let (Some(serial), false) = (signed.serial, path.starts_with("/v3/certificates")) {
-            if !self.verifier.knows(serial) {
+        if !path.starts_with("/v3/certificates") {
+            if let Err(VerifyError::UnknownSerial(_)) = self.verifier.verify(&signed) {
                 self.refresh_certificates_if_allowed().await;
             }
         }

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use futures::StreamExt;
-use paystream::config::{DbSettings, Settings};
+use paystream::config::Settings;
 use serde_json::{json, Value};
 
 use crate::bench::BenchArgs;
@@ -42,32 +42,11 @@ async fn receiver() -> anyhow::Result<(String, Captured)> {
 
 fn settings(database_url: &str, public_base_url: &str) -> anyhow::Result<Settings> {
     Ok(Settings {
-        db: DbSettings {
-            database_url: database_url.to_string(),
-        },
-        listen_addr: "127.0.0.1:0".parse()?,
         public_base_url: Some(public_base_url.parse()?),
         admin_username: Some("bench-admin".into()),
         admin_password: Some("bench-password".into()),
-        wechat_appid: None,
-        wechat_secret: None,
-        wechat_api_base: None,
         order_ttl_seconds: 7200,
-        expiry_interval_seconds: 3600,
-        session_ttl_seconds: 3600,
-        staff_session_ttl_seconds: 3600,
-        no_background_jobs: true,
-        wechatpay_mchid: None,
-        wechatpay_api_base: None,
-        wechatpay_apiv3_key: None,
-        wechatpay_mch_private_key: None,
-        wechatpay_mch_serial: None,
-        wechatpay_public_key: None,
-        wechatpay_public_key_id: None,
-        payment_query_after_seconds: 3600,
-        refund_query_after_seconds: 3600,
-        wechatpay_cert_refetch_seconds: 60,
-        sandbox_notify_time_scale: 1.0,
+        ..Settings::local(database_url)
     })
 }
 

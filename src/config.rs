@@ -184,6 +184,40 @@ pub enum MiniProgramMode {
 }
 
 impl Settings {
+    /// Every setting at its default, on this database, on an ephemeral loopback port, against
+    /// the built-in WeChat simulator, no background jobs: what the demo, the benchmarks and the
+    /// tests start from (and adjust).
+    pub fn local(database_url: &str) -> Settings {
+        Settings {
+            db: DbSettings {
+                database_url: database_url.to_string(),
+            },
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_base_url: None,
+            admin_username: None,
+            admin_password: None,
+            wechat_appid: None,
+            wechat_secret: None,
+            wechat_api_base: None,
+            order_ttl_seconds: 1800,
+            expiry_interval_seconds: 5,
+            session_ttl_seconds: 86400,
+            staff_session_ttl_seconds: 28800,
+            no_background_jobs: true,
+            wechatpay_mchid: None,
+            wechatpay_api_base: None,
+            wechatpay_apiv3_key: None,
+            wechatpay_mch_private_key: None,
+            wechatpay_mch_serial: None,
+            wechatpay_public_key: None,
+            wechatpay_public_key_id: None,
+            payment_query_after_seconds: 60,
+            refund_query_after_seconds: 60,
+            wechatpay_cert_refetch_seconds: 60,
+            sandbox_notify_time_scale: 1.0,
+        }
+    }
+
     pub fn mini_program(&self) -> Result<MiniProgramMode, String> {
         match (
             &self.wechat_appid,
@@ -267,4 +301,76 @@ pub struct WechatPaySettings {
     pub private_key: std::path::PathBuf,
     pub serial: String,
     pub public_key: Option<(String, std::path::PathBuf)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Only {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    /// `Settings::local` must mean "the defaults", not a second set of numbers that drifts.
+    #[test]
+    fn local_settings_use_the_documented_defaults() {
+        let parsed = Only::try_parse_from(["paystream"]).unwrap().settings;
+        let local = Settings::local(&parsed.db.database_url);
+        assert_eq!(local.order_ttl_seconds, parsed.order_ttl_seconds);
+        assert_eq!(
+            local.expiry_interval_seconds,
+            parsed.expiry_interval_seconds
+        );
+        assert_eq!(local.session_ttl_seconds, parsed.session_ttl_seconds);
+        assert_eq!(
+            local.staff_session_ttl_seconds,
+            parsed.staff_session_ttl_seconds
+        );
+        assert_eq!(
+            local.payment_query_after_seconds,
+            parsed.payment_query_after_seconds
+        );
+        assert_eq!(
+            local.refund_query_after_seconds,
+            parsed.refund_query_after_seconds
+        );
+        assert_eq!(
+            local.wechatpay_cert_refetch_seconds,
+            parsed.wechatpay_cert_refetch_seconds
+        );
+        assert_eq!(
+            local.sandbox_notify_time_scale,
+            parsed.sandbox_notify_time_scale
+        );
+        assert_eq!(parsed.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(parsed.db.database_url, "sqlite://paystream.db");
+    }
+
+    #[test]
+    fn half_configured_wechat_is_refused_naming_the_variable() {
+        let mut settings = Settings::local("sqlite://x.db");
+        settings.wechat_appid = Some("wx1".into());
+        assert!(settings
+            .mini_program()
+            .unwrap_err()
+            .contains("WECHAT_SECRET"));
+        let mut settings = Settings::local("sqlite://x.db");
+        settings.wechatpay_mchid = Some("1900000001".into());
+        assert!(settings
+            .wechatpay()
+            .err()
+            .unwrap()
+            .contains("WECHATPAY_APIV3_KEY"));
+        settings.wechatpay_apiv3_key = Some("short".into());
+        assert!(settings.wechatpay().err().unwrap().contains("32"));
+        let mut settings = Settings::local("sqlite://x.db");
+        settings.admin_username = Some("admin".into());
+        assert!(settings
+            .admin_account()
+            .unwrap_err()
+            .contains("ADMIN_PASSWORD"));
+    }
 }

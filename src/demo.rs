@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use paystream::config::{DbSettings, Settings};
+use paystream::config::Settings;
 use serde_json::{json, Value};
 
 #[derive(Args)]
@@ -76,30 +76,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .database_url
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("demo.db").display()));
     let settings = Settings {
-        db: DbSettings { database_url },
-        listen_addr: "127.0.0.1:0".parse()?,
-        public_base_url: None,
         admin_username: Some("demo-admin".into()),
         admin_password: Some("demo-password".into()),
-        wechat_appid: None,
-        wechat_secret: None,
-        wechat_api_base: None,
-        order_ttl_seconds: 1800,
-        expiry_interval_seconds: 5,
-        session_ttl_seconds: 3600,
-        staff_session_ttl_seconds: 3600,
         no_background_jobs: false,
-        wechatpay_mchid: None,
-        wechatpay_api_base: None,
-        wechatpay_apiv3_key: None,
-        wechatpay_mch_private_key: None,
-        wechatpay_mch_serial: None,
-        wechatpay_public_key: None,
-        wechatpay_public_key_id: None,
-        payment_query_after_seconds: 60,
-        refund_query_after_seconds: 60,
-        wechatpay_cert_refetch_seconds: 60,
         sandbox_notify_time_scale: 0.01,
+        ..Settings::local(&database_url)
     };
     let running = paystream::start(settings).await?;
     let client = Client {

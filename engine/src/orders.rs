@@ -256,9 +256,43 @@ impl OrderService {
         command: OrderCommand,
         meta: &Metadata,
     ) -> Result<Option<Outcome>> {
+        self.attempt(id, Some(version), command, meta).await
+    }
+
+    /// Runs one command against the latest state, retrying from a fresh read whenever another
+    /// writer appended in between. The command is re-decided each time, never blindly re-applied.
+    #[instrument(skip_all, fields(order_id = %id))]
+    pub async fn execute(
+        &self,
+        id: OrderId,
+        command: OrderCommand,
+        meta: &Metadata,
+    ) -> Result<Outcome> {
+        for _ in 0..MAX_ATTEMPTS {
+            if let Some(outcome) = self.attempt(id, None, command.clone(), meta).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(Error::new(
+            Kind::Conflict,
+            "concurrent_update",
+            "the order is being changed by many requests at once; try again",
+        ))
+    }
+
+    /// One read–decide–append round. `None` when the stream is not at `at` (if given) or another
+    /// writer appended between the read and the append.
+    async fn attempt(
+        &self,
+        id: OrderId,
+        at: Option<i64>,
+        command: OrderCommand,
+        meta: &Metadata,
+    ) -> Result<Option<Outcome>> {
         let sid = stream_id(id);
         let stored = self.store.read_stream(&sid).await?;
-        if stored.last().map(|e| e.version).unwrap_or_default() != version {
+        let version = stored.last().map(|e| e.version).unwrap_or_default();
+        if at.is_some_and(|at| at != version) {
             return Ok(None);
         }
         let past = decode_all(&stored)?;
@@ -273,7 +307,7 @@ impl OrderService {
                 appended: Vec::new(),
             }));
         }
-        match self
+        let appended = match self
             .store
             .append(
                 &sid,
@@ -282,75 +316,20 @@ impl OrderService {
             )
             .await
         {
-            Ok(appended) => {
-                let order = new
-                    .iter()
-                    .fold(Some(state), order::evolve)
-                    .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "lost order"))?;
-                Ok(Some(Outcome {
-                    order,
-                    appended: appended.events,
-                }))
-            }
-            Err(StoreError::Conflict { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+            Ok(appended) => appended,
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let order = new
+            .iter()
+            .fold(Some(state), order::evolve)
+            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "lost order"))?;
+        for event in &appended.events {
+            info!(order_id = %id, event = %event.event_type, version = event.version, "event recorded");
         }
-    }
-
-    /// Runs one command against the latest state, retrying from a fresh read whenever another
-    /// writer appended in between. The command is re-decided each time, never blindly re-applied.
-    #[instrument(skip_all, fields(order_id = %id))]
-    pub async fn execute(
-        &self,
-        id: OrderId,
-        command: OrderCommand,
-        meta: &Metadata,
-    ) -> Result<Outcome> {
-        let sid = stream_id(id);
-        for _ in 0..MAX_ATTEMPTS {
-            let stored = self.store.read_stream(&sid).await?;
-            let version = stored.last().map(|e| e.version).unwrap_or_default();
-            let past = decode_all(&stored)?;
-            let state = order::replay(past.iter());
-            let new = order::decide(state.as_ref(), command.clone())?;
-            let Some(state) = state else {
-                return Err(order::OrderError::NotFound.into());
-            };
-            if new.is_empty() {
-                return Ok(Outcome {
-                    order: state,
-                    appended: Vec::new(),
-                });
-            }
-            match self
-                .store
-                .append(
-                    &sid,
-                    ExpectedVersion::Exact(version),
-                    to_new_events(id, &new, meta),
-                )
-                .await
-            {
-                Ok(appended) => {
-                    let order = new.iter().fold(Some(state), order::evolve).ok_or_else(|| {
-                        Error::new(Kind::Internal, "internal_error", "lost order")
-                    })?;
-                    for event in &appended.events {
-                        info!(order_id = %id, event = %event.event_type, version = event.version, "event recorded");
-                    }
-                    return Ok(Outcome {
-                        order,
-                        appended: appended.events,
-                    });
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::new(
-            Kind::Conflict,
-            "concurrent_update",
-            "the order is being changed by many requests at once; try again",
-        ))
+        Ok(Some(Outcome {
+            order,
+            appended: appended.events,
+        }))
     }
 }

@@ -2,7 +2,7 @@
 //! chosen backend, with the in-process WeChat sandbox, and drops the database afterwards.
 #![allow(dead_code)]
 
-use paystream::config::{DbSettings, Settings};
+use paystream::config::Settings;
 use paystream::Running;
 use paystream_engine::db::Backend;
 use paystream_engine::testing::TestDb;
@@ -22,34 +22,16 @@ pub struct TestApp {
 
 pub fn settings(database_url: &str) -> Settings {
     Settings {
-        db: DbSettings {
-            database_url: database_url.to_string(),
-        },
-        listen_addr: "127.0.0.1:0".parse().unwrap(),
-        public_base_url: None,
         admin_username: Some(ADMIN.0.into()),
         admin_password: Some(ADMIN.1.into()),
-        wechat_appid: None,
-        wechat_secret: None,
-        wechat_api_base: None,
-        order_ttl_seconds: 1800,
-        // Tests drive expiry explicitly; the loop must not race them.
-        expiry_interval_seconds: 3600,
         session_ttl_seconds: 3600,
         staff_session_ttl_seconds: 3600,
-        no_background_jobs: true,
-        wechatpay_mchid: None,
-        wechatpay_api_base: None,
-        wechatpay_apiv3_key: None,
-        wechatpay_mch_private_key: None,
-        wechatpay_mch_serial: None,
-        wechatpay_public_key: None,
-        wechatpay_public_key_id: None,
-        payment_query_after_seconds: 60,
-        refund_query_after_seconds: 60,
+        // Tests drive expiry explicitly; the loop must not race them.
+        expiry_interval_seconds: 3600,
         wechatpay_cert_refetch_seconds: 1,
         // WeChat's retry schedule, a thousand times faster.
         sandbox_notify_time_scale: 0.001,
+        ..Settings::local(database_url)
     }
 }
 

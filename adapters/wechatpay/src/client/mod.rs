@@ -151,6 +151,34 @@ impl V3Client {
         path_and_query: &str,
         body: &str,
     ) -> Result<Answer, GatewayError> {
+        let (headers, answer) = self.send_signed(method, path_and_query, body, true).await?;
+        let status = answer.status;
+        self.verify_answer(&headers, &answer, path_and_query)
+            .await?;
+        // 429: WeChat's rate limit. Same parameters again, a little later.
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status.is_server_error()
+            || answer.error().0 == "SYSTEM_ERROR"
+            || answer.error().0 == "SYSTEMERROR"
+        {
+            let (code, message) = answer.error();
+            return Err(GatewayError::Unavailable(format!(
+                "WeChat Pay {status}: {code} {message}"
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// Sends one request signed with the merchant key; the answer is returned unverified.
+    /// `ask_serial` sends `Wechatpay-Serial` (not on the certificate download itself, which is
+    /// how we learn the serials).
+    async fn send_signed(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: &str,
+        ask_serial: bool,
+    ) -> Result<(HeaderMap, Answer), GatewayError> {
         let url = format!(
             "{}{}",
             self.config.api_base.trim_end_matches('/'),
@@ -185,7 +213,7 @@ impl V3Client {
                     &signature,
                 ),
             );
-        if let Some(serial) = self.verifier.preferred_serial() {
+        if let Some(serial) = self.verifier.preferred_serial().filter(|_| ask_serial) {
             request = request.header("Wechatpay-Serial", serial);
         }
         if !body.is_empty() {
@@ -199,29 +227,12 @@ impl V3Client {
             .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
+        let body = response
             .bytes()
             .await
             .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?
             .to_vec();
-        let answer = Answer {
-            status,
-            body: bytes,
-        };
-        self.verify_answer(&headers, &answer, path_and_query)
-            .await?;
-        // 429: WeChat's rate limit. Same parameters again, a little later.
-        if status == StatusCode::TOO_MANY_REQUESTS
-            || status.is_server_error()
-            || answer.error().0 == "SYSTEM_ERROR"
-            || answer.error().0 == "SYSTEMERROR"
-        {
-            let (code, message) = answer.error();
-            return Err(GatewayError::Unavailable(format!(
-                "WeChat Pay {status}: {code} {message}"
-            )));
-        }
-        Ok(answer)
+        Ok((headers, Answer { status, body }))
     }
 
     async fn verify_answer(
@@ -266,45 +277,10 @@ impl V3Client {
     /// `GET /v3/certificates`: decrypts each certificate with the APIv3 key, then checks the
     /// answer's own signature with the certificate it names (the official SDKs' bootstrap).
     pub async fn fetch_certificates(&self) -> Result<usize, GatewayError> {
-        let url = format!(
-            "{}/v3/certificates",
-            self.config.api_base.trim_end_matches('/')
-        );
-        let signed_path = reqwest::Url::parse(&url)
-            .map(|u| u.path().to_string())
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        let timestamp = chrono::Utc::now().timestamp();
-        let nonce = crate::nonce_str();
-        let message = sign::request_message("GET", &signed_path, timestamp, &nonce, "");
-        let signature = self
-            .config
-            .merchant_key
-            .sign_sha256_rsa(message)
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        let response = self
-            .http
-            .get(&url)
-            .header(ACCEPT, "application/json")
-            .header(
-                AUTHORIZATION,
-                sign::authorization(
-                    &self.config.mchid,
-                    &self.config.merchant_serial,
-                    &nonce,
-                    timestamp,
-                    &signature,
-                ),
-            )
-            .send()
-            .await
-            .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?
-            .to_vec();
+        let (headers, answer) = self
+            .send_signed(Method::GET, "/v3/certificates", "", false)
+            .await?;
+        let (status, body) = (answer.status, answer.body);
         if status == StatusCode::NOT_FOUND && self.verifier.has_public_key() {
             // Public-key merchants have no platform certificates.
             return Ok(0);

@@ -177,15 +177,19 @@ impl Payments {
         };
         // A close may have raced this call (it closes at WeChat only what it saw requested):
         // never hand out payment parameters for an order that is no longer payable.
-        let now_order = self.orders.get(order_id).await?;
-        if now_order.status != OrderStatus::PendingPayment {
-            if let Err(e) = gateway.close(&order.out_trade_no).await {
-                tracing::warn!(order_id = %order_id, error = %e, "could not close a prepay that raced a close");
+        match self.orders.get(order_id).await?.status {
+            OrderStatus::PendingPayment => {}
+            OrderStatus::Closed => {
+                if let Err(e) = gateway.close(&order.out_trade_no).await {
+                    tracing::warn!(order_id = %order_id, error = %e, "could not close a prepay that raced a close");
+                }
+                return Err(OrderError::NotPayable {
+                    status: OrderStatus::Closed,
+                }
+                .into());
             }
-            return Err(OrderError::NotPayable {
-                status: now_order.status,
-            }
-            .into());
+            // Paid meanwhile (a second pay call while the first payment landed): nothing to pay.
+            _ => return Err(OrderError::AlreadyPaid.into()),
         }
         Ok(gateway.pay_params(&prepay_id)?)
     }

@@ -231,6 +231,22 @@ on_both_backends!(
     concurrent_appends_and_a_follower,
 );
 
+/// Reads from `after` until `n` events are visible (bounded: fails the test after 20 s).
+async fn read_until(
+    store: &Arc<dyn EventStore>,
+    after: Checkpoint,
+    n: usize,
+) -> Vec<paystream_engine::store::RecordedEvent> {
+    for _ in 0..400 {
+        let events = store.read_all(after, 100).await.unwrap();
+        if events.len() >= n {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} events became visible");
+}
+
 /// The case that loses events with "position > last seen": a transaction takes a position, a
 /// later one commits first. The follower must hold the later row back until the earlier commits.
 #[tokio::test]
@@ -241,7 +257,9 @@ async fn postgres_follower_waits_for_slow_transactions() {
         .append("before", ExpectedVersion::NoStream, vec![event(0)])
         .await
         .unwrap();
-    let start = store.read_all(Checkpoint::START, 100).await.unwrap();
+    // xmin is cluster-wide: a transaction open in another test's database may hold the
+    // follower back for a moment (never skipping, only waiting), so wait for visibility.
+    let start = read_until(&store, Checkpoint::START, 1).await;
     assert_eq!(start.len(), 1);
     let checkpoint = start[0].checkpoint;
 
@@ -265,7 +283,7 @@ async fn postgres_follower_waits_for_slow_transactions() {
     );
     slow.commit().await.unwrap();
 
-    let after = store.read_all(checkpoint, 100).await.unwrap();
+    let after = read_until(&store, checkpoint, 2).await;
     let streams: Vec<_> = after.iter().map(|e| e.stream_id.as_str()).collect();
     assert_eq!(streams, vec!["slow", "fast"]);
 }

@@ -283,13 +283,8 @@ impl PayGateway for V3Client {
             signature_type: headers.signature_type.as_deref(),
             body,
         };
-        // Only a message that passes every cheap check but names a serial we do not know may
-        // trigger a (rate-limited) download of the certificates.
-        if let Err(VerifyError::UnknownSerial(_)) = self.verifier().verify(&signed) {
-            self.refresh_certificates_if_allowed().await;
-        }
-        self.verifier()
-            .verify(&signed)
+        self.verify_signed(&signed, true)
+            .await
             .map_err(|e: VerifyError| NotifyError::Unverified(e.to_string()))?;
         let envelope: Envelope = serde_json::from_slice(body)
             .map_err(|e| NotifyError::Malformed(format!("not a notification: {e}")))?;

@@ -249,12 +249,8 @@ impl V3Client {
             signature_type: header(headers, "Wechatpay-Signature-Type"),
             body: &answer.body,
         };
-        if !path.starts_with("/v3/certificates") {
-            if let Err(VerifyError::UnknownSerial(_)) = self.verifier.verify(&signed) {
-                self.refresh_certificates_if_allowed().await;
-            }
-        }
-        match self.verifier.verify(&signed) {
+        let may_refetch = !path.starts_with("/v3/certificates");
+        match self.verify_signed(&signed, may_refetch).await {
             Ok(()) => Ok(()),
             // A 5xx from a proxy in front of WeChat carries no signature; it changes nothing.
             Err(VerifyError::Missing(_)) if answer.status.is_server_error() => Ok(()),
@@ -262,6 +258,23 @@ impl V3Client {
                 tracing::error!(error = %e, status = %answer.status, "WeChat Pay answer failed verification; treated as not received");
                 Err(GatewayError::Unverified(e.to_string()))
             }
+        }
+    }
+
+    /// Verifies a signed answer or notification — once. Only a message that passes every cheap
+    /// check but names a serial we do not know triggers a (rate-limited) certificate download,
+    /// after which it is verified a second time.
+    pub async fn verify_signed(
+        &self,
+        signed: &Signed<'_>,
+        may_refetch: bool,
+    ) -> Result<(), VerifyError> {
+        match self.verifier.verify(signed) {
+            Err(VerifyError::UnknownSerial(_)) if may_refetch => {
+                self.refresh_certificates_if_allowed().await;
+                self.verifier.verify(signed)
+            }
+            outcome => outcome,
         }
     }
 

@@ -18,6 +18,7 @@ use paystream::config::Settings;
 use serde_json::{json, Value};
 
 use crate::bench::BenchArgs;
+use crate::bench_cpu::CpuSample;
 
 type Captured = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
@@ -159,6 +160,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("prepared in {:.1} s", prepared.elapsed().as_secs_f64());
 
     let url = format!("{base}/notify/wechatpay/v3");
+    let cpu = CpuSample::now();
     let started = Instant::now();
     let latencies = futures::stream::iter(notifications)
         .map(|(headers, body)| {
@@ -185,6 +187,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = CpuSample::now().report_since(&cpu, latencies.len());
     let mut sorted = latencies.clone();
     sorted.sort();
     let pct = |p: f64| {
@@ -200,6 +203,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "paystream verified notifies: {rate:.0}/s ({} notifications, {} senders, distinct orders), p50 {:.1} ms, p99 {:.1} ms; PaymentSucceeded in the log: {recorded}",
         latencies.len(), args.writers, pct(0.50), pct(0.99)
     );
+    println!("{cpu}");
     if !args.no_pgbench {
         let baseline = crate::bench::pgbench(args).context("running pgbench")?;
         println!(

@@ -8,7 +8,14 @@ use paystream::config::{DbSettings, Settings, SANDBOX_APPID, SANDBOX_SECRET};
 use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig};
 use tracing_subscriber::EnvFilter;
 
+/// glibc's allocator spends a tenth of the CPU on the notify hot path in lock contention and
+/// consolidation between tokio's worker threads (see docs/benchmarks.md); mimalloc's per-thread
+/// heaps do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
+mod bench_cpu;
 mod bench_notify;
 mod demo;
 

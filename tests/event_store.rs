@@ -8,7 +8,8 @@ use std::sync::Arc;
 use paystream_engine::db::Backend;
 use paystream_engine::follow::Follower;
 use paystream_engine::store::{
-    Checkpoint, EventStore, ExpectedVersion, NewEvent, SqlEventStore, StoreError,
+    Checkpoint, EventStore, ExpectedVersion, InlineProjection, NewEvent, RecordedEvent,
+    SqlEventStore, StoreError,
 };
 use paystream_engine::testing::TestDb;
 use serde_json::json;
@@ -223,7 +224,155 @@ async fn concurrent_appends_and_a_follower(backend: Backend) {
     assert!(rest.is_empty());
 }
 
+/// Records every event an inline projection is given, in the transaction it is given in: what
+/// it holds at the end is exactly what the projection saw committed.
+struct Recording;
+
+#[async_trait::async_trait]
+impl InlineProjection for Recording {
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        _backend: Backend,
+        appended: &[RecordedEvent],
+    ) -> Result<(), sqlx::Error> {
+        for event in appended {
+            sqlx::query("INSERT INTO projected (event_id) VALUES ($1)")
+                .bind(event.event_id.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Many appends at once, on distinct streams (grouped into shared transactions on PostgreSQL)
+/// and racing on the same ones (which breaks groups up): every append is whole or absent, each
+/// race has one winner, the inline projection sees exactly the committed events, and a retry of
+/// a grouped append is recognised.
+async fn concurrent_appends_stay_whole(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let pool = db.db().await;
+    sqlx::query("CREATE TABLE projected (event_id TEXT PRIMARY KEY)")
+        .execute(&pool.pool)
+        .await
+        .unwrap();
+    let store: Arc<dyn EventStore> =
+        Arc::new(SqlEventStore::new(pool).with_projection(Arc::new(Recording)));
+
+    let placed = futures::future::join_all((0..40_i64).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let events = vec![event(n), event(n + 1000)];
+            let sent: Vec<_> = events.iter().map(|e| e.event_id).collect();
+            let appended = store
+                .append(&format!("g-{n}"), ExpectedVersion::NoStream, events)
+                .await
+                .unwrap();
+            (n, sent, appended)
+        })
+    }))
+    .await;
+    for placed in placed {
+        let (n, sent, appended) = placed.unwrap();
+        assert_eq!(appended.version, 2);
+        assert!(!appended.replayed);
+        assert_eq!(
+            appended
+                .events
+                .iter()
+                .map(|e| e.event_id)
+                .collect::<Vec<_>>(),
+            sent
+        );
+        assert!(appended
+            .events
+            .iter()
+            .all(|e| e.stream_id == format!("g-{n}")));
+        assert_eq!(
+            appended
+                .events
+                .iter()
+                .map(|e| e.version)
+                .collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+    }
+
+    // Two appenders per stream at version 2, all at once.
+    let raced = futures::future::join_all((0..80_i64).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let events = vec![event(n)];
+            let result = store
+                .append(
+                    &format!("g-{}", n / 2),
+                    ExpectedVersion::Exact(2),
+                    events.clone(),
+                )
+                .await;
+            (n / 2, events, result)
+        })
+    }))
+    .await;
+    let mut winners: HashMap<i64, Vec<NewEvent>> = HashMap::new();
+    for raced in raced {
+        let (stream, events, result) = raced.unwrap();
+        match result {
+            Ok(appended) => {
+                assert_eq!(appended.version, 3);
+                assert!(
+                    winners.insert(stream, events).is_none(),
+                    "two winners on g-{stream}"
+                );
+            }
+            Err(StoreError::Conflict { actual: 3, .. }) => {}
+            Err(e) => panic!("g-{stream}: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 40, "a race without a winner");
+    for (stream, events) in &winners {
+        let stored = store.read_stream(&format!("g-{stream}")).await.unwrap();
+        assert_eq!(stored.len(), 3);
+        assert_eq!(stored[2].event_id, events[0].event_id);
+    }
+
+    // The retry of a winning append (its answer lost, say) is answered with what was stored.
+    let (stream, events) = winners.iter().next().unwrap();
+    let retried = store
+        .append(
+            &format!("g-{stream}"),
+            ExpectedVersion::Exact(2),
+            events.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(retried.replayed);
+    assert_eq!(retried.events[0].event_id, events[0].event_id);
+
+    let stored: HashSet<String> = sqlx::query_scalar("SELECT CAST(event_id AS TEXT) FROM events")
+        .fetch_all(&store.db().pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id: String| id.replace('-', ""))
+        .collect();
+    let projected: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM projected")
+        .fetch_all(&store.db().pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id: String| id.replace('-', ""))
+        .collect();
+    assert_eq!(stored.len(), 120);
+    assert_eq!(
+        projected, stored,
+        "the projection saw other events than were committed"
+    );
+}
+
 on_both_backends!(
+    concurrent_appends_stay_whole,
     expected_versions_are_enforced,
     retried_appends_are_idempotent,
     the_log_cannot_be_rewritten,

@@ -10,6 +10,7 @@ pub mod money;
 pub mod order;
 pub mod orders;
 pub mod payments;
+pub mod state_cache;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

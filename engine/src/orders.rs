@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Kind, Result};
 use crate::order::{self, Order, OrderCommand, OrderEvent, OrderId, OrderLine};
+use crate::state_cache::StateCache;
 use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 
 pub const STREAM_PREFIX: &str = "order-";
@@ -87,9 +88,14 @@ pub struct Outcome {
     pub appended: Vec<RecordedEvent>,
 }
 
+/// Order states remembered per process (see [`StateCache`]): enough for every order paid within
+/// the last hours of a busy shop, a few megabytes.
+const STATES_REMEMBERED: usize = 20_000;
+
 #[derive(Clone)]
 pub struct OrderService {
     store: Arc<dyn EventStore>,
+    states: Arc<StateCache>,
 }
 
 fn decode_all(events: &[RecordedEvent]) -> Result<Vec<OrderEvent>> {
@@ -125,7 +131,10 @@ fn to_new_events(order_id: OrderId, events: &[OrderEvent], meta: &Metadata) -> V
 
 impl OrderService {
     pub fn new(store: Arc<dyn EventStore>) -> OrderService {
-        OrderService { store }
+        OrderService {
+            store,
+            states: Arc::new(StateCache::new(STATES_REMEMBERED)),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -205,6 +214,8 @@ impl OrderService {
         };
         let order = order::replay(decode_all(&appended)?.iter())
             .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "order not placed"))?;
+        self.states
+            .put(order_id, order.clone(), appended.len() as i64);
         info!(order_id = %order.id, total_fen = order.total_fen.get(), "order placed");
         Ok(order)
     }
@@ -280,7 +291,7 @@ impl OrderService {
         ))
     }
 
-    /// One read–decide–append round. `None` when the stream is not at `at` (if given) or another
+    /// One decide–append round. `None` when the stream is not at `at` (if given) or another
     /// writer appended between the read and the append.
     async fn attempt(
         &self,
@@ -289,8 +300,24 @@ impl OrderService {
         command: OrderCommand,
         meta: &Metadata,
     ) -> Result<Option<Outcome>> {
-        let sid = stream_id(id);
-        let stored = self.store.read_stream(&sid).await?;
+        let remembered = self
+            .states
+            .get(id)
+            .filter(|(_, version)| at.is_none_or(|at| at == *version));
+        if let Some((state, version)) = remembered {
+            // Only an append at the remembered version proves the state current. A refusal, a
+            // no-op or a lost race may be an artefact of a stale state: decide again on a read.
+            if let Ok(new) = order::decide(Some(&state), command.clone()) {
+                if !new.is_empty() {
+                    if let Some(outcome) = self.append(id, version, state, &new, meta).await? {
+                        return Ok(Some(outcome));
+                    }
+                }
+            }
+            self.states.forget(id);
+        }
+
+        let stored = self.store.read_stream(&stream_id(id)).await?;
         let version = stored.last().map(|e| e.version).unwrap_or_default();
         if at.is_some_and(|at| at != version) {
             return Ok(None);
@@ -302,17 +329,30 @@ impl OrderService {
             return Err(order::OrderError::NotFound.into());
         };
         if new.is_empty() {
+            self.states.put(id, state.clone(), version);
             return Ok(Some(Outcome {
                 order: state,
                 appended: Vec::new(),
             }));
         }
+        self.append(id, version, state, &new, meta).await
+    }
+
+    /// Appends what was decided on `state` at exactly `version`; `None` on a lost race.
+    async fn append(
+        &self,
+        id: OrderId,
+        version: i64,
+        state: Order,
+        new: &[OrderEvent],
+        meta: &Metadata,
+    ) -> Result<Option<Outcome>> {
         let appended = match self
             .store
             .append(
-                &sid,
+                &stream_id(id),
                 ExpectedVersion::Exact(version),
-                to_new_events(id, &new, meta),
+                to_new_events(id, new, meta),
             )
             .await
         {
@@ -324,6 +364,7 @@ impl OrderService {
             .iter()
             .fold(Some(state), order::evolve)
             .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "lost order"))?;
+        self.states.put(id, order.clone(), appended.version);
         for event in &appended.events {
             info!(order_id = %id, event = %event.event_type, version = event.version, "event recorded");
         }

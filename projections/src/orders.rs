@@ -13,7 +13,7 @@ use paystream_engine::db::{from_millis, millis, Backend, Db};
 use paystream_engine::error::{Error, Kind, Result};
 use paystream_engine::order::{self, Order, OrderEvent, OrderLine, OrderStatus, PayChannel};
 use paystream_engine::orders::STREAM_PREFIX;
-use paystream_engine::store::{read_stream_on, EventStore, InlineProjection, RecordedEvent};
+use paystream_engine::store::{read_streams_on, EventStore, InlineProjection, RecordedEvent};
 
 /// An order as the API shows it (contract.md, "Order").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -103,54 +103,99 @@ fn decode(row: &AnyRow) -> Result<OrderView> {
 const COLUMNS: &str = "id, out_trade_no, user_id, openid, status, total_fen, paid_fen, \
     refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at";
 
-async fn upsert(conn: &mut AnyConnection, order: &Order, version: i64) -> Result<(), sqlx::Error> {
-    let items =
-        serde_json::to_string(&order.items).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO orders_view (id, out_trade_no, user_id, openid, status, total_fen, paid_fen, \
-         refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at, \
-         updated_at, version, payment_requested_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, paid_fen = excluded.paid_fen, \
-         refunded_fen = excluded.refunded_fen, channel = excluded.channel, \
-         transaction_id = excluded.transaction_id, paid_at = excluded.paid_at, \
-         updated_at = excluded.updated_at, version = excluded.version, \
-         payment_requested_at = excluded.payment_requested_at",
-    )
-    .bind(order.id.to_string())
-    .bind(&order.out_trade_no)
-    .bind(order.user_id.to_string())
-    .bind(&order.openid)
-    .bind(order.status.as_str())
-    .bind(order.total_fen.get())
-    .bind(order.paid_fen().get())
-    .bind(order.refunded_fen().get())
-    .bind(order.channel.map(|c| c.as_str()))
-    .bind(order.transaction_id.clone())
-    .bind(items)
-    .bind(order.note.clone())
-    .bind(millis(order.created_at))
-    .bind(millis(order.expires_at))
-    .bind(order.paid_at.map(millis))
-    .bind(millis(Utc::now()))
-    .bind(version)
-    .bind(order.payment_requested_at.map(millis))
-    .execute(&mut *conn)
-    .await?;
-    for refund in &order.refunds {
-        sqlx::query(
-            "INSERT INTO refunds_view (out_refund_no, order_id, amount_fen, status, requested_at, \
-             finished_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (out_refund_no) DO UPDATE \
-             SET status = excluded.status, finished_at = excluded.finished_at",
-        )
-        .bind(&refund.out_refund_no)
-        .bind(order.id.to_string())
-        .bind(refund.amount_fen.get())
-        .bind(refund.status.as_str())
-        .bind(millis(refund.requested_at))
-        .bind(refund.finished_at.map(millis))
-        .execute(&mut *conn)
-        .await?;
+/// Values bound per `orders_view` row, in the column order of [`UPSERT_ORDERS`].
+const ORDER_VALUES: usize = 18;
+
+const UPSERT_ORDERS: &str = "INSERT INTO orders_view (id, out_trade_no, user_id, openid, status, \
+    total_fen, paid_fen, refunded_fen, channel, transaction_id, items, note, created_at, \
+    expires_at, paid_at, updated_at, version, payment_requested_at) VALUES ";
+const UPSERT_ORDERS_CONFLICT: &str = " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+    paid_fen = excluded.paid_fen, refunded_fen = excluded.refunded_fen, \
+    channel = excluded.channel, transaction_id = excluded.transaction_id, \
+    paid_at = excluded.paid_at, updated_at = excluded.updated_at, version = excluded.version, \
+    payment_requested_at = excluded.payment_requested_at";
+
+const REFUND_VALUES: usize = 6;
+/// Refund rows per statement (each binds [`REFUND_VALUES`] parameters).
+const REFUNDS_PER_STATEMENT: usize = 500;
+
+const UPSERT_REFUNDS: &str = "INSERT INTO refunds_view (out_refund_no, order_id, amount_fen, \
+    status, requested_at, finished_at) VALUES ";
+const UPSERT_REFUNDS_CONFLICT: &str = " ON CONFLICT (out_refund_no) DO UPDATE \
+    SET status = excluded.status, finished_at = excluded.finished_at";
+
+/// `($1, …, $k), ($k+1, …)`: `rows` tuples of `width` placeholders. One statement per batch of
+/// orders instead of one per order.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let values = (1..=width)
+                .map(|column| format!("${}", row * width + column))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({values})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes the rows of `orders` (each with its stream version) in two statements at most.
+async fn upsert(conn: &mut AnyConnection, orders: &[(Order, i64)]) -> Result<(), sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let now = millis(Utc::now());
+    let sql = format!(
+        "{UPSERT_ORDERS}{}{UPSERT_ORDERS_CONFLICT}",
+        placeholders(orders.len(), ORDER_VALUES)
+    );
+    let mut query = sqlx::query(&sql);
+    for (order, version) in orders {
+        let items = serde_json::to_string(&order.items)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        query = query
+            .bind(order.id.to_string())
+            .bind(order.out_trade_no.clone())
+            .bind(order.user_id.to_string())
+            .bind(order.openid.clone())
+            .bind(order.status.as_str())
+            .bind(order.total_fen.get())
+            .bind(order.paid_fen().get())
+            .bind(order.refunded_fen().get())
+            .bind(order.channel.map(|c| c.as_str()))
+            .bind(order.transaction_id.clone())
+            .bind(items)
+            .bind(order.note.clone())
+            .bind(millis(order.created_at))
+            .bind(millis(order.expires_at))
+            .bind(order.paid_at.map(millis))
+            .bind(now)
+            .bind(*version)
+            .bind(order.payment_requested_at.map(millis));
+    }
+    query.execute(&mut *conn).await?;
+
+    let refunds: Vec<_> = orders
+        .iter()
+        .flat_map(|(order, _)| order.refunds.iter().map(move |r| (order.id, r)))
+        .collect();
+    // An order has at most 50 refunds, but a rebuild projects many orders at once.
+    for round in refunds.chunks(REFUNDS_PER_STATEMENT) {
+        let sql = format!(
+            "{UPSERT_REFUNDS}{}{UPSERT_REFUNDS_CONFLICT}",
+            placeholders(round.len(), REFUND_VALUES)
+        );
+        let mut query = sqlx::query(&sql);
+        for (order_id, refund) in round {
+            query = query
+                .bind(refund.out_refund_no.clone())
+                .bind(order_id.to_string())
+                .bind(refund.amount_fen.get())
+                .bind(refund.status.as_str())
+                .bind(millis(refund.requested_at))
+                .bind(refund.finished_at.map(millis));
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -164,17 +209,28 @@ fn fold(events: &[RecordedEvent]) -> Result<Option<Order>, sqlx::Error> {
     Ok(order::replay(decoded.iter()))
 }
 
-async fn project_stream(
+/// Streams projected per statement: keeps the bound parameters far below PostgreSQL's limit.
+const STREAMS_PER_ROUND: usize = 200;
+
+/// Re-reads the given order streams (in the caller's transaction, so it sees what was just
+/// appended), folds each with the domain's `evolve` and writes their rows.
+async fn project_streams(
     conn: &mut AnyConnection,
     backend: Backend,
-    stream_id: &str,
+    stream_ids: &[&str],
 ) -> Result<(), sqlx::Error> {
-    let events = read_stream_on(conn, backend, stream_id)
-        .await
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let version = events.last().map(|e| e.version).unwrap_or_default();
-    if let Some(order) = fold(&events)? {
-        upsert(conn, &order, version).await?;
+    for round in stream_ids.chunks(STREAMS_PER_ROUND) {
+        let events = read_streams_on(conn, backend, round)
+            .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let mut orders = Vec::with_capacity(round.len());
+        for stream in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
+            let version = stream.last().map(|e| e.version).unwrap_or_default();
+            if let Some(order) = fold(stream)? {
+                orders.push((order, version));
+            }
+        }
+        upsert(conn, &orders).await?;
     }
     Ok(())
 }
@@ -187,13 +243,16 @@ impl InlineProjection for OrdersProjection {
         &self,
         conn: &mut AnyConnection,
         backend: Backend,
-        stream_id: &str,
-        _appended: &[RecordedEvent],
+        appended: &[RecordedEvent],
     ) -> Result<(), sqlx::Error> {
-        if !stream_id.starts_with(STREAM_PREFIX) {
-            return Ok(());
-        }
-        project_stream(conn, backend, stream_id).await
+        let mut streams: Vec<&str> = appended
+            .iter()
+            .map(|e| e.stream_id.as_str())
+            .filter(|id| id.starts_with(STREAM_PREFIX))
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        project_streams(conn, backend, &streams).await
     }
 }
 
@@ -216,9 +275,8 @@ pub async fn rebuild(store: &dyn EventStore) -> Result<usize> {
     .bind(format!("{STREAM_PREFIX}%"))
     .fetch_all(&mut *tx)
     .await?;
-    for stream_id in &streams {
-        project_stream(&mut tx, db.backend, stream_id).await?;
-    }
+    let ids: Vec<&str> = streams.iter().map(String::as_str).collect();
+    project_streams(&mut tx, db.backend, &ids).await?;
     tx.commit().await?;
     Ok(streams.len())
 }

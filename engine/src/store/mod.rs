@@ -5,6 +5,7 @@
 //! re-reads and decides again. Versions start at 1. Re-sending an append whose event ids were already
 //! stored (a retry after a lost answer) succeeds without writing anything twice.
 
+mod group_commit;
 mod sql;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 use crate::db::{Backend, Db};
 
-pub use sql::{read_stream_on, SqlEventStore};
+pub use sql::{read_stream_on, read_streams_on, SqlEventStore};
 
 /// What the appender believes the stream looks like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,11 +144,12 @@ impl StoreError {
 /// what it reads back. Asynchronous consumers follow the log with [`EventStore::read_all`] instead.
 #[async_trait]
 pub trait InlineProjection: Send + Sync {
+    /// `appended` holds the events of one transaction, possibly of several streams (appends are
+    /// committed in groups on PostgreSQL).
     async fn apply(
         &self,
         conn: &mut AnyConnection,
         backend: Backend,
-        stream_id: &str,
         appended: &[RecordedEvent],
     ) -> Result<(), sqlx::Error>;
 }

@@ -1,7 +1,7 @@
 //! The event store over SQL, one implementation for both backends. The dialects differ only in
 //! casts and, fundamentally, in how the whole log is followed (see [`PG_READ_ALL`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -9,13 +9,15 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
+use super::group_commit::GroupCommit;
 use super::{
     Appended, Checkpoint, EventStore, ExpectedVersion, InlineProjection, NewEvent, RecordedEvent,
     StoreError,
 };
 use crate::db::{Backend, Db};
 
-const PG_COLUMNS: &str = "global_position, stream_id, version, event_id::text AS event_id, \
+pub(super) const PG_COLUMNS: &str =
+    "global_position, stream_id, version, event_id::text AS event_id, \
     event_type, schema_version::bigint AS schema_version, data::text AS data, \
     metadata::text AS metadata, \
     to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at, \
@@ -88,7 +90,7 @@ fn by_event_id_sql(backend: Backend) -> String {
     )
 }
 
-fn decode(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
+pub(super) fn decode(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.try_get("global_position")?;
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
     let event_id: String = row.try_get("event_id")?;
@@ -130,6 +132,30 @@ pub async fn read_stream_on(
     rows.iter().map(decode).collect()
 }
 
+/// Reads several streams at once on a connection the caller holds, each oldest first.
+pub async fn read_streams_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    stream_ids: &[&str],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if stream_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders = (1..=stream_ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {} FROM events WHERE stream_id IN ({placeholders}) ORDER BY stream_id, version",
+        columns(backend)
+    );
+    let query = stream_ids
+        .iter()
+        .fold(sqlx::query(&sql), |query, id| query.bind(*id));
+    let rows = query.fetch_all(conn).await?;
+    rows.iter().map(decode).collect()
+}
+
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
@@ -141,6 +167,9 @@ const ANY_RETRIES: usize = 20;
 pub struct SqlEventStore {
     db: Db,
     projections: Vec<Arc<dyn InlineProjection>>,
+    /// Started on the first append that can use it (PostgreSQL only), once the projections are
+    /// known.
+    group_commit: Arc<OnceLock<GroupCommit>>,
 }
 
 impl SqlEventStore {
@@ -148,10 +177,15 @@ impl SqlEventStore {
         SqlEventStore {
             db,
             projections: Vec::new(),
+            group_commit: Arc::default(),
         }
     }
 
     pub fn with_projection(mut self, projection: Arc<dyn InlineProjection>) -> SqlEventStore {
+        debug_assert!(
+            self.group_commit.get().is_none(),
+            "projections are added before the first append"
+        );
         self.projections.push(projection);
         self
     }
@@ -214,9 +248,7 @@ impl SqlEventStore {
             stored.push(decode(&row).map_err(|e| sqlx::Error::Protocol(e.to_string()))?);
         }
         for projection in &self.projections {
-            projection
-                .apply(&mut tx, backend, stream_id, &stored)
-                .await?;
+            projection.apply(&mut tx, backend, &stored).await?;
         }
         tx.commit().await?;
         Ok(Ok(Appended {
@@ -224,6 +256,29 @@ impl SqlEventStore {
             events: stored,
             replayed: false,
         }))
+    }
+
+    /// The append written as part of a group commit, when it can be; `None` means "append on
+    /// your own" (see [`GroupCommit`]).
+    async fn grouped(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Option<Appended> {
+        let base = match expected {
+            ExpectedVersion::Exact(version) => version,
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Any => return None,
+        };
+        if self.db.backend != Backend::Postgres {
+            // SQLite has one writer connection in process: nothing to group.
+            return None;
+        }
+        let group = self
+            .group_commit
+            .get_or_init(|| GroupCommit::start(self.db.clone(), self.projections.clone().into()));
+        group.append(stream_id, base, events).await
     }
 
     /// When an append cannot go ahead, it may be the retry of one that already went through
@@ -284,6 +339,9 @@ impl EventStore for SqlEventStore {
                 events: Vec::new(),
                 replayed: false,
             });
+        }
+        if let Some(appended) = self.grouped(stream_id, expected, &events).await {
+            return Ok(appended);
         }
         let mut attempts = 0;
         loop {

@@ -1,0 +1,166 @@
+//! Command handling over the real log: the states an `OrderService` remembers between commands
+//! never let it decide on anything but the order as stored.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use paystream_engine::db::Backend;
+use paystream_engine::money::Fen;
+use paystream_engine::order::{
+    CloseReason, OrderCommand, OrderLine, OrderStatus, PayChannel, RefundStatus,
+};
+use paystream_engine::orders::{Metadata, OrderService, PlaceOrder};
+use paystream_engine::store::{EventStore, SqlEventStore};
+use paystream_engine::testing::TestDb;
+use paystream_projections::OrdersProjection;
+use uuid::Uuid;
+
+async fn store(db: &TestDb) -> Arc<dyn EventStore> {
+    Arc::new(SqlEventStore::new(db.db().await).with_projection(Arc::new(OrdersProjection)))
+}
+
+fn fen(v: i64) -> Fen {
+    Fen::new(v).unwrap()
+}
+
+async fn place(service: &OrderService) -> Uuid {
+    let order = service
+        .place(
+            PlaceOrder {
+                user_id: Uuid::new_v4(),
+                openid: "o-test".into(),
+                lines: vec![OrderLine {
+                    sku: "tea".into(),
+                    name: "Tea".into(),
+                    quantity: 2,
+                    unit_price_fen: fen(1500),
+                    line_total_fen: fen(3000),
+                }],
+                note: None,
+                ttl: Duration::minutes(30),
+                idempotency_key: None,
+                request_hash: "h".into(),
+            },
+            Metadata::actor("test"),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    order.id
+}
+
+fn payment(transaction_id: &str) -> OrderCommand {
+    OrderCommand::RecordPayment {
+        channel: PayChannel::WechatpayV3,
+        transaction_id: transaction_id.into(),
+        amount_fen: fen(3000),
+        paid_at: Utc::now(),
+    }
+}
+
+/// After every command the order it answers with is the order a fresh replay of the log gives
+/// (the remembered state is folded in memory, not read back).
+async fn answers_match_the_log(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let service = OrderService::new(store(&db).await);
+    let meta = Metadata::actor("test");
+    let id = place(&service).await;
+    let commands = [
+        OrderCommand::RequestPayment {
+            channel: PayChannel::WechatpayV3,
+            now: Utc::now(),
+        },
+        payment("4200000001"),
+        payment("4200000001"),
+        OrderCommand::RequestRefund {
+            out_refund_no: "r-1".into(),
+            amount_fen: fen(1000),
+            reason: Some("cold".into()),
+            now: Utc::now(),
+        },
+        OrderCommand::RecordRefundSuccess {
+            out_refund_no: "r-1".into(),
+            refund_id: Some("5030000001".into()),
+            at: Utc::now(),
+        },
+    ];
+    for command in commands {
+        let outcome = service.execute(id, command, &meta).await.unwrap();
+        let (stored, _) = service.load(id).await.unwrap().unwrap();
+        assert_eq!(outcome.order, stored);
+    }
+    let order = service.get(id).await.unwrap();
+    assert_eq!(order.status, OrderStatus::PartiallyRefunded);
+    assert_eq!(order.refunds[0].status, RefundStatus::Succeeded);
+    // Placed, PaymentRequested, PaymentSucceeded (once), RefundRequested, RefundSucceeded.
+    assert_eq!(service.history(id).await.unwrap().len(), 5);
+}
+
+/// Two engine processes over one database: the one whose remembered state is behind must not
+/// act on it. Closing an order the other already closed changes nothing; recording a payment
+/// the other already recorded records nothing.
+async fn a_stale_state_is_never_acted_on(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = store(&db).await;
+    let (first, second) = (
+        OrderService::new(store.clone()),
+        OrderService::new(store.clone()),
+    );
+    let meta = Metadata::actor("test");
+    let close = || OrderCommand::Close {
+        reason: CloseReason::CancelledByCustomer,
+        now: Utc::now(),
+    };
+
+    let closed_elsewhere = place(&first).await;
+    second
+        .execute(closed_elsewhere, close(), &meta)
+        .await
+        .unwrap();
+    let outcome = first
+        .execute(closed_elsewhere, close(), &meta)
+        .await
+        .unwrap();
+    assert!(outcome.appended.is_empty());
+    assert_eq!(outcome.order.status, OrderStatus::Closed);
+    assert_eq!(first.history(closed_elsewhere).await.unwrap().len(), 2);
+
+    let paid_elsewhere = place(&first).await;
+    let request = OrderCommand::RequestPayment {
+        channel: PayChannel::WechatpayV3,
+        now: Utc::now(),
+    };
+    first.execute(paid_elsewhere, request, &meta).await.unwrap();
+    second
+        .execute(paid_elsewhere, payment("4200000002"), &meta)
+        .await
+        .unwrap();
+    let outcome = first
+        .execute(paid_elsewhere, payment("4200000002"), &meta)
+        .await
+        .unwrap();
+    assert!(
+        outcome.appended.is_empty(),
+        "the payment was recorded twice"
+    );
+    assert_eq!(outcome.order.status, OrderStatus::Paid);
+    let history = first.history(paid_elsewhere).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .filter(|e| e.event_type == "PaymentSucceeded")
+            .count(),
+        1
+    );
+
+    // A decision tied to a version the order has left is refused, however fresh it looks here.
+    let moved_on = place(&first).await;
+    second.execute(moved_on, close(), &meta).await.unwrap();
+    let at_placement = first.execute_at(moved_on, 1, close(), &meta).await.unwrap();
+    assert!(at_placement.is_none());
+    assert_eq!(first.history(moved_on).await.unwrap().len(), 2);
+}
+
+on_both_backends!(answers_match_the_log, a_stale_state_is_never_acted_on);

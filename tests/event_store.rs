@@ -263,7 +263,13 @@ async fn concurrent_appends_stay_whole(backend: Backend) {
     let placed = futures::future::join_all((0..40_i64).map(|n| {
         let store = store.clone();
         tokio::spawn(async move {
-            let events = vec![event(n), event(n + 1000)];
+            // One event without data: JSON null must survive the grouped INSERT.
+            let first = if n == 0 {
+                NewEvent::new("Nothing", serde_json::Value::Null)
+            } else {
+                event(n)
+            };
+            let events = vec![first, event(n + 1000)];
             let sent: Vec<_> = events.iter().map(|e| e.event_id).collect();
             let appended = store
                 .append(&format!("g-{n}"), ExpectedVersion::NoStream, events)
@@ -296,6 +302,23 @@ async fn concurrent_appends_stay_whole(backend: Backend) {
                 .map(|e| e.version)
                 .collect::<Vec<_>>(),
             vec![1, 2]
+        );
+    }
+
+    assert_eq!(
+        store.read_stream("g-0").await.unwrap()[0].data,
+        serde_json::Value::Null
+    );
+    if backend == Backend::Postgres {
+        // The appends really were grouped: fewer transactions than appends.
+        let transactions: i64 =
+            sqlx::query_scalar("SELECT COUNT(DISTINCT transaction_id) FROM events")
+                .fetch_one(&store.db().pool)
+                .await
+                .unwrap();
+        assert!(
+            transactions < 40,
+            "{transactions} transactions for 40 appends"
         );
     }
 

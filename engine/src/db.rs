@@ -61,10 +61,11 @@ impl Db {
                 AnyPoolOptions::new()
                     .max_connections(32)
                     .acquire_timeout(Duration::from_secs(10))
-                    // sqlx pings every connection it hands out by default: one extra round trip
-                    // per query, an eighth of the engine's CPU under load. A connection in use a
-                    // moment ago is alive; only one that sat idle (across a database restart,
-                    // say) is checked, and replaced when the check fails.
+                    // sqlx pings a connection when it comes back to the pool and, by default,
+                    // again when it hands it out: the second round trip was an eighth of the
+                    // engine's CPU under load. A connection checked a moment ago is alive; only
+                    // one that sat idle (across a database restart, say) is checked again, and
+                    // replaced when the check fails.
                     .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {

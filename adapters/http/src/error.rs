@@ -69,7 +69,9 @@ pub async fn method_not_allowed() -> Response {
 }
 
 /// No request runs longer than this; a slow dependency gets a JSON 503, not a hung client.
-/// Dropping the handler rolls back any open transaction, so nothing half-done is kept.
+/// Dropping the handler rolls back any open transaction and withdraws an append still waiting
+/// for its group commit, so nothing half-done is kept; only a write whose COMMIT was already on
+/// its way may still land (as with any database client).
 const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

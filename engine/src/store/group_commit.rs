@@ -39,16 +39,19 @@ const QUEUE: usize = 1024;
 
 /// Every event of the batch in one INSERT. Each row carries the version its stream must be at
 /// (`base`); the subquery sees the table as it was when the statement started, so all rows of
-/// one append are checked against the same state, and a row whose check fails is not inserted
-/// (the batch notices the missing rows and is rolled back).
+/// one append are checked against the same state. A row whose check fails, or whose version or
+/// event id is taken (by a concurrent writer, or by an earlier try of a retried append), is not
+/// inserted — no error, so one bad append does not fail the others: the batch sees which
+/// appends are short, rolls back and goes again without them. (`jsonb_to_recordset` reads a
+/// JSON `null` as SQL NULL, hence the COALESCE.)
 const INSERT_BATCH: &str = "INSERT INTO events (stream_id, version, event_id, event_type, \
     schema_version, data, metadata, recorded_at) \
-    SELECT r.stream_id, r.version, r.event_id, r.event_type, r.schema_version, r.data, \
-    r.metadata, $2::timestamptz \
+    SELECT r.stream_id, r.version, r.event_id, r.event_type, r.schema_version, \
+    COALESCE(r.data, 'null'::jsonb), COALESCE(r.metadata, 'null'::jsonb), $2::timestamptz \
     FROM jsonb_to_recordset($1::jsonb) AS r(seq bigint, stream_id text, version bigint, \
     event_id uuid, event_type text, schema_version int, data jsonb, metadata jsonb, base bigint) \
     WHERE (SELECT COALESCE(MAX(e.version), 0) FROM events e WHERE e.stream_id = r.stream_id) \
-    = r.base ORDER BY r.seq";
+    = r.base ORDER BY r.seq ON CONFLICT DO NOTHING";
 
 /// One append waiting for its batch.
 struct Pending {
@@ -56,8 +59,17 @@ struct Pending {
     /// The version the stream must be at (0: must not exist).
     base: i64,
     events: Vec<NewEvent>,
-    /// `None`: not written by a batch — append on your own.
-    reply: oneshot::Sender<Option<Appended>>,
+    reply: oneshot::Sender<Answer>,
+}
+
+enum Answer {
+    /// Committed.
+    Written(Appended),
+    /// Not written by a batch: append on your own.
+    OnYourOwn,
+    /// The database cannot be reached (pool timed out or closed): trying again alone would
+    /// only wait as long a second time.
+    Unavailable(sqlx::Error),
 }
 
 #[derive(Clone)]
@@ -73,14 +85,14 @@ impl GroupCommit {
         GroupCommit { queue }
     }
 
-    /// Appends through a batch. `None` when the batch could not take it (the caller then appends
-    /// on its own); `Some` only once the events are committed.
+    /// Appends through a batch. `Ok(None)` when the batch could not take it (the caller then
+    /// appends on its own); `Ok(Some)` only once the events are committed.
     pub(super) async fn append(
         &self,
         stream_id: &str,
         base: i64,
         events: &[NewEvent],
-    ) -> Option<Appended> {
+    ) -> Result<Option<Appended>, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             stream_id: stream_id.to_string(),
@@ -88,9 +100,23 @@ impl GroupCommit {
             events: events.to_vec(),
             reply,
         };
-        self.queue.try_send(pending).ok()?;
-        answer.await.ok().flatten()
+        if self.queue.try_send(pending).is_err() {
+            return Ok(None);
+        }
+        match answer.await {
+            Ok(Answer::Written(appended)) => Ok(Some(appended)),
+            Ok(Answer::Unavailable(error)) => Err(error),
+            Ok(Answer::OnYourOwn) | Err(_) => Ok(None),
+        }
     }
+}
+
+/// A caller that stopped waiting (its request timed out or was dropped) must not have its
+/// append committed behind its back: a request answered with an error has changed nothing.
+/// Once its batch is being written it is too late, exactly as for a transaction whose COMMIT
+/// was already sent.
+fn abandoned(pending: &Pending) -> bool {
+    pending.reply.is_closed()
 }
 
 async fn collect(
@@ -105,16 +131,21 @@ async fn collect(
         let Ok(permit) = writers.clone().acquire_owned().await else {
             return;
         };
-        let mut streams = HashSet::from([first.stream_id.clone()]);
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            let Ok(next) = pending.try_recv() else { break };
+        let mut streams = HashSet::new();
+        let mut batch = Vec::new();
+        for next in std::iter::once(first).chain(std::iter::from_fn(|| pending.try_recv().ok())) {
+            if abandoned(&next) {
+                continue;
+            }
             if streams.insert(next.stream_id.clone()) {
                 batch.push(next);
             } else {
-                // Two appends to one stream in one batch would both pass the version check;
-                // the second goes its own way (and most likely meets a conflict there).
-                let _ = next.reply.send(None);
+                // Two appends to one stream in one batch cannot both succeed; the second goes
+                // its own way (and most likely meets a conflict there).
+                let _ = next.reply.send(Answer::OnYourOwn);
+            }
+            if batch.len() == MAX_BATCH {
+                break;
             }
         }
         let (db, projections) = (db.clone(), projections.clone());
@@ -125,34 +156,67 @@ async fn collect(
     }
 }
 
-async fn write(db: &Db, projections: &[Arc<dyn InlineProjection>], batch: Vec<Pending>) {
-    match try_write(db, projections, &batch).await {
-        Ok(Some(mut written)) => {
-            for pending in batch {
-                let appended = written.remove(&pending.stream_id);
-                let _ = pending.reply.send(appended);
+/// What one attempt at writing a batch came to.
+enum Attempt {
+    Committed(HashMap<String, Appended>),
+    /// Rolled back: these streams were not at their expected version (or an event id was
+    /// already stored); the others may go again without them.
+    Incomplete(HashSet<String>),
+}
+
+async fn write(db: &Db, projections: &[Arc<dyn InlineProjection>], mut batch: Vec<Pending>) {
+    // The same order of index insertions in every batch: two batches touching the same streams
+    // wait for each other instead of deadlocking.
+    batch.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+    loop {
+        batch.retain(|p| !abandoned(p));
+        if batch.is_empty() {
+            return;
+        }
+        match try_write(db, projections, &batch).await {
+            Ok(Attempt::Committed(mut written)) => {
+                for pending in batch {
+                    let answer = match written.remove(&pending.stream_id) {
+                        Some(appended) => Answer::Written(appended),
+                        None => Answer::OnYourOwn,
+                    };
+                    let _ = pending.reply.send(answer);
+                }
+                return;
+            }
+            Ok(Attempt::Incomplete(failed)) => {
+                // Each round removes at least one append, so this ends.
+                let (out, keep): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .partition(|p| failed.contains(&p.stream_id));
+                for pending in out {
+                    let _ = pending.reply.send(Answer::OnYourOwn);
+                }
+                batch = keep;
+            }
+            Err(error) => {
+                tracing::debug!(%error, appends = batch.len(), "batch not written");
+                for pending in batch {
+                    let answer = match &error {
+                        sqlx::Error::PoolTimedOut => Answer::Unavailable(sqlx::Error::PoolTimedOut),
+                        sqlx::Error::PoolClosed => Answer::Unavailable(sqlx::Error::PoolClosed),
+                        // Anything else, a dead connection included, is retried alone: on
+                        // another connection, with the exact conflict and replay rules.
+                        _ => Answer::OnYourOwn,
+                    };
+                    let _ = pending.reply.send(answer);
+                }
+                return;
             }
         }
-        Ok(None) => hand_back(batch),
-        Err(error) => {
-            tracing::debug!(%error, appends = batch.len(), "batch not written; appending one by one");
-            hand_back(batch);
-        }
     }
 }
 
-fn hand_back(batch: Vec<Pending>) {
-    for pending in batch {
-        let _ = pending.reply.send(None);
-    }
-}
-
-/// `Ok(None)`: some append's version check failed; nothing was written.
 async fn try_write(
     db: &Db,
     projections: &[Arc<dyn InlineProjection>],
     batch: &[Pending],
-) -> Result<Option<HashMap<String, Appended>>, sqlx::Error> {
+) -> Result<Attempt, sqlx::Error> {
     let rows: Vec<serde_json::Value> = batch
         .iter()
         .flat_map(|p| {
@@ -186,24 +250,29 @@ async fn try_write(
         .iter()
         .map(|row| decode(row).map_err(|e| sqlx::Error::Protocol(e.to_string())))
         .collect::<Result<Vec<RecordedEvent>, _>>()?;
-    let expected: usize = batch.iter().map(|p| p.events.len()).sum();
-    if stored.len() != expected {
+
+    let mut by_stream: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
+    for event in &stored {
+        by_stream
+            .entry(event.stream_id.clone())
+            .or_default()
+            .push(event.clone());
+    }
+    let failed: HashSet<String> = batch
+        .iter()
+        .filter(|p| by_stream.get(&p.stream_id).map_or(0, Vec::len) != p.events.len())
+        .map(|p| p.stream_id.clone())
+        .collect();
+    if !failed.is_empty() {
         tx.rollback().await?;
-        return Ok(None);
+        return Ok(Attempt::Incomplete(failed));
     }
     for projection in projections {
         projection.apply(&mut tx, db.backend, &stored).await?;
     }
     tx.commit().await?;
 
-    let mut by_stream: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
-    for event in stored {
-        by_stream
-            .entry(event.stream_id.clone())
-            .or_default()
-            .push(event);
-    }
-    Ok(Some(
+    Ok(Attempt::Committed(
         batch
             .iter()
             .filter_map(|p| {

@@ -182,11 +182,10 @@ impl SqlEventStore {
     }
 
     pub fn with_projection(mut self, projection: Arc<dyn InlineProjection>) -> SqlEventStore {
-        debug_assert!(
-            self.group_commit.get().is_none(),
-            "projections are added before the first append"
-        );
         self.projections.push(projection);
+        // A group commit already started (by an append through a clone) writes with the
+        // projections it was started with; this store gets its own.
+        self.group_commit = Arc::default();
         self
     }
 
@@ -259,13 +258,13 @@ impl SqlEventStore {
     }
 
     /// The append written as part of a group commit, when it can be; `None` means "append on
-    /// your own" (see [`GroupCommit`]).
+    /// your own" (see [`GroupCommit`]), `Some(Err)` that the database cannot be reached.
     async fn grouped(
         &self,
         stream_id: &str,
         expected: ExpectedVersion,
         events: &[NewEvent],
-    ) -> Option<Appended> {
+    ) -> Option<Result<Appended, sqlx::Error>> {
         let base = match expected {
             ExpectedVersion::Exact(version) => version,
             ExpectedVersion::NoStream => 0,
@@ -278,7 +277,7 @@ impl SqlEventStore {
         let group = self
             .group_commit
             .get_or_init(|| GroupCommit::start(self.db.clone(), self.projections.clone().into()));
-        group.append(stream_id, base, events).await
+        group.append(stream_id, base, events).await.transpose()
     }
 
     /// When an append cannot go ahead, it may be the retry of one that already went through
@@ -340,8 +339,8 @@ impl EventStore for SqlEventStore {
                 replayed: false,
             });
         }
-        if let Some(appended) = self.grouped(stream_id, expected, &events).await {
-            return Ok(appended);
+        if let Some(grouped) = self.grouped(stream_id, expected, &events).await {
+            return Ok(grouped?);
         }
         let mut attempts = 0;
         loop {

@@ -80,6 +80,7 @@ impl Running {
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let mode = settings.mini_program().map_err(|e| anyhow!(e))?;
     let admin = settings.admin_account().map_err(|e| anyhow!(e))?;
+    let wechatpay = settings.wechatpay().map_err(|e| anyhow!(e))?;
     let db = connect(&settings.db.database_url).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)
         .await
@@ -98,7 +99,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
     }
 
-    let wechatpay = settings.wechatpay().map_err(|e| anyhow!(e))?;
     let appid = match &mode {
         MiniProgramMode::Remote { appid, .. } => appid.clone(),
         MiniProgramMode::InProcessSandbox => SANDBOX_APPID.to_string(),
@@ -160,7 +160,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         (None, None) => unreachable!("a sandbox exists whenever WeChat Pay is not configured"),
     };
     let v3 = Arc::new(v3);
-    let v3_for_startup = v3.clone();
+    let certificates_client = v3.clone();
 
     let store = event_store(&db);
     let orders = OrderService::new(store.clone());
@@ -210,7 +210,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
     }));
     // After the server is up: in sandbox mode the certificates come from this very process.
-    let certificates_client = v3_for_startup.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = certificates_client.fetch_certificates().await {
             // Not fatal: public-key merchants have none, and an unknown serial triggers a refetch.

@@ -178,10 +178,8 @@ impl OrderService {
             request_hash: Some(req.request_hash.clone()),
             ..meta
         };
-        let existing = self.store.read_stream(&sid).await?;
-        if !existing.is_empty() {
-            return self.same_request(&existing, &req.request_hash);
-        }
+        // No read first: a new id has no stream, and an idempotent retry meets the existing
+        // stream as a replayed or conflicting append below.
         let events = order::decide(
             None,
             OrderCommand::Place {

@@ -7,7 +7,7 @@ use crate::db::{from_millis, millis, Db};
 use crate::order::PayChannel;
 
 /// A prepay id is valid for two hours at WeChat.
-pub const PREPAY_LIFETIME: Duration = Duration::hours(2);
+const PREPAY_LIFETIME: Duration = Duration::hours(2);
 /// Don't hand out an id that would expire while the user is still on the payment sheet.
 const SAFETY_MARGIN: Duration = Duration::minutes(5);
 

@@ -87,6 +87,19 @@ pub fn order_id_of(out_trade_no: &str) -> Option<OrderId> {
     ours.then(|| Uuid::try_parse(out_trade_no).ok()).flatten()
 }
 
+/// The order a notice names. out_trade_no is the order id in simple form, so the mapping needs
+/// no lookup; for an order that does not exist the command itself fails with not-found (and the
+/// notice is not acknowledged), saving a read on the hot path.
+fn known_order(out_trade_no: &str) -> Result<OrderId> {
+    order_id_of(out_trade_no).ok_or_else(|| {
+        tracing::error!(%out_trade_no, "notice for an out_trade_no that is not ours; not acknowledged");
+        Error::not_found(
+            "order_not_found",
+            format!("no order has out_trade_no {out_trade_no}"),
+        )
+    })
+}
+
 /// Refund refusals that mean "not now" rather than "never": insufficient balance in the merchant
 /// account, rate limits, WeChat's own trouble.
 fn is_transient_refund_refusal(code: &str) -> bool {
@@ -122,10 +135,6 @@ impl Payments {
                     format!("{} is not configured", channel.as_str()),
                 )
             })
-    }
-
-    pub fn orders(&self) -> &OrderService {
-        &self.orders
     }
 
     /// `wx.requestPayment` parameters for the customer's order: records the payment request,
@@ -213,7 +222,7 @@ impl Payments {
                         "the notice is for another merchant or app",
                     ));
                 }
-                let order_id = self.known_order(&out_trade_no).await?;
+                let order_id = known_order(&out_trade_no)?;
                 let Some(paid) = paid else {
                     return Ok(NoticeOutcome::Nothing);
                 };
@@ -233,24 +242,11 @@ impl Payments {
                         "the notice is for another merchant",
                     ));
                 }
-                let order_id = self.known_order(&out_trade_no).await?;
+                let order_id = known_order(&out_trade_no)?;
                 self.record_refund_state(order_id, &out_refund_no, state, &meta)
                     .await
             }
         }
-    }
-
-    /// The order a notice names. out_trade_no is the order id in simple form, so the mapping
-    /// needs no lookup; for an order that does not exist the command itself fails with
-    /// not-found (and the notice is not acknowledged), saving a read on the hot path.
-    async fn known_order(&self, out_trade_no: &str) -> Result<OrderId> {
-        order_id_of(out_trade_no).ok_or_else(|| {
-            tracing::error!(%out_trade_no, "notice for an out_trade_no that is not ours; not acknowledged");
-            Error::not_found(
-                "order_not_found",
-                format!("no order has out_trade_no {out_trade_no}"),
-            )
-        })
     }
 
     async fn record_payment(
@@ -281,6 +277,24 @@ impl Payments {
         state: RefundState,
         meta: &Metadata,
     ) -> Result<NoticeOutcome> {
+        let recorded = self
+            .apply_refund_state(order_id, out_refund_no, state, meta)
+            .await?;
+        Ok(match recorded {
+            Some(outcome) if !outcome.appended.is_empty() => NoticeOutcome::Recorded,
+            _ => NoticeOutcome::Nothing,
+        })
+    }
+
+    /// Records a definite refund outcome; `None` when the state is not one (still processing,
+    /// unknown at the provider).
+    async fn apply_refund_state(
+        &self,
+        order_id: OrderId,
+        out_refund_no: &str,
+        state: RefundState,
+        meta: &Metadata,
+    ) -> Result<Option<Outcome>> {
         let command = match state {
             RefundState::Succeeded { refund_id, at } => OrderCommand::RecordRefundSuccess {
                 out_refund_no: out_refund_no.to_string(),
@@ -292,16 +306,9 @@ impl Payments {
                 reason,
                 at: Utc::now(),
             },
-            RefundState::Processing { .. } | RefundState::NotFound => {
-                return Ok(NoticeOutcome::Nothing)
-            }
+            RefundState::Processing { .. } | RefundState::NotFound => return Ok(None),
         };
-        let outcome = self.orders.execute(order_id, command, meta).await?;
-        Ok(if outcome.appended.is_empty() {
-            NoticeOutcome::Nothing
-        } else {
-            NoticeOutcome::Recorded
-        })
+        Ok(Some(self.orders.execute(order_id, command, meta).await?))
     }
 
     /// Closes an unpaid order. If a payment was ever requested, the provider closes it first —
@@ -433,21 +440,22 @@ impl Payments {
         if refund.status != crate::order::RefundStatus::Processing {
             return Ok(refund);
         }
-        if let Err(e) = self.submit_refund(order_id, &out_refund_no).await {
-            // Recorded and will be retried by the poller with the same out_refund_no.
-            tracing::warn!(order_id = %order_id, %out_refund_no, error = %e, "refund outcome unknown; will retry");
+        match self.submit_refund(&outcome.order, &out_refund_no).await {
+            Ok(order) => order
+                .refund(&out_refund_no)
+                .cloned()
+                .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "refund vanished")),
+            Err(e) => {
+                // Recorded and will be retried by the poller with the same out_refund_no.
+                tracing::warn!(order_id = %order_id, %out_refund_no, error = %e, "refund outcome unknown; will retry");
+                Ok(refund)
+            }
         }
-        let order = self.orders.get(order_id).await?;
-        order
-            .refund(&out_refund_no)
-            .cloned()
-            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "refund vanished"))
     }
 
-    /// Sends (or re-sends — same out_refund_no, same amounts) a recorded refund to the provider
-    /// and records a definite answer.
-    pub async fn submit_refund(&self, order_id: OrderId, out_refund_no: &str) -> Result<()> {
-        let order = self.orders.get(order_id).await?;
+    /// Sends (or re-sends — same out_refund_no, same amounts) a refund recorded on `order` to
+    /// the provider and records a definite answer. Returns the order afterwards.
+    async fn submit_refund(&self, order: &Order, out_refund_no: &str) -> Result<Order> {
         let refund = order
             .refund(out_refund_no)
             .ok_or_else(|| Error::not_found("unknown_refund", "no such refund"))?;
@@ -483,9 +491,10 @@ impl Payments {
             }
             Err(e) => return Err(e.into()),
         };
-        self.record_refund_state(order_id, out_refund_no, state, &meta)
+        let recorded = self
+            .apply_refund_state(order.id, out_refund_no, state, &meta)
             .await?;
-        Ok(())
+        Ok(recorded.map_or_else(|| order.clone(), |outcome| outcome.order))
     }
 
     /// Asks the provider about a refund still processing; if it never arrived there (a crash
@@ -499,7 +508,7 @@ impl Payments {
             .unwrap_or(PayChannel::WechatpayV3);
         let gateway = self.gateway(channel)?.clone();
         match gateway.query_refund(out_refund_no).await? {
-            RefundState::NotFound => self.submit_refund(order_id, out_refund_no).await,
+            RefundState::NotFound => self.submit_refund(&order, out_refund_no).await.map(|_| ()),
             state => {
                 let meta = Metadata::actor(format!("{}:query", channel.as_str()));
                 self.record_refund_state(order_id, out_refund_no, state, &meta)

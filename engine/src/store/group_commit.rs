@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::sql::{decode, PG_COLUMNS};
@@ -156,6 +157,20 @@ async fn collect(
     }
 }
 
+/// One event as [`INSERT_BATCH`] reads it, borrowed from the pending appends.
+#[derive(Serialize)]
+struct Row<'a> {
+    seq: usize,
+    stream_id: &'a str,
+    version: i64,
+    event_id: uuid::Uuid,
+    event_type: &'a str,
+    schema_version: i32,
+    data: &'a serde_json::Value,
+    metadata: &'a serde_json::Value,
+    base: i64,
+}
+
 /// What one attempt at writing a batch came to.
 enum Attempt {
     Committed(HashMap<String, Appended>),
@@ -217,32 +232,29 @@ async fn try_write(
     projections: &[Arc<dyn InlineProjection>],
     batch: &[Pending],
 ) -> Result<Attempt, sqlx::Error> {
-    let rows: Vec<serde_json::Value> = batch
+    let rows: Vec<Row> = batch
         .iter()
         .flat_map(|p| {
-            (1_i64..).zip(&p.events).map(move |(offset, event)| {
-                serde_json::json!({
-                    "stream_id": p.stream_id,
-                    "version": p.base + offset,
-                    "event_id": event.event_id,
-                    "event_type": event.event_type,
-                    "schema_version": event.schema_version,
-                    "data": event.data,
-                    "metadata": event.metadata,
-                    "base": p.base,
-                })
+            (1_i64..).zip(&p.events).map(move |(offset, event)| Row {
+                seq: 0,
+                stream_id: &p.stream_id,
+                version: p.base + offset,
+                event_id: event.event_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                data: &event.data,
+                metadata: &event.metadata,
+                base: p.base,
             })
         })
-        .enumerate()
-        .map(|(seq, mut row)| {
-            row["seq"] = serde_json::json!(seq);
-            row
-        })
+        .zip(0..)
+        .map(|(row, seq)| Row { seq, ..row })
         .collect();
+    let rows = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let recorded_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let mut tx = db.pool.begin().await?;
     let stored = sqlx::query(&format!("{INSERT_BATCH} RETURNING {PG_COLUMNS}"))
-        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(rows)
         .bind(recorded_at)
         .fetch_all(&mut *tx)
         .await?;
@@ -251,16 +263,13 @@ async fn try_write(
         .map(|row| decode(row).map_err(|e| sqlx::Error::Protocol(e.to_string())))
         .collect::<Result<Vec<RecordedEvent>, _>>()?;
 
-    let mut by_stream: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
+    let mut inserted: HashMap<&str, usize> = HashMap::new();
     for event in &stored {
-        by_stream
-            .entry(event.stream_id.clone())
-            .or_default()
-            .push(event.clone());
+        *inserted.entry(event.stream_id.as_str()).or_default() += 1;
     }
     let failed: HashSet<String> = batch
         .iter()
-        .filter(|p| by_stream.get(&p.stream_id).map_or(0, Vec::len) != p.events.len())
+        .filter(|p| inserted.get(p.stream_id.as_str()).copied().unwrap_or(0) != p.events.len())
         .map(|p| p.stream_id.clone())
         .collect();
     if !failed.is_empty() {
@@ -271,6 +280,14 @@ async fn try_write(
         projection.apply(&mut tx, db.backend, &stored).await?;
     }
     tx.commit().await?;
+
+    let mut by_stream: HashMap<String, Vec<RecordedEvent>> = HashMap::new();
+    for event in stored {
+        by_stream
+            .entry(event.stream_id.clone())
+            .or_default()
+            .push(event);
+    }
 
     Ok(Attempt::Committed(
         batch

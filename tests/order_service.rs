@@ -51,6 +51,28 @@ async fn place(service: &OrderService) -> Uuid {
     order.id
 }
 
+/// Two services over one store: two engine processes, each with its own remembered states.
+fn two_services(store: &Arc<dyn EventStore>) -> (OrderService, OrderService) {
+    (
+        OrderService::new(store.clone()),
+        OrderService::new(store.clone()),
+    )
+}
+
+fn request_payment() -> OrderCommand {
+    OrderCommand::RequestPayment {
+        channel: PayChannel::WechatpayV3,
+        now: Utc::now(),
+    }
+}
+
+fn close() -> OrderCommand {
+    OrderCommand::Close {
+        reason: CloseReason::CancelledByCustomer,
+        now: Utc::now(),
+    }
+}
+
 fn payment(transaction_id: &str) -> OrderCommand {
     OrderCommand::RecordPayment {
         channel: PayChannel::WechatpayV3,
@@ -68,10 +90,7 @@ async fn answers_match_the_log(backend: Backend) {
     let meta = Metadata::actor("test");
     let id = place(&service).await;
     let commands = [
-        OrderCommand::RequestPayment {
-            channel: PayChannel::WechatpayV3,
-            now: Utc::now(),
-        },
+        request_payment(),
         payment("4200000001"),
         payment("4200000001"),
         OrderCommand::RequestRefund {
@@ -104,15 +123,8 @@ async fn answers_match_the_log(backend: Backend) {
 async fn a_stale_state_is_never_acted_on(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
-    let (first, second) = (
-        OrderService::new(store.clone()),
-        OrderService::new(store.clone()),
-    );
+    let (first, second) = two_services(&store);
     let meta = Metadata::actor("test");
-    let close = || OrderCommand::Close {
-        reason: CloseReason::CancelledByCustomer,
-        now: Utc::now(),
-    };
 
     let closed_elsewhere = place(&first).await;
     second
@@ -128,10 +140,7 @@ async fn a_stale_state_is_never_acted_on(backend: Backend) {
     assert_eq!(first.history(closed_elsewhere).await.unwrap().len(), 2);
 
     let paid_elsewhere = place(&first).await;
-    let request = OrderCommand::RequestPayment {
-        channel: PayChannel::WechatpayV3,
-        now: Utc::now(),
-    };
+    let request = request_payment();
     first.execute(paid_elsewhere, request, &meta).await.unwrap();
     second
         .execute(paid_elsewhere, payment("4200000002"), &meta)
@@ -168,19 +177,13 @@ async fn a_stale_state_is_never_acted_on(backend: Backend) {
 async fn a_stale_refusal_or_no_op_is_decided_again(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
-    let (first, second) = (
-        OrderService::new(store.clone()),
-        OrderService::new(store.clone()),
-    );
+    let (first, second) = two_services(&store);
     let meta = Metadata::actor("test");
 
     // Remembered as unpaid, paid elsewhere: a refund is refused on the remembered state but
     // must be accepted.
     let paid_elsewhere = place(&first).await;
-    let request = OrderCommand::RequestPayment {
-        channel: PayChannel::WechatpayV3,
-        now: Utc::now(),
-    };
+    let request = request_payment();
     first.execute(paid_elsewhere, request, &meta).await.unwrap();
     second
         .execute(paid_elsewhere, payment("4200000003"), &meta)
@@ -199,16 +202,14 @@ async fn a_stale_refusal_or_no_op_is_decided_again(backend: Backend) {
     // Remembered as closed, a late payment recorded elsewhere: closing again is a no-op on the
     // remembered state, but the stored order decides.
     let late = place(&first).await;
-    let close = || OrderCommand::Close {
-        reason: CloseReason::CancelledByCustomer,
-        now: Utc::now(),
-    };
     first.execute(late, close(), &meta).await.unwrap();
     second
         .execute(late, payment("4200000004"), &meta)
         .await
         .unwrap();
     let (stored, _) = first.load(late).await.unwrap().unwrap();
+    // The late payment did land elsewhere: the remembered state (closed) is really stale.
+    assert_eq!(stored.status, OrderStatus::NeedsReview);
     let expected = paystream_engine::order::decide(Some(&stored), close());
     let answer = first.execute(late, close(), &meta).await;
     match (expected, answer) {
@@ -230,24 +231,16 @@ async fn a_stale_refusal_or_no_op_is_decided_again(backend: Backend) {
 async fn concurrent_commands_keep_the_view_equal_to_the_log(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = store(&db).await;
-    let services = [
-        OrderService::new(store.clone()),
-        OrderService::new(store.clone()),
-    ];
+    let (one, other) = two_services(&store);
+    let services = [one, other];
     let mut ids = Vec::new();
     for _ in 0..60 {
         ids.push(place(&services[0]).await);
     }
     let rounds: [fn(usize) -> OrderCommand; 3] = [
-        |_| OrderCommand::RequestPayment {
-            channel: PayChannel::WechatpayV3,
-            now: Utc::now(),
-        },
+        |_| request_payment(),
         |i| payment(&format!("42000001{i:02}")),
-        |_| OrderCommand::Close {
-            reason: CloseReason::CancelledByCustomer,
-            now: Utc::now(),
-        },
+        |_| close(),
     ];
     for command in rounds {
         let racing = ids.iter().enumerate().flat_map(|(i, &id)| {

@@ -99,15 +99,21 @@ async fn control_get(app: &TestApp, path: &str) -> Value {
 async fn customer_with_order(app: &TestApp) -> (String, Value) {
     app.add_product("tea", PRICE, true).await;
     let (token, _) = app.login("payer").await;
+    let order = another_order(app, &token).await;
+    (token, order)
+}
+
+/// One more order of two teas for a customer who already has a token (the product exists).
+async fn another_order(app: &TestApp, token: &str) -> Value {
     let (status, order) = app
         .post(
             "/api/orders",
-            Some(&token),
+            Some(token),
             json!({ "items": [{ "sku": "tea", "quantity": 2 }] }),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
-    (token, order)
+    order
 }
 
 async fn pay(app: &TestApp, token: &str, order: &Value) -> (StatusCode, Value) {
@@ -723,6 +729,23 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     );
     let at_wechat = control_get(&app, &format!("/transactions/{}", out_trade_no(&order2))).await;
     assert_eq!(at_wechat["transaction"]["trade_state"], "CLOSED");
+
+    // And an expired order the customer did pay at WeChat (notice still on its way) is recorded
+    // as paid by the sweep, not closed.
+    let order3 = another_order(&app, &token).await;
+    pay(&app, &token, &order3).await;
+    control(
+        &app,
+        "/pay",
+        json!({ "out_trade_no": out_trade_no(&order3), "delay_ms": 60_000 }),
+    )
+    .await;
+    paystream::jobs::expire_due_orders(&payments, &view, &expiry_checks, later)
+        .await
+        .unwrap();
+    let history = events(&app, &order3).await;
+    assert_eq!(count(&history, "PaymentSucceeded"), 1);
+    assert_eq!(count(&history, "OrderClosed"), 0);
 }
 
 /// No notice arrived (lost, delayed): the poller asks WeChat and records the payment.
@@ -757,6 +780,27 @@ async fn query_finds_a_payment_whose_notice_is_late() {
             .await
             .unwrap(),
         0
+    );
+    // The order above is paid, so it would not be asked again anyway: an unpaid one shows the
+    // back-off itself — asked once, then not again until its check is due.
+    // (A zero delay would also make the back-off zero, so this uses one second.)
+    let unpaid = another_order(&app, &token).await;
+    pay(&app, &token, &unpaid).await;
+    let one_second = paystream::jobs::ReconcileTiming {
+        payment_after: chrono::Duration::seconds(1),
+        refund_after: chrono::Duration::seconds(1),
+    };
+    let later = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let reconcile_at =
+        |at| paystream::jobs::reconcile(&app.running().payments, &checks, one_second, at);
+    assert_eq!(reconcile_at(later).await.unwrap(), 1);
+    assert_eq!(reconcile_at(later).await.unwrap(), 0);
+    assert_eq!(
+        reconcile_at(later + chrono::Duration::seconds(3))
+            .await
+            .unwrap(),
+        1,
+        "asked again once its back-off has passed"
     );
 }
 
@@ -1004,9 +1048,10 @@ async fn crash_between_refund_requested_and_the_wechat_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn public_key_merchant_end_to_end() {
     let wechat = standalone_wechat().await;
-    wechat
+    let (status, mode) = wechat
         .control("/mode", json!({ "mode": "public_key" }))
         .await;
+    assert_eq!(status, StatusCode::OK, "{mode}");
     let public_key_file = wechat._keys.path().join("pub_key.pem");
     std::fs::write(&public_key_file, &wechat.merchant.public_key_pem).unwrap();
     let app = spawn_app_with(Backend::Postgres, |s| {

@@ -93,7 +93,9 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
         ));
     }
     let now = Utc::now();
-    let (resource, url, transaction) = {
+    // Paid and notification stored under one lock: the order is never paid without the
+    // notification that /control/wechatpay/notify re-sends.
+    let (notification, url, transaction) = {
         let mut state = pay.lock();
         let Some(order) = state.orders.get_mut(&req.out_trade_no) else {
             return Err(error(
@@ -116,25 +118,27 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
         }
         let amount = req.amount_fen.unwrap_or(order.params.total);
         let transaction = transaction_id(now);
-        order.status = OrderStatus::Paid(Payment {
+        let paid = OrderStatus::Paid(Payment {
             transaction_id: transaction.clone(),
             success_time: now,
             total: amount,
             payer_total: amount,
         });
-        (
-            order.transaction_json(&pay.mchid),
-            order.params.notify_url.clone(),
-            transaction,
-        )
-    };
-    let notification = match notify::build(&pay, TRANSACTION_SUCCESS, &resource) {
-        Ok(n) => n,
-        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
-    };
-    if let Some(order) = pay.lock().orders.get_mut(&req.out_trade_no) {
+        let unpaid = std::mem::replace(&mut order.status, paid);
+        let notification = match notify::build(
+            &pay,
+            TRANSACTION_SUCCESS,
+            &order.transaction_json(&pay.mchid),
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                order.status = unpaid;
+                return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e));
+            }
+        };
         order.notification = Some(notification.clone());
-    }
+        (notification, order.params.notify_url.clone(), transaction)
+    };
     notify::dispatch(
         &pay,
         &url,

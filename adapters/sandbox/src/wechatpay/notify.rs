@@ -1,9 +1,9 @@
 //! Notifications: encrypted, signed POSTs to the merchant's `notify_url`, retried on WeChat's
 //! schedule until answered 200 or 204.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use chrono::Utc;
 use paystream_wechatpay::v3::aead::EncryptedResource;
 use serde_json::json;
@@ -94,7 +94,7 @@ pub(crate) fn build(
     let body = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
     Ok(Notification {
         id,
-        body: Arc::new(body),
+        body: body.into(),
     })
 }
 
@@ -142,7 +142,7 @@ pub(crate) fn dispatch(
     }
 }
 
-async fn deliver(pay: Pay, index: usize, url: String, body: Arc<Vec<u8>>, delay: Duration) {
+async fn deliver(pay: Pay, index: usize, url: String, body: Bytes, delay: Duration) {
     tokio::time::sleep(delay).await;
     for attempt in 0..=RETRY_SCHEDULE.len() {
         let outcome = attempt_once(&pay, &url, &body).await;
@@ -175,15 +175,17 @@ async fn deliver(pay: Pay, index: usize, url: String, body: Arc<Vec<u8>>, delay:
 }
 
 /// One POST, signed afresh: a retry hours later must carry a current timestamp to verify.
-async fn attempt_once(pay: &Pay, url: &str, body: &Arc<Vec<u8>>) -> Result<u16, String> {
-    let signer = pay.notify_signer().ok_or("no signing key")?;
+async fn attempt_once(pay: &Pay, url: &str, body: &Bytes) -> Result<u16, String> {
+    // Signed as an answer to a merchant that named no serial: the newest certificate, or the
+    // public key when that is all there is.
+    let signer = pay.answer_signer(None).ok_or("no signing key")?;
     let headers = signature_headers(&signer, body)?;
     let response = pay
         .http
         .post(url)
         .headers(headers)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.as_ref().clone())
+        .body(body.clone())
         .send()
         .await
         .map_err(|e| e.without_url().to_string())?;

@@ -49,17 +49,6 @@ impl Pay {
             VerificationMode::Both | VerificationMode::Certificates => self.newest_cert_signer(),
         }
     }
-
-    /// Notifications: the newest certificate unless only the public key exists.
-    pub(crate) fn notify_signer(&self) -> Option<Signer> {
-        // Read the mode in its own statement: a guard living on into `newest_cert_signer`
-        // would deadlock (std's mutex is not re-entrant).
-        let mode = self.lock().mode;
-        match mode {
-            VerificationMode::PublicKey => Some(self.public_key_signer()),
-            VerificationMode::Both | VerificationMode::Certificates => self.newest_cert_signer(),
-        }
-    }
 }
 
 /// The five `Wechatpay-*` headers over `body` exactly as it goes on the wire.

@@ -1,7 +1,6 @@
 //! What the simulated WeChat Pay remembers, and how it renders it as WeChat's JSON.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -95,7 +94,7 @@ pub(crate) struct Order {
 #[derive(Clone)]
 pub(crate) struct Notification {
     pub id: String,
-    pub body: Arc<Vec<u8>>,
+    pub body: axum::body::Bytes,
 }
 
 pub(crate) enum OrderStatus {

@@ -153,18 +153,22 @@ impl V3Client {
     ) -> Result<Answer, GatewayError> {
         let (headers, answer) = self.send_signed(method, path_and_query, body, true).await?;
         let status = answer.status;
+        let unavailable = |answer: &Answer| {
+            let (code, message) = answer.error();
+            GatewayError::Unavailable(format!("WeChat Pay {status}: {code} {message}"))
+        };
+        // 429 (WeChat's rate limit) and 5xx (WeChat's or a proxy's trouble, often unsigned)
+        // change nothing whoever sent them: the same parameters go again, a little later.
+        // Nothing in them is believed, so there is nothing to verify.
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(unavailable(&answer));
+        }
         self.verify_answer(&headers, &answer, path_and_query)
             .await?;
-        // 429: WeChat's rate limit. Same parameters again, a little later.
-        if status == StatusCode::TOO_MANY_REQUESTS
-            || status.is_server_error()
-            || answer.error().0 == "SYSTEM_ERROR"
-            || answer.error().0 == "SYSTEMERROR"
+        if !status.is_success()
+            && matches!(answer.error().0.as_str(), "SYSTEM_ERROR" | "SYSTEMERROR")
         {
-            let (code, message) = answer.error();
-            return Err(GatewayError::Unavailable(format!(
-                "WeChat Pay {status}: {code} {message}"
-            )));
+            return Err(unavailable(&answer));
         }
         Ok(answer)
     }
@@ -252,8 +256,6 @@ impl V3Client {
         let may_refetch = !path.starts_with("/v3/certificates");
         match self.verify_signed(&signed, may_refetch).await {
             Ok(()) => Ok(()),
-            // A 5xx from a proxy in front of WeChat carries no signature; it changes nothing.
-            Err(VerifyError::Missing(_)) if answer.status.is_server_error() => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, status = %answer.status, "WeChat Pay answer failed verification; treated as not received");
                 Err(GatewayError::Unverified(e.to_string()))
@@ -280,7 +282,7 @@ impl V3Client {
 
     /// Downloads the platform certificates unless one was fetched very recently.
     pub async fn refresh_certificates_if_allowed(&self) {
-        if self.verifier.may_refetch().await {
+        if self.verifier.may_refetch() {
             if let Err(e) = self.fetch_certificates().await {
                 tracing::warn!(error = %e, "could not download WeChat Pay platform certificates");
             }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rsa::RsaPublicKey;
 
 use crate::v3::keys::Certificate;
@@ -16,7 +16,7 @@ use crate::v3::sign;
 pub struct Verifier {
     public_key: Option<(String, RsaPublicKey)>,
     certificates: RwLock<HashMap<String, Certificate>>,
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    last_fetch: std::sync::Mutex<Option<Instant>>,
     refetch_interval: Duration,
 }
 
@@ -49,7 +49,7 @@ impl Verifier {
         Verifier {
             public_key,
             certificates: RwLock::new(HashMap::new()),
-            last_fetch: tokio::sync::Mutex::new(None),
+            last_fetch: std::sync::Mutex::new(None),
             refetch_interval,
         }
     }
@@ -84,7 +84,11 @@ impl Verifier {
     /// Keeps every currently valid certificate (rotations overlap: a new one signs some traffic
     /// days before the old one expires) and drops expired ones.
     pub fn store_certificates(&self, certificates: Vec<Certificate>) {
-        let now = Utc::now();
+        self.store_certificates_at(certificates, Utc::now());
+    }
+
+    /// [`Verifier::store_certificates`] as of `now` (the fixtures' certificates expire).
+    fn store_certificates_at(&self, certificates: Vec<Certificate>, now: DateTime<Utc>) {
         let mut known = self.certificates.write().unwrap_or_else(|p| p.into_inner());
         known.retain(|_, c| c.is_valid_at(now));
         for certificate in certificates.into_iter().filter(|c| c.is_valid_at(now)) {
@@ -94,8 +98,8 @@ impl Verifier {
 
     /// Whether a download of the certificates may happen now (rate-limited, so that forged
     /// messages with made-up serials cannot make us hammer WeChat). Marks the attempt.
-    pub async fn may_refetch(&self) -> bool {
-        let mut last = self.last_fetch.lock().await;
+    pub fn may_refetch(&self) -> bool {
+        let mut last = self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
         let due = last.is_none_or(|at| at.elapsed() >= self.refetch_interval);
         if due {
             *last = Some(Instant::now());
@@ -247,7 +251,9 @@ mod tests {
         let certificate = load_certificate_pem(CERT).unwrap();
         let serial = certificate.serial_no.clone();
         assert!(!verifier.knows(&serial));
-        verifier.store_certificates(vec![certificate]);
+        // As of a day inside its validity: the fixture expires in 2029, the test must not.
+        let valid_then = certificate.not_before + chrono::Duration::days(1);
+        verifier.store_certificates_at(vec![certificate], valid_then);
         assert!(verifier.knows(&serial));
         assert!(verifier.knows("PUB_KEY_ID_0114232134912410000000000000"));
         // With a public key configured, WeChat is asked to sign with it.
@@ -262,16 +268,16 @@ mod tests {
         assert!(check(&verifier, &serial, now, body, &signature).is_ok());
     }
 
-    #[tokio::test]
-    async fn certificate_downloads_are_rate_limited() {
+    #[test]
+    fn certificate_downloads_are_rate_limited() {
         let verifier = Verifier::new(None, Duration::from_secs(60));
-        assert!(verifier.may_refetch().await);
+        assert!(verifier.may_refetch());
         assert!(
-            !verifier.may_refetch().await,
+            !verifier.may_refetch(),
             "a second download right away is refused"
         );
         let eager = Verifier::new(None, Duration::ZERO);
-        assert!(eager.may_refetch().await);
-        assert!(eager.may_refetch().await);
+        assert!(eager.may_refetch());
+        assert!(eager.may_refetch());
     }
 }

@@ -324,3 +324,74 @@ fn simulator_verifies_a_merchant_request() {
         &auth.signature
     ));
 }
+
+/// Signatures are checked through ring while keys are `rsa` keys: both must give the same answer
+/// as the rsa crate's own RSASSA-PKCS1-v1_5 check, for good signatures and for every kind of
+/// damage to the message or the signature.
+#[test]
+fn checking_agrees_with_the_rsa_crate() {
+    use rand::Rng as _;
+    use rsa::Pkcs1v15Sign;
+    use sha2::{Digest as _, Sha256};
+
+    let public = key().public_key();
+    let rsa_says = |message: &[u8], signature: &str| {
+        let Ok(raw) = B64.decode(signature) else {
+            return false;
+        };
+        public
+            .verify(
+                Pkcs1v15Sign::new::<Sha256>(),
+                &Sha256::digest(message),
+                &raw,
+            )
+            .is_ok()
+    };
+    let mut rng = rand::thread_rng();
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..40 {
+        let body: Vec<u8> = (0..rng.gen_range(0..300)).map(|_| rng.gen()).collect();
+        let mut message = response_message(1700000000 + round, "nonce", &body);
+        let mut signature = sign_sha256_rsa(key().expose_rsa(), &message).unwrap();
+        match round % 4 {
+            0 => {}
+            1 => {
+                let at = rng.gen_range(0..message.len());
+                message[at] ^= 1 << rng.gen_range(0..8);
+            }
+            2 => {
+                let mut raw = B64.decode(&signature).unwrap();
+                let at = rng.gen_range(0..raw.len());
+                raw[at] ^= 1 << rng.gen_range(0..8);
+                signature = B64.encode(raw);
+            }
+            _ => {
+                let mut raw = B64.decode(&signature).unwrap();
+                raw.truncate(rng.gen_range(0..raw.len()));
+                signature = B64.encode(raw);
+            }
+        }
+        let ours = verify_sha256_rsa(&public, &message, &signature);
+        assert_eq!(ours, rsa_says(&message, &signature), "round {round}");
+        if ours {
+            accepted += 1
+        } else {
+            refused += 1
+        }
+    }
+    assert_eq!((accepted, refused), (10, 30));
+}
+
+/// The scheme is `WECHATPAY2-SHA256-RSA2048`: a key shorter than 2048 bits proves nothing, even
+/// with a mathematically valid signature.
+#[test]
+fn keys_shorter_than_2048_bits_are_refused() {
+    let short = RsaPrivateKey::new(&mut rand::thread_rng(), 1024).unwrap();
+    let message = response_message(1700000000, "nonce", b"{}");
+    let signature = sign_sha256_rsa(&short, &message).unwrap();
+    assert!(!verify_sha256_rsa(
+        &short.to_public_key(),
+        &message,
+        &signature
+    ));
+}

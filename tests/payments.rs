@@ -123,6 +123,29 @@ async fn pay(app: &TestApp, token: &str, order: &Value) -> (StatusCode, Value) {
 }
 
 /// Polls the order until `done` holds (notifications arrive asynchronously).
+/// The customer pays at WeChat, but the notice will not come for a minute (lost or late): only
+/// a query can tell the engine.
+async fn pay_with_a_late_notice(app: &TestApp, order: &Value) {
+    control(
+        app,
+        "/pay",
+        json!({ "out_trade_no": out_trade_no(order), "delay_ms": 60_000 }),
+    )
+    .await;
+}
+
+/// One pass of the payment and refund pollers, asking about everything at once.
+async fn reconcile_now(app: &TestApp) -> usize {
+    let timing = paystream::jobs::ReconcileTiming {
+        payment_after: chrono::Duration::zero(),
+        refund_after: chrono::Duration::zero(),
+    };
+    let checks = Checks::new(app.running().db.clone());
+    paystream::jobs::reconcile(&app.running().payments, &checks, timing, chrono::Utc::now())
+        .await
+        .unwrap()
+}
+
 async fn wait_for(
     app: &TestApp,
     token: &str,
@@ -681,12 +704,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     let app = spawn_app(Backend::Postgres).await;
     let (token, order) = customer_with_order(&app).await;
     pay(&app, &token, &order).await;
-    control(
-        &app,
-        "/pay",
-        json!({ "out_trade_no": out_trade_no(&order), "delay_ms": 60_000 }),
-    )
-    .await;
+    pay_with_a_late_notice(&app, &order).await;
     let (status, body) = app
         .post(
             &format!("/api/orders/{}/cancel", order["id"].as_str().unwrap()),
@@ -705,18 +723,8 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     );
 
     // Expiry takes the same path.
-    let (token2, order2) = {
-        let (status, o) = app
-            .post(
-                "/api/orders",
-                Some(&token),
-                json!({ "items": [{ "sku": "tea", "quantity": 1 }] }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
-        (token.clone(), o)
-    };
-    pay(&app, &token2, &order2).await;
+    let order2 = another_order(&app, &token).await;
+    pay(&app, &token, &order2).await;
     let payments = app.running().payments.clone();
     let view = paystream_projections::OrdersView::new(app.running().db.clone());
     let expiry_checks = paystream_projections::Checks::new(app.running().db.clone());
@@ -734,12 +742,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     // as paid by the sweep, not closed.
     let order3 = another_order(&app, &token).await;
     pay(&app, &token, &order3).await;
-    control(
-        &app,
-        "/pay",
-        json!({ "out_trade_no": out_trade_no(&order3), "delay_ms": 60_000 }),
-    )
-    .await;
+    pay_with_a_late_notice(&app, &order3).await;
     paystream::jobs::expire_due_orders(&payments, &view, &expiry_checks, later)
         .await
         .unwrap();
@@ -754,33 +757,14 @@ async fn query_finds_a_payment_whose_notice_is_late() {
     let app = spawn_app(Backend::Postgres).await;
     let (token, order) = customer_with_order(&app).await;
     pay(&app, &token, &order).await;
-    control(
-        &app,
-        "/pay",
-        json!({ "out_trade_no": out_trade_no(&order), "delay_ms": 60_000 }),
-    )
-    .await;
-    let timing = paystream::jobs::ReconcileTiming {
-        payment_after: chrono::Duration::zero(),
-        refund_after: chrono::Duration::zero(),
-    };
-    let checks = Checks::new(app.running().db.clone());
-    let checked =
-        paystream::jobs::reconcile(&app.running().payments, &checks, timing, chrono::Utc::now())
-            .await
-            .unwrap();
-    assert_eq!(checked, 1);
+    pay_with_a_late_notice(&app, &order).await;
+    assert_eq!(reconcile_now(&app).await, 1);
     assert_eq!(
         wait_for(&app, &token, &order, |_| true).await["status"],
         "paid"
     );
     // Backed off: asked again only later.
-    assert_eq!(
-        paystream::jobs::reconcile(&app.running().payments, &checks, timing, chrono::Utc::now())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(reconcile_now(&app).await, 0);
     // The order above is paid, so it would not be asked again anyway: an unpaid one shows the
     // back-off itself — asked once, then not again until its check is due.
     // (A zero delay would also make the back-off zero, so this uses one second.)
@@ -791,6 +775,7 @@ async fn query_finds_a_payment_whose_notice_is_late() {
         refund_after: chrono::Duration::seconds(1),
     };
     let later = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let checks = Checks::new(app.running().db.clone());
     let reconcile_at =
         |at| paystream::jobs::reconcile(&app.running().payments, &checks, one_second, at);
     assert_eq!(reconcile_at(later).await.unwrap(), 1);
@@ -821,13 +806,7 @@ async fn transient_wechat_trouble_is_retried_and_forgeries_are_refused() {
         "retried with the same parameters: {body}"
     );
 
-    let (_, second) = app
-        .post(
-            "/api/orders",
-            Some(&token),
-            json!({ "items": [{ "sku": "tea", "quantity": 1 }] }),
-        )
-        .await;
+    let second = another_order(&app, &token).await;
     control(&app, "/faults", json!({ "unsigned_next": 1 })).await;
     let (status, body) = pay(&app, &token, &second).await;
     assert_error(
@@ -1021,14 +1000,7 @@ async fn crash_between_refund_requested_and_the_wechat_call() {
         .await
         .unwrap();
     app.restart().await;
-    let timing = paystream::jobs::ReconcileTiming {
-        payment_after: chrono::Duration::zero(),
-        refund_after: chrono::Duration::zero(),
-    };
-    let checks = Checks::new(app.running().db.clone());
-    paystream::jobs::reconcile(&app.running().payments, &checks, timing, chrono::Utc::now())
-        .await
-        .unwrap();
+    reconcile_now(&app).await;
     let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 700).await;
     assert_eq!(done["status"], "partially_refunded");
     let history = events(&app, &order).await;
@@ -1109,14 +1081,7 @@ async fn a_refund_refused_for_now_is_retried_not_failed() {
         (StatusCode::ACCEPTED, Some("processing")),
         "{accepted}"
     );
-    let timing = paystream::jobs::ReconcileTiming {
-        payment_after: chrono::Duration::zero(),
-        refund_after: chrono::Duration::zero(),
-    };
-    let checks = Checks::new(app.running().db.clone());
-    paystream::jobs::reconcile(&app.running().payments, &checks, timing, chrono::Utc::now())
-        .await
-        .unwrap();
+    reconcile_now(&app).await;
     let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 800).await;
     assert_eq!(done["status"], "partially_refunded");
     assert_eq!(count(&events(&app, &order).await, "RefundFailed"), 0);

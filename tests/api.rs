@@ -915,3 +915,27 @@ mod edges {
     use super::*;
     on_both_backends!(edges_of_the_contract);
 }
+
+/// The back-office page is served as HTML, and its refund form sends each refund with an
+/// Idempotency-Key (one per intent), so a double click or a retry after a lost answer cannot pay
+/// a refund twice — a refund without a key is a new refund every time.
+#[tokio::test]
+async fn back_office_page_sends_refunds_with_an_idempotency_key() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let response = app.http.get(app.url("/admin/")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.unwrap();
+    for wired in [
+        r#"id="refund-form""#,
+        r#""/admin/orders/" + id + "/refunds""#,
+        r#"{ "Idempotency-Key": refundKey }"#,
+        "refundKey = crypto.randomUUID()",
+    ] {
+        assert!(page.contains(wired), "the page lacks {wired}");
+    }
+}

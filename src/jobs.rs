@@ -137,6 +137,7 @@ pub async fn reconcile(
             .await?;
         checked += 1;
     }
+    checks.forget_settled().await?;
     Ok(checked)
 }
 

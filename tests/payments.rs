@@ -765,6 +765,22 @@ async fn query_finds_a_payment_whose_notice_is_late() {
     );
     // Backed off: asked again only later.
     assert_eq!(reconcile_now(&app).await, 0);
+    let attempts = |subject: String| {
+        let pool = app.running().db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT attempts FROM payment_checks WHERE subject = $1")
+                .bind(subject)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let order_id = order["id"].as_str().unwrap();
+    assert_eq!(
+        attempts(format!("pay:{order_id}")).await,
+        None,
+        "a paid order's back-off is forgotten"
+    );
     // The order above is paid, so it would not be asked again anyway: an unpaid one shows the
     // back-off itself — asked once, then not again until its check is due.
     // (A zero delay would also make the back-off zero, so this uses one second.)
@@ -786,6 +802,11 @@ async fn query_finds_a_payment_whose_notice_is_late() {
             .unwrap(),
         1,
         "asked again once its back-off has passed"
+    );
+    assert_eq!(
+        attempts(format!("pay:{}", unpaid["id"].as_str().unwrap())).await,
+        Some(2),
+        "an unpaid order keeps its back-off"
     );
 }
 

@@ -75,6 +75,22 @@ impl Checks {
         Ok(due)
     }
 
+    /// Drops the back-off of everything settled since it was last asked about (paid or closed
+    /// orders, refunds that succeeded or failed): nothing will ask about them again, and without
+    /// this the table would keep a row for every quiet payment ever made.
+    pub async fn forget_settled(&self) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM payment_checks WHERE \
+             (subject LIKE 'pay:%' AND NOT EXISTS (SELECT 1 FROM orders_view o \
+               WHERE o.id = substr(payment_checks.subject, 5) AND o.status = 'pending_payment')) \
+             OR (subject LIKE 'refund:%' AND NOT EXISTS (SELECT 1 FROM refunds_view r \
+               WHERE r.out_refund_no = substr(payment_checks.subject, 8) AND r.status = 'processing'))",
+        )
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Notes that `subject` was checked now; the next check waits `base × 2^attempts`.
     pub async fn checked(&self, subject: &str, now: DateTime<Utc>, base: Duration) -> Result<()> {
         let attempts: Option<i64> =

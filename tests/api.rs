@@ -933,8 +933,8 @@ async fn back_office_page_sends_refunds_with_an_idempotency_key() {
     for wired in [
         r#"id="refund-form""#,
         r#""/admin/orders/" + id + "/refunds""#,
-        r#"{ "Idempotency-Key": refundKey }"#,
-        "refundKey = crypto.randomUUID()",
+        r#"{ "Idempotency-Key": intent.key }"#,
+        "key: newKey()",
     ] {
         assert!(page.contains(wired), "the page lacks {wired}");
     }

@@ -122,7 +122,6 @@ async fn pay(app: &TestApp, token: &str, order: &Value) -> (StatusCode, Value) {
         .await
 }
 
-/// Polls the order until `done` holds (notifications arrive asynchronously).
 /// The customer pays at WeChat, but the notice will not come for a minute (lost or late): only
 /// a query can tell the engine.
 async fn pay_with_a_late_notice(app: &TestApp, order: &Value) {
@@ -146,6 +145,7 @@ async fn reconcile_now(app: &TestApp) -> usize {
         .unwrap()
 }
 
+/// Polls the order until `done` holds (notifications arrive asynchronously).
 async fn wait_for(
     app: &TestApp,
     token: &str,
@@ -763,7 +763,7 @@ async fn query_finds_a_payment_whose_notice_is_late() {
         wait_for(&app, &token, &order, |_| true).await["status"],
         "paid"
     );
-    // Backed off: asked again only later.
+    // Paid: not asked about again.
     assert_eq!(reconcile_now(&app).await, 0);
     let attempts = |subject: String| {
         let pool = app.running().db.pool.clone();

@@ -76,13 +76,15 @@ impl Checks {
     }
 
     /// Drops the back-off of everything settled since it was last asked about (paid or closed
-    /// orders, refunds that succeeded or failed): nothing will ask about them again, and without
+    /// orders — their payment queries and expiry closes —, refunds that succeeded or failed): nothing will ask about them again, and without
     /// this the table would keep a row for every quiet payment ever made.
     pub async fn forget_settled(&self) -> Result<u64> {
         let done = sqlx::query(
             "DELETE FROM payment_checks WHERE \
              (subject LIKE 'pay:%' AND NOT EXISTS (SELECT 1 FROM orders_view o \
                WHERE o.id = substr(payment_checks.subject, 5) AND o.status = 'pending_payment')) \
+             OR (subject LIKE 'close:%' AND NOT EXISTS (SELECT 1 FROM orders_view o \
+               WHERE o.id = substr(payment_checks.subject, 7) AND o.status = 'pending_payment')) \
              OR (subject LIKE 'refund:%' AND NOT EXISTS (SELECT 1 FROM refunds_view r \
                WHERE r.out_refund_no = substr(payment_checks.subject, 8) AND r.status = 'processing'))",
         )

@@ -134,6 +134,10 @@ pub fn verify_sha256_rsa(
     // on every notification's hot path, and ring does it in ~17 µs where rsa 0.9's
     // num-bigint-dig takes ~130 µs — half of the engine's CPU per notice (docs/benchmarks.md).
     // Both implement RSASSA-PKCS1-v1_5 with SHA-256; the tests check they agree.
+    // ring counts the modulus in whole bytes (2041 bits would pass as 2048): check bits here.
+    if public_key.n().bits() < 2048 {
+        return false;
+    }
     let components = ring::signature::RsaPublicKeyComponents {
         n: public_key.n().to_bytes_be(),
         e: public_key.e().to_bytes_be(),

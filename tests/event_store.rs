@@ -373,20 +373,21 @@ async fn concurrent_appends_stay_whole(backend: Backend) {
     assert!(retried.replayed);
     assert_eq!(retried.events[0].event_id, events[0].event_id);
 
-    let stored: HashSet<String> = sqlx::query_scalar("SELECT CAST(event_id AS TEXT) FROM events")
-        .fetch_all(&store.db().pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|id: String| id.replace('-', ""))
-        .collect();
-    let projected: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM projected")
-        .fetch_all(&store.db().pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|id: String| id.replace('-', ""))
-        .collect();
+    // Event ids as text, in one form on both backends (PostgreSQL's uuid has hyphens).
+    let event_ids = |sql: &'static str| {
+        let pool = store.db().pool.clone();
+        async move {
+            sqlx::query_scalar(sql)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|id: String| id.replace('-', ""))
+                .collect::<HashSet<String>>()
+        }
+    };
+    let stored = event_ids("SELECT CAST(event_id AS TEXT) FROM events").await;
+    let projected = event_ids("SELECT event_id FROM projected").await;
     assert_eq!(stored.len(), 120);
     assert_eq!(
         projected, stored,

@@ -339,7 +339,13 @@ impl Payments {
                 let gateway = self.gateway(channel)?.clone();
                 if gateway.close(&order.out_trade_no).await? == CloseOutcome::AlreadyPaid {
                     return Err(self
-                        .paid_instead_of_closed(order_id, &order.out_trade_no, channel, meta)
+                        .paid_instead_of_closed(
+                            order_id,
+                            &order.out_trade_no,
+                            channel,
+                            gateway.as_ref(),
+                            meta,
+                        )
                         .await);
                 }
             }
@@ -365,12 +371,9 @@ impl Payments {
         order_id: OrderId,
         out_trade_no: &str,
         channel: PayChannel,
+        gateway: &dyn PayGateway,
         meta: &Metadata,
     ) -> Error {
-        let gateway = match self.gateway(channel) {
-            Ok(gateway) => gateway.clone(),
-            Err(e) => return e,
-        };
         match gateway.query(out_trade_no).await {
             Ok(TradeState::Paid(paid)) => {
                 // Learnt from WeChat's answer, whoever asked for the close.

@@ -9,11 +9,12 @@
 //!
 //! The semantics are those of single appends. A batch only ever holds one append per stream and
 //! only `Exact`/`NoStream` appends; each is checked against its expected version inside the
-//! INSERT itself. Whenever a batch cannot be written as a whole — a version check that fails, a
-//! unique violation (a lost race or the retry of an append already stored), a database error —
-//! it is rolled back and every append in it is handed back to its caller, which then runs the
-//! ordinary one-transaction path with its precise conflict and replay handling. Nothing is
-//! reported written unless its batch committed.
+//! INSERT itself. An append that comes up short — its version check failed, or its version or
+//! event id is taken (a lost race, or the retry of an append already stored) — is handed back to
+//! its caller, and the batch is rolled back and written again without it. A database error hands
+//! every append of the batch back (or, when the pool cannot give a connection, answers it with
+//! that error). A caller handed back runs the ordinary one-transaction path with its precise
+//! conflict and replay handling. Nothing is reported written unless its batch committed.
 //!
 //! No latency is added at low load: a batch is whatever is queued when a writer becomes free,
 //! so a lone append is written at once, alone.

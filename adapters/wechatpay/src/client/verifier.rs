@@ -128,15 +128,22 @@ impl Verifier {
             }
         }
         sign::check_timestamp(timestamp, Utc::now().timestamp()).map_err(|_| VerifyError::Stale)?;
-        let key = match &self.public_key {
-            Some((id, key)) if id == serial => key.clone(),
-            _ => self
-                .read()
-                .get(serial)
-                .map(|c| c.public_key.clone())
-                .ok_or_else(|| VerifyError::UnknownSerial(serial.to_string()))?,
+        let check = |key: &RsaPublicKey| {
+            sign::verify_response(key, timestamp, nonce, signed.body, signature)
         };
-        if sign::verify_response(&key, timestamp, nonce, signed.body, signature) {
+        // Checked with the key in place (under the read lock for certificates): no copy of the
+        // key per message.
+        let verified = match &self.public_key {
+            Some((id, key)) if id == serial => check(key),
+            _ => check(
+                &self
+                    .read()
+                    .get(serial)
+                    .ok_or_else(|| VerifyError::UnknownSerial(serial.to_string()))?
+                    .public_key,
+            ),
+        };
+        if verified {
             Ok(())
         } else {
             Err(VerifyError::BadSignature)

@@ -15,8 +15,9 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use futures::StreamExt;
 use paystream::config::Settings;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use crate::api_client::ApiClient;
 use crate::bench::BenchArgs;
 use crate::bench_cpu::CpuSample;
 
@@ -51,60 +52,34 @@ fn settings(database_url: &str, public_base_url: &str) -> anyhow::Result<Setting
     })
 }
 
-async fn post(
-    http: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let mut request = http.post(&url).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("POST {url}: {status} {value}");
-    }
-    Ok(value)
-}
-
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (receiver_url, captured) = receiver().await?;
     let running = paystream::start(settings(&args.database_url, &receiver_url)?).await?;
     let base = running.base_url();
+    let api = ApiClient::new(base.clone(), false);
     let http = reqwest::Client::new();
 
-    let admin = post(
-        &http,
-        format!("{base}/admin/login"),
-        None,
-        json!({ "username": "bench-admin", "password": "bench-password" }),
-    )
-    .await?;
+    let admin = api
+        .post(
+            "/admin/login",
+            None,
+            json!({ "username": "bench-admin", "password": "bench-password" }),
+        )
+        .await?;
     let admin = admin["token"].as_str().context("admin token")?.to_string();
     let sku = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    post(
-        &http,
-        format!("{base}/admin/products"),
+    api.post(
+        "/admin/products",
         Some(&admin),
         json!({ "sku": sku, "name": "bench", "price_fen": 100, "active": true }),
     )
     .await?;
-    let code = http
-        .get(format!("{base}/sandbox/control/login-code?user=bench"))
-        .send()
-        .await?
-        .json::<Value>()
+    let code = api
+        .get("/sandbox/control/login-code?user=bench", None)
         .await?;
-    let login = post(
-        &http,
-        format!("{base}/api/login"),
-        None,
-        json!({ "code": code["code"] }),
-    )
-    .await?;
+    let login = api
+        .post("/api/login", None, json!({ "code": code["code"] }))
+        .await?;
     let token = login["token"]
         .as_str()
         .context("customer token")?
@@ -117,26 +92,24 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let prepared = Instant::now();
     futures::stream::iter(0..args.orders)
         .map(|_| {
-            let (http, base, token, sku) = (http.clone(), base.clone(), token.clone(), sku.clone());
+            let (api, token, sku) = (&api, &token, &sku);
             async move {
-                let order = post(
-                    &http,
-                    format!("{base}/api/orders"),
-                    Some(&token),
-                    json!({ "items": [{ "sku": sku, "quantity": 1 }] }),
-                )
-                .await?;
+                let order = api
+                    .post(
+                        "/api/orders",
+                        Some(token),
+                        json!({ "items": [{ "sku": sku, "quantity": 1 }] }),
+                    )
+                    .await?;
                 let id = order["id"].as_str().context("order id")?;
-                post(
-                    &http,
-                    format!("{base}/api/orders/{id}/pay"),
-                    Some(&token),
+                api.post(
+                    &format!("/api/orders/{id}/pay"),
+                    Some(token),
                     json!({ "channel": "wechatpay_v3" }),
                 )
                 .await?;
-                post(
-                    &http,
-                    format!("{base}/sandbox/control/wechatpay/pay"),
+                api.post(
+                    "/sandbox/control/wechatpay/pay",
                     None,
                     json!({ "out_trade_no": order["out_trade_no"] }),
                 )

@@ -9,57 +9,13 @@ use clap::Args;
 use paystream::config::Settings;
 use serde_json::{json, Value};
 
+use crate::api_client::ApiClient;
+
 #[derive(Args)]
 pub struct DemoArgs {
     /// Database to use; default: a temporary SQLite file, removed afterwards.
     #[arg(long, env = "DEMO_DATABASE_URL", value_name = "DEMO_DATABASE_URL")]
     database_url: Option<String>,
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = &body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status();
-        let text = response.text().await?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        println!("  {method} {path} → {status}");
-        if !status.is_success() {
-            bail!("{method} {path} answered {status}: {value}");
-        }
-        Ok(value)
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, token, Some(body))
-            .await
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, token, None).await
-    }
 }
 
 fn step(n: u32, what: &str) {
@@ -83,10 +39,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ..Settings::local(&database_url)
     };
     let running = paystream::start(settings).await?;
-    let client = Client {
-        http: reqwest::Client::new(),
-        base: running.base_url(),
-    };
+    let client = ApiClient::new(running.base_url(), true);
     println!(
         "paystream demo — engine at {} (SQLite, built-in WeChat simulator)",
         client.base
@@ -96,7 +49,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn walk(c: &Client) -> anyhow::Result<()> {
+async fn walk(c: &ApiClient) -> anyhow::Result<()> {
     step(1, "Staff log in and put green tea in the catalogue");
     let admin = c
         .post(
@@ -205,7 +158,7 @@ async fn walk(c: &Client) -> anyhow::Result<()> {
 }
 
 async fn wait(
-    c: &Client,
+    c: &ApiClient,
     token: &str,
     id: &str,
     done: impl Fn(&Value) -> bool,

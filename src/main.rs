@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod api_client;
 mod bench;
 mod bench_cpu;
 mod bench_notify;

@@ -2,7 +2,9 @@
 //! services that turn requests into events. Nothing here knows HTTP, XML, RabbitMQ or WeChat.
 
 pub mod accounts;
+pub mod cards;
 pub mod catalogue;
+pub mod consumers;
 pub mod db;
 pub mod error;
 pub mod follow;
@@ -12,6 +14,7 @@ pub mod orders;
 pub mod payments;
 pub mod state_cache;
 pub mod store;
+pub mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
 

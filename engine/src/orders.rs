@@ -8,8 +8,9 @@ use serde::Serialize;
 use tracing::{info, instrument};
 use uuid::Uuid;
 
+use crate::cards::Cards;
 use crate::error::{Error, Kind, Result};
-use crate::order::{self, Order, OrderCommand, OrderEvent, OrderId, OrderLine};
+use crate::order::{self, CardRef, Order, OrderCommand, OrderEvent, OrderId, OrderLine};
 use crate::state_cache::StateCache;
 use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
 
@@ -78,6 +79,8 @@ pub struct PlaceOrder {
     pub idempotency_key: Option<String>,
     /// Hash of the request body, to refuse a key reused for a different order.
     pub request_hash: String,
+    /// The customer's card to redeem after payment; checked at WeChat before anything is written.
+    pub card: Option<CardRef>,
 }
 
 /// The result of a command: the order afterwards and what was appended (empty when the command
@@ -96,6 +99,7 @@ const STATES_REMEMBERED: usize = 20_000;
 pub struct OrderService {
     store: Arc<dyn EventStore>,
     states: Arc<StateCache>,
+    cards: Option<Arc<dyn Cards>>,
 }
 
 fn decode_all(events: &[RecordedEvent]) -> Result<Vec<OrderEvent>> {
@@ -134,7 +138,37 @@ impl OrderService {
         OrderService {
             store,
             states: Arc::new(StateCache::new(STATES_REMEMBERED)),
+            cards: None,
         }
+    }
+
+    /// Where cards on new orders are checked; without it an order with a card is refused.
+    pub fn with_cards(mut self, cards: Arc<dyn Cards>) -> OrderService {
+        self.cards = Some(cards);
+        self
+    }
+
+    /// Refuses a card that is not this user's or cannot be consumed, before anything is written.
+    async fn check_card(&self, openid: &str, card: &CardRef) -> Result<()> {
+        let cards = self.cards.as_ref().ok_or_else(|| {
+            Error::new(
+                Kind::Rule,
+                "card_not_usable",
+                "cards are not enabled on this engine",
+            )
+        })?;
+        let code = cards.check(card).await?;
+        if !code.usable_by(openid) {
+            return Err(Error::new(
+                Kind::Rule,
+                "card_not_usable",
+                format!(
+                    "the card cannot be used with this order (status {})",
+                    code.status
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -173,6 +207,9 @@ impl OrderService {
             None => Uuid::now_v7(),
         };
         let sid = stream_id(order_id);
+        if let Some(card) = &req.card {
+            self.check_card(&req.openid, card).await?;
+        }
         let meta = Metadata {
             idempotency_key: req.idempotency_key.clone(),
             request_hash: Some(req.request_hash.clone()),
@@ -190,6 +227,7 @@ impl OrderService {
                 items: req.lines.clone(),
                 note: req.note.clone(),
                 now,
+                card: req.card.clone(),
                 ttl: req.ttl,
             },
         )?;

@@ -22,8 +22,9 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::{
-    CloseReason, Order, OrderError, OrderEvent, OrderId, OrderLine, OrderStatus, PayChannel,
-    Payment, Refund, RefundStatus, MAX_LINES, MAX_ORDER_TOTAL_FEN, MAX_REFUNDS,
+    CardRef, CardStatus, CloseReason, Order, OrderCard, OrderError, OrderEvent, OrderId, OrderLine,
+    OrderStatus, PayChannel, Payment, Refund, RefundStatus, MAX_LINES, MAX_ORDER_TOTAL_FEN,
+    MAX_REFUNDS,
 };
 use crate::money::Fen;
 
@@ -38,6 +39,8 @@ pub enum OrderCommand {
         out_trade_no: String,
         items: Vec<OrderLine>,
         note: Option<String>,
+        /// Checked at WeChat by the caller (the user's, consumable) before placing.
+        card: Option<CardRef>,
         now: DateTime<Utc>,
         ttl: Duration,
     },
@@ -73,6 +76,10 @@ pub enum OrderCommand {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// WeChat consumed the order's card.
+    RecordCardConsumed { at: DateTime<Utc> },
+    /// The order's card will not be consumed by us.
+    RecordCardConsumeFailed { reason: String, at: DateTime<Utc> },
 }
 
 /// Checks `command` against the current state and returns the events that
@@ -88,6 +95,7 @@ pub fn decide(state: Option<&Order>, command: OrderCommand) -> Result<Vec<OrderE
                 out_trade_no,
                 items,
                 note,
+                card,
                 now,
                 ttl,
             } => {
@@ -103,6 +111,7 @@ pub fn decide(state: Option<&Order>, command: OrderCommand) -> Result<Vec<OrderE
                     note,
                     placed_at: now,
                     expires_at,
+                    card,
                 }])
             }
             _ => Err(OrderError::NotFound),
@@ -124,7 +133,16 @@ pub fn decide(state: Option<&Order>, command: OrderCommand) -> Result<Vec<OrderE
             amount_fen,
             reason,
             now,
-        } => request_refund(order, out_refund_no, amount_fen, reason, now),
+        } => request_refund(order, out_refund_no, amount_fen, reason, now).map(|mut events| {
+            // Decided on the state the refund leads to, so the flag names this refund.
+            events.extend(flag_card_refund(
+                &events.iter().fold(order.clone(), applied),
+                now,
+            ));
+            events
+        }),
+        C::RecordCardConsumed { at } => card_consumed(order, at),
+        C::RecordCardConsumeFailed { reason, at } => card_consume_failed(order, reason, at),
         C::RecordRefundSuccess {
             out_refund_no,
             refund_id,
@@ -154,6 +172,63 @@ pub fn decide(state: Option<&Order>, command: OrderCommand) -> Result<Vec<OrderE
             }])
         }
     }
+}
+
+/// The card can be consumed only once money arrived, and only once.
+fn card_consumed(order: &Order, at: DateTime<Utc>) -> Result<Vec<OrderEvent>, OrderError> {
+    let card = order.card.as_ref().ok_or(OrderError::NoCard)?;
+    if card.status == CardStatus::Consumed {
+        return Ok(vec![]);
+    }
+    if order.payments.is_empty() {
+        return Err(OrderError::CardNotDue);
+    }
+    let mut events = vec![OrderEvent::CardConsumed {
+        card_id: card.card_id.clone(),
+        code: card.code.clone(),
+        consumed_at: at,
+    }];
+    // A refund that raced the consume: staff must still hear of it.
+    events.extend(flag_card_refund(&applied(order.clone(), &events[0]), at));
+    Ok(events)
+}
+
+fn card_consume_failed(
+    order: &Order,
+    reason: String,
+    at: DateTime<Utc>,
+) -> Result<Vec<OrderEvent>, OrderError> {
+    let card = order.card.as_ref().ok_or(OrderError::NoCard)?;
+    if card.status != CardStatus::Pending {
+        return Ok(vec![]);
+    }
+    Ok(vec![OrderEvent::CardConsumeFailed {
+        card_id: card.card_id.clone(),
+        code: card.code.clone(),
+        reason,
+        failed_at: at,
+    }])
+}
+
+/// Money going back on an order whose card was consumed is flagged once for staff: a consumed
+/// card cannot be handed back at WeChat.
+fn flag_card_refund(order: &Order, now: DateTime<Utc>) -> Option<OrderEvent> {
+    if !order.card_needs_refund_flag() {
+        return None;
+    }
+    let card = order.card.as_ref()?;
+    Some(OrderEvent::CardRefundFlagged {
+        card_id: card.card_id.clone(),
+        code: card.code.clone(),
+        out_refund_no: order.live_refund()?.out_refund_no.clone(),
+        flagged_at: now,
+    })
+}
+
+/// `evolve` for a state known to exist.
+fn applied(mut order: Order, event: &OrderEvent) -> Order {
+    apply(&mut order, event);
+    order
 }
 
 /// Re-prices every line (never trusting a client-supplied total) and sums them.
@@ -362,6 +437,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
                 note,
                 placed_at,
                 expires_at,
+                card,
             } => Some(Order {
                 id: *order_id,
                 user_id: *user_id,
@@ -381,6 +457,14 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
                 transaction_id: None,
                 closed_at: None,
                 close_reason: None,
+                card: card.as_ref().map(|c| OrderCard {
+                    card_id: c.card_id.clone(),
+                    code: c.code.clone(),
+                    status: CardStatus::Pending,
+                    consumed_at: None,
+                    failure_reason: None,
+                    refund_flagged: false,
+                }),
             }),
             _ => None,
         };
@@ -509,6 +593,28 @@ fn apply(order: &mut Order, event: &OrderEvent) {
                 refund.finished_at = Some(*failed_at);
             }
             settle_refund_status(order);
+        }
+        OrderEvent::CardConsumed { consumed_at, .. } => {
+            if let Some(card) = order.card.as_mut() {
+                card.status = CardStatus::Consumed;
+                card.consumed_at = Some(*consumed_at);
+                card.failure_reason = None;
+            }
+        }
+        OrderEvent::CardConsumeFailed { reason, .. } => {
+            if let Some(card) = order
+                .card
+                .as_mut()
+                .filter(|c| c.status == CardStatus::Pending)
+            {
+                card.status = CardStatus::ConsumeFailed;
+                card.failure_reason = Some(reason.clone());
+            }
+        }
+        OrderEvent::CardRefundFlagged { .. } => {
+            if let Some(card) = order.card.as_mut() {
+                card.refund_flagged = true;
+            }
         }
     }
 }

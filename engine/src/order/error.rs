@@ -63,6 +63,10 @@ pub enum OrderError {
     UnknownRefund { out_refund_no: String },
     #[error("refund {out_refund_no} already has a final outcome")]
     RefundAlreadyFinal { out_refund_no: String },
+    #[error("the order carries no card")]
+    NoCard,
+    #[error("the order's card is consumed only after payment")]
+    CardNotDue,
 }
 
 impl OrderError {
@@ -87,6 +91,8 @@ impl OrderError {
             OrderError::RefundConflict { .. } => "refund_conflict",
             OrderError::UnknownRefund { .. } => "unknown_refund",
             OrderError::RefundAlreadyFinal { .. } => "refund_already_final",
+            OrderError::NoCard => "no_card",
+            OrderError::CardNotDue => "card_not_due",
         }
     }
 
@@ -98,14 +104,17 @@ impl OrderError {
             | OrderError::InvalidPrice
             | OrderError::InvalidAmount
             | OrderError::InvalidTtl => ErrorKind::Invalid,
-            OrderError::NotFound | OrderError::UnknownRefund { .. } => ErrorKind::NotFound,
+            OrderError::NotFound | OrderError::UnknownRefund { .. } | OrderError::NoCard => {
+                ErrorKind::NotFound
+            }
             OrderError::AlreadyExists
             | OrderError::AlreadyPaid
             | OrderError::NotPayable { .. }
             | OrderError::Expired
             | OrderError::NotRefundable { .. }
             | OrderError::RefundConflict { .. }
-            | OrderError::RefundAlreadyFinal { .. } => ErrorKind::Conflict,
+            | OrderError::RefundAlreadyFinal { .. }
+            | OrderError::CardNotDue => ErrorKind::Conflict,
             OrderError::TotalTooLarge
             | OrderError::RefundExceedsRefundable { .. }
             | OrderError::TooManyRefunds => ErrorKind::Rule,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{CloseReason, OrderId, OrderLine, PayChannel};
+use super::{CardRef, CloseReason, OrderId, OrderLine, PayChannel};
 use crate::money::Fen;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub enum OrderEvent {
         note: Option<String>,
         placed_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
+        /// The customer's card (coupon) to redeem once the order is paid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        card: Option<CardRef>,
     },
     PaymentRequested {
         channel: PayChannel,
@@ -65,6 +68,28 @@ pub enum OrderEvent {
         reason: String,
         failed_at: DateTime<Utc>,
     },
+    /// The order's card was consumed at WeChat (after payment).
+    CardConsumed {
+        card_id: String,
+        code: String,
+        consumed_at: DateTime<Utc>,
+    },
+    /// The order's card could not be consumed and never will be by us (used elsewhere meanwhile,
+    /// expired, the order refunded first): staff decide what the customer is owed.
+    CardConsumeFailed {
+        card_id: String,
+        code: String,
+        reason: String,
+        failed_at: DateTime<Utc>,
+    },
+    /// Money is going back on an order whose card was consumed. A consumed card cannot be given
+    /// back at WeChat, so staff must decide (a new card, a smaller refund).
+    CardRefundFlagged {
+        card_id: String,
+        code: String,
+        out_refund_no: String,
+        flagged_at: DateTime<Utc>,
+    },
 }
 
 impl OrderEvent {
@@ -79,6 +104,9 @@ impl OrderEvent {
             OrderEvent::RefundRequested { .. } => "RefundRequested",
             OrderEvent::RefundSucceeded { .. } => "RefundSucceeded",
             OrderEvent::RefundFailed { .. } => "RefundFailed",
+            OrderEvent::CardConsumed { .. } => "CardConsumed",
+            OrderEvent::CardConsumeFailed { .. } => "CardConsumeFailed",
+            OrderEvent::CardRefundFlagged { .. } => "CardRefundFlagged",
         }
     }
 

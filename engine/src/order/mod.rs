@@ -20,7 +20,7 @@ mod tests;
 pub use decide::{decide, evolve, replay, OrderCommand};
 pub use error::{ErrorKind, OrderError};
 pub use events::OrderEvent;
-pub use state::{Order, OrderLine, Payment, Refund};
+pub use state::{CardRef, CardStatus, Order, OrderCard, OrderLine, Payment, Refund};
 pub use status::{CloseReason, OrderStatus, PayChannel, RefundStatus};
 
 /// Orders are keyed by a random UUID, chosen by the caller so a retried

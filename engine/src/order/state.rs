@@ -77,6 +77,35 @@ pub struct Refund {
     pub failure_reason: Option<String>,
 }
 
+/// A user's WeChat card (coupon): the card and this copy's code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRef {
+    pub card_id: String,
+    pub code: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardStatus {
+    /// Checked at placement; consumed once the order is paid.
+    Pending,
+    Consumed,
+    /// Will not be consumed by us; see `failure_reason`.
+    ConsumeFailed,
+}
+
+/// The card redeemed with an order and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrderCard {
+    pub card_id: String,
+    pub code: String,
+    pub status: CardStatus,
+    pub consumed_at: Option<DateTime<Utc>>,
+    pub failure_reason: Option<String>,
+    /// Money went back after the card was consumed: staff must look.
+    pub refund_flagged: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Order {
     pub id: OrderId,
@@ -101,6 +130,7 @@ pub struct Order {
     pub transaction_id: Option<String>,
     pub closed_at: Option<DateTime<Utc>>,
     pub close_reason: Option<CloseReason>,
+    pub card: Option<OrderCard>,
 }
 
 impl Order {
@@ -147,6 +177,22 @@ impl Order {
         self.payments
             .iter()
             .any(|p| p.transaction_id == transaction_id)
+    }
+
+    /// The card was consumed and a refund (not failed) exists: staff must be told once.
+    pub(super) fn card_needs_refund_flag(&self) -> bool {
+        self.card
+            .as_ref()
+            .is_some_and(|c| c.status == CardStatus::Consumed && !c.refund_flagged)
+            && self.live_refund().is_some()
+    }
+
+    /// The latest refund that has not failed.
+    pub(super) fn live_refund(&self) -> Option<&Refund> {
+        self.refunds
+            .iter()
+            .rev()
+            .find(|r| r.status != RefundStatus::Failed)
     }
 
     fn refund_sum(&self, status: RefundStatus) -> Fen {

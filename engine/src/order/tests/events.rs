@@ -17,6 +17,7 @@ fn one_of_each() -> Vec<OrderEvent> {
             note: None,
             placed_at: at(0),
             expires_at: at(30),
+            card: None,
         },
         OrderEvent::PaymentRequested {
             channel: PayChannel::WechatpayV2,

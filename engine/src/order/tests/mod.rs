@@ -49,6 +49,7 @@ fn place_with_ttl(items: Vec<OrderLine>, ttl: Duration) -> OrderCommand {
         items,
         note: Some("no sugar".into()),
         now: at(0),
+        card: None,
         ttl,
     }
 }

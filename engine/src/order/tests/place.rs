@@ -18,6 +18,7 @@ fn place_emits_order_placed_with_repriced_lines_and_deadline() {
             note: Some("no sugar".into()),
             placed_at: at(0),
             expires_at: at(TTL_MINUTES),
+            card: None,
         }]
     );
 }

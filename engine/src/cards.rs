@@ -1,0 +1,68 @@
+//! WeChat cards (coupons) redeemed with an order: the port the engine checks and consumes them
+//! through. The card travels on the order (`OrderPlaced.card`); it is checked when the order is
+//! placed and consumed only after the order is paid (by the card-verification worker).
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Kind};
+
+pub use crate::order::CardRef;
+
+/// What WeChat says of one card code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardCode {
+    /// Whose card it is.
+    pub openid: String,
+    /// NORMAL, CONSUMED, EXPIRE, GIFTING, GIFT_TIMEOUT, DELETE, UNAVAILABLE, …
+    pub status: String,
+    /// WeChat's own verdict (`can_consume`).
+    pub can_consume: bool,
+}
+
+impl CardCode {
+    /// Usable by `openid` right now.
+    pub fn usable_by(&self, openid: &str) -> bool {
+        self.openid == openid && self.can_consume && self.status == "NORMAL"
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    /// No such card or code at WeChat.
+    #[error("no such card code")]
+    Unknown,
+    /// WeChat says this code is already consumed (40099).
+    #[error("the card code is already consumed")]
+    AlreadyConsumed,
+    /// WeChat refused for good (bad card id, not the merchant's card, …).
+    #[error("WeChat refused (errcode {errcode}: {errmsg})")]
+    Refused { errcode: i64, errmsg: String },
+    /// Down, busy, rate limited: try again later.
+    #[error("WeChat is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<CardError> for Error {
+    fn from(e: CardError) -> Error {
+        let message = e.to_string();
+        match e {
+            CardError::Unknown | CardError::AlreadyConsumed | CardError::Refused { .. } => {
+                Error::new(Kind::Rule, "card_not_usable", message)
+            }
+            CardError::Unavailable(_) => {
+                Error::new(Kind::Unavailable, "wechat_unavailable", message)
+            }
+        }
+    }
+}
+
+/// The card API as the engine needs it (`/card/code/get`, `/card/code/consume`, the `wx_card`
+/// api_ticket). Implemented over HTTP by `adapters/wechat`.
+#[async_trait]
+pub trait Cards: Send + Sync {
+    async fn check(&self, card: &CardRef) -> Result<CardCode, CardError>;
+    /// Consumes the code; `Ok` carries the owner's openid.
+    async fn consume(&self, card: &CardRef) -> Result<String, CardError>;
+    /// The `cardExt` JSON string `wx.addCard` takes for this card, signed with the api_ticket.
+    async fn card_ext(&self, card_id: &str) -> Result<String, CardError>;
+}

@@ -3,6 +3,11 @@
 //! placed and consumed only after the order is paid (by the card-verification worker).
 
 use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::db::{millis, Db};
 
 use crate::error::{Error, Kind};
 
@@ -65,4 +70,56 @@ pub trait Cards: Send + Sync {
     async fn consume(&self, card: &CardRef) -> Result<String, CardError>;
     /// The `cardExt` JSON string `wx.addCard` takes for this card, signed with the api_ticket.
     async fn card_ext(&self, card_id: &str) -> Result<String, CardError>;
+}
+
+/// Consume calls made for each order's card. WeChat answers a repeated consume with 40099 ("already
+/// consumed"); only a record of our own earlier call tells a lost answer from a card used elsewhere.
+#[derive(Clone)]
+pub struct ConsumeAttempts {
+    db: Db,
+}
+
+impl ConsumeAttempts {
+    pub fn new(db: Db) -> ConsumeAttempts {
+        ConsumeAttempts { db }
+    }
+
+    /// Records a consume call about to be made; returns how many were recorded before it.
+    pub async fn begin(&self, order_id: Uuid, card: &CardRef) -> crate::Result<i64> {
+        let mut tx = self.db.begin_write().await?;
+        let before: i64 =
+            sqlx::query("SELECT attempts FROM card_consume_attempts WHERE order_id = $1")
+                .bind(order_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| row.try_get("attempts"))
+                .transpose()?
+                .unwrap_or(0);
+        sqlx::query(
+            "INSERT INTO card_consume_attempts (order_id, card_id, code, first_attempt_at, attempts) \
+             VALUES ($1, $2, $3, $4, 1) ON CONFLICT (order_id) DO UPDATE \
+             SET attempts = card_consume_attempts.attempts + 1",
+        )
+        .bind(order_id.to_string())
+        .bind(&card.card_id)
+        .bind(&card.code)
+        .bind(millis(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(before)
+    }
+
+    /// Consume calls recorded so far for the order.
+    pub async fn count(&self, order_id: Uuid) -> crate::Result<i64> {
+        Ok(
+            sqlx::query("SELECT attempts FROM card_consume_attempts WHERE order_id = $1")
+                .bind(order_id.to_string())
+                .fetch_optional(&self.db.pool)
+                .await?
+                .map(|row| row.try_get("attempts"))
+                .transpose()?
+                .unwrap_or(0),
+        )
+    }
 }

@@ -188,6 +188,14 @@ impl OrderService {
         Ok(order::replay(events.iter()).map(|o| (o, version)))
     }
 
+    /// The order as it was right after its event number `version` (what a consumer of that
+    /// event should see, even if more happened since).
+    pub async fn load_at(&self, id: OrderId, version: i64) -> Result<Option<Order>> {
+        let mut stored = self.history(id).await?;
+        stored.retain(|e| e.version <= version);
+        Ok(order::replay(decode_all(&stored)?.iter()))
+    }
+
     pub async fn get(&self, id: OrderId) -> Result<Order> {
         self.load(id)
             .await?

@@ -94,3 +94,186 @@ impl Subscriptions {
         })
     }
 }
+
+/// A subscribe message that one event should cause: who, which template, for which order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendKey {
+    pub message_id: Uuid,
+    pub template_id: String,
+    pub user_id: Uuid,
+    pub openid: String,
+    pub order_id: Uuid,
+    pub event_type: String,
+}
+
+/// What [`Subscriptions::claim`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// An acceptance was spent on this message just now: send it.
+    New,
+    /// This message spent an acceptance earlier but its send never finished (a crash, a lost
+    /// answer): send again. WeChat allows one send per acceptance, so a repeat that already got
+    /// through is answered "no acceptance" there instead of reaching the customer twice.
+    Resumed,
+    /// The message was already handled (sent, refused or skipped).
+    Done,
+    /// Another worker is sending it right now: try again later.
+    Busy,
+    /// The customer has no unused acceptance of the template: nothing is sent.
+    NoAcceptance,
+}
+
+/// How a send ended, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendResult {
+    Sent {
+        msgid: String,
+    },
+    /// A resumed send that WeChat answered "no acceptance": the first attempt got through.
+    SentBefore,
+    Refused {
+        errcode: i64,
+        detail: String,
+    },
+}
+
+/// A claim older than this with no outcome belongs to a worker that died.
+const CLAIM_STALE_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+
+impl Subscriptions {
+    /// Claims the send of `key`: spends one acceptance the first time (in the same transaction
+    /// as the claim row), and tells a repeat what became of the first.
+    pub async fn claim(&self, key: &SendKey) -> Result<Claim> {
+        let now = Utc::now();
+        let mut tx = self.db.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO subscribe_sends (message_id, template_id, user_id, openid, order_id, \
+             event_type, status, claimed_at) VALUES ($1, $2, $3, $4, $5, $6, 'sending', $7) \
+             ON CONFLICT (message_id, template_id) DO NOTHING",
+        )
+        .bind(key.message_id.to_string())
+        .bind(&key.template_id)
+        .bind(key.user_id.to_string())
+        .bind(&key.openid)
+        .bind(key.order_id.to_string())
+        .bind(&key.event_type)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            let row = sqlx::query(
+                "SELECT status, claimed_at FROM subscribe_sends WHERE message_id = $1 AND template_id = $2",
+            )
+            .bind(key.message_id.to_string())
+            .bind(&key.template_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let status: String = row.try_get("status")?;
+            let claimed_at: i64 = row.try_get("claimed_at")?;
+            if status != "sending" {
+                return Ok(Claim::Done);
+            }
+            if claimed_at > millis(now - CLAIM_STALE_AFTER) {
+                return Ok(Claim::Busy);
+            }
+            sqlx::query(
+                "UPDATE subscribe_sends SET claimed_at = $3 WHERE message_id = $1 AND template_id = $2",
+            )
+            .bind(key.message_id.to_string())
+            .bind(&key.template_id)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Claim::Resumed);
+        }
+        let spent = sqlx::query(
+            "UPDATE subscription_acceptances SET remaining = remaining - 1, updated_at = $3 \
+             WHERE user_id = $1 AND template_id = $2 AND remaining > 0",
+        )
+        .bind(key.user_id.to_string())
+        .bind(&key.template_id)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        let claim = if spent.rows_affected() == 1 {
+            Claim::New
+        } else {
+            sqlx::query(
+                "UPDATE subscribe_sends SET status = 'not_accepted', finished_at = $3 \
+                 WHERE message_id = $1 AND template_id = $2",
+            )
+            .bind(key.message_id.to_string())
+            .bind(&key.template_id)
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
+            Claim::NoAcceptance
+        };
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    /// Records how the send ended, with the worker's inbox row, in one transaction.
+    pub async fn finish(&self, key: &SendKey, worker: &str, result: &SendResult) -> Result<()> {
+        let (status, errcode, detail, msgid) = match result {
+            SendResult::Sent { msgid } => ("sent", None, None, Some(msgid.as_str())),
+            SendResult::SentBefore => ("sent_before", None, None, None),
+            SendResult::Refused { errcode, detail } => {
+                ("refused", Some(*errcode), Some(detail.as_str()), None)
+            }
+        };
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "UPDATE subscribe_sends SET status = $3, errcode = $4, detail = $5, msgid = $6, \
+             finished_at = $7 WHERE message_id = $1 AND template_id = $2",
+        )
+        .bind(key.message_id.to_string())
+        .bind(&key.template_id)
+        .bind(status)
+        .bind(errcode)
+        .bind(detail)
+        .bind(msgid)
+        .bind(millis(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        crate::consumers::Inbox::record(&mut tx, worker, key.message_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The subscribe messages of an order, oldest first: (event type, template, status).
+    pub async fn sends_of_order(&self, order_id: Uuid) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT event_type, template_id, status FROM subscribe_sends WHERE order_id = $1 \
+             ORDER BY claimed_at",
+        )
+        .bind(order_id.to_string())
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("event_type")?,
+                    r.try_get("template_id")?,
+                    r.try_get("status")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Subscriptions {
+    /// Lets the next attempt resume a claim at once (the send failed in a way worth retrying).
+    pub async fn release(&self, key: &SendKey) -> Result<()> {
+        sqlx::query(
+            "UPDATE subscribe_sends SET claimed_at = 0 WHERE message_id = $1 AND template_id = $2 \
+             AND status = 'sending'",
+        )
+        .bind(key.message_id.to_string())
+        .bind(&key.template_id)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+}

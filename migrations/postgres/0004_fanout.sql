@@ -62,3 +62,6 @@ CREATE TABLE card_consume_attempts (
     first_attempt_at BIGINT NOT NULL,
     attempts         BIGINT NOT NULL
 );
+
+-- The card redeemed with an order (JSON of the aggregate's OrderCard), for lists and the API.
+ALTER TABLE orders_view ADD COLUMN card TEXT;

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use paystream_engine::db::{from_millis, millis, Backend, Db};
 use paystream_engine::error::{Error, Kind, Result};
-use paystream_engine::order::{self, Order, OrderEvent, OrderLine, OrderStatus, PayChannel};
+use paystream_engine::order::{
+    self, Order, OrderCard, OrderEvent, OrderLine, OrderStatus, PayChannel,
+};
 use paystream_engine::orders::STREAM_PREFIX;
 use paystream_engine::store::{read_streams_on, EventStore, InlineProjection, RecordedEvent};
 
@@ -35,6 +37,9 @@ pub struct OrderView {
     pub expires_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<String>,
+    /// The card redeemed with the order, and whether it was consumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<OrderCard>,
     #[serde(skip)]
     pub user_id: Uuid,
     #[serde(skip)]
@@ -61,6 +66,7 @@ impl From<&Order> for OrderView {
             created_at: rfc3339(o.created_at),
             expires_at: rfc3339(o.expires_at),
             paid_at: o.paid_at.map(rfc3339),
+            card: o.card.clone(),
             user_id: o.user_id,
             openid: o.openid.clone(),
         }
@@ -78,6 +84,7 @@ fn decode(row: &AnyRow) -> Result<OrderView> {
     let channel: Option<String> = row.try_get("channel")?;
     let items: String = row.try_get("items")?;
     let paid_at: Option<i64> = row.try_get("paid_at")?;
+    let card: Option<String> = row.try_get("card")?;
     Ok(OrderView {
         id: Uuid::parse_str(&id).map_err(internal)?,
         out_trade_no: row.try_get("out_trade_no")?,
@@ -95,25 +102,29 @@ fn decode(row: &AnyRow) -> Result<OrderView> {
         created_at: rfc3339(from_millis(row.try_get("created_at")?)),
         expires_at: rfc3339(from_millis(row.try_get("expires_at")?)),
         paid_at: paid_at.map(|ms| rfc3339(from_millis(ms))),
+        card: card
+            .map(|c| serde_json::from_str(&c))
+            .transpose()
+            .map_err(internal)?,
         user_id: Uuid::parse_str(&user_id).map_err(internal)?,
         openid: row.try_get("openid")?,
     })
 }
 
 const COLUMNS: &str = "id, out_trade_no, user_id, openid, status, total_fen, paid_fen, \
-    refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at";
+    refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at, card";
 
 /// Values bound per `orders_view` row, in the column order of [`UPSERT_ORDERS`].
-const ORDER_VALUES: usize = 18;
+const ORDER_VALUES: usize = 19;
 
 const UPSERT_ORDERS: &str = "INSERT INTO orders_view (id, out_trade_no, user_id, openid, status, \
     total_fen, paid_fen, refunded_fen, channel, transaction_id, items, note, created_at, \
-    expires_at, paid_at, updated_at, version, payment_requested_at) VALUES ";
+    expires_at, paid_at, updated_at, version, payment_requested_at, card) VALUES ";
 const UPSERT_ORDERS_CONFLICT: &str = " ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
     paid_fen = excluded.paid_fen, refunded_fen = excluded.refunded_fen, \
     channel = excluded.channel, transaction_id = excluded.transaction_id, \
     paid_at = excluded.paid_at, updated_at = excluded.updated_at, version = excluded.version, \
-    payment_requested_at = excluded.payment_requested_at";
+    payment_requested_at = excluded.payment_requested_at, card = excluded.card";
 
 const REFUND_VALUES: usize = 6;
 /// Refund rows per statement (each binds [`REFUND_VALUES`] parameters).
@@ -153,6 +164,12 @@ async fn upsert(conn: &mut AnyConnection, orders: &[(Order, i64)]) -> Result<(),
     for (order, version) in orders {
         let items = serde_json::to_string(&order.items)
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let card = order
+            .card
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         query = query
             .bind(order.id.to_string())
             .bind(order.out_trade_no.clone())
@@ -171,7 +188,8 @@ async fn upsert(conn: &mut AnyConnection, orders: &[(Order, i64)]) -> Result<(),
             .bind(order.paid_at.map(millis))
             .bind(now)
             .bind(*version)
-            .bind(order.payment_requested_at.map(millis));
+            .bind(order.payment_requested_at.map(millis))
+            .bind(card);
     }
     query.execute(&mut *conn).await?;
 

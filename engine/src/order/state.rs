@@ -95,7 +95,7 @@ pub enum CardStatus {
 }
 
 /// The card redeemed with an order and what became of it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCard {
     pub card_id: String,
     pub code: String,

@@ -1,6 +1,7 @@
 //! Tests for the order aggregate. Fixtures live here; each submodule covers
 //! one slice of the life of an order.
 
+mod card;
 mod events;
 mod evolve;
 mod payment;

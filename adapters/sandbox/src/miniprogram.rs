@@ -1,11 +1,13 @@
-//! Mini-program server API: code2Session, stable access tokens, phone numbers.
+//! Mini-program server API: code2Session and phone numbers, the state every mini-program endpoint
+//! shares, and the fault injection of `/control/faults`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,11 +17,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::cards::{self, CardState};
+use crate::subscribe::{self, SubscribeState};
+use crate::tokens::{self, TokenState};
 use crate::wechatpay::{MerchantCredentials, Pay, PaySandboxConfig, VerificationMode};
 
 /// A `wx.login` code is valid for about five minutes and once only.
 const CODE_TTL: Duration = Duration::from_secs(300);
-const TOKEN_TTL_SECONDS: u64 = 7200;
 
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
@@ -30,16 +34,21 @@ pub struct SandboxConfig {
 
 #[derive(Clone)]
 pub struct Sandbox {
-    config: Arc<SandboxConfig>,
+    pub(crate) config: Arc<SandboxConfig>,
     state: Arc<Mutex<State_>>,
     pub(crate) pay: Pay,
 }
 
 #[derive(Default)]
-struct State_ {
+pub(crate) struct State_ {
     login_codes: HashMap<String, LoginCode>,
     phone_codes: HashMap<String, (String, Instant)>,
-    access_tokens: HashMap<String, Instant>,
+    pub(crate) tokens: TokenState,
+    /// Openids of this app WeChat knows of: users who logged in, accepted a subscribe-message
+    /// template or were given a card. Subscribe messages go to these only.
+    pub(crate) known_openids: HashSet<String>,
+    pub(crate) subscribe: SubscribeState,
+    pub(crate) cards: CardState,
     /// errcodes that the next code2Session calls answer with, in order.
     login_faults: VecDeque<i64>,
 }
@@ -72,7 +81,8 @@ impl Sandbox {
         self.pay.set_mode(mode);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State_> {
+    /// Never held across an `.await`.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State_> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -101,7 +111,7 @@ impl Sandbox {
     }
 }
 
-fn random_token(len: usize) -> String {
+pub(crate) fn random_token(len: usize) -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(len)
@@ -123,7 +133,7 @@ pub fn openid_for(appid: &str, user: &str) -> String {
 }
 
 /// WeChat's error shape. jscode2session and friends answer HTTP 200 even for errors.
-fn wechat_error(errcode: i64, errmsg: &str) -> Value {
+pub(crate) fn wechat_error(errcode: i64, errmsg: &str) -> Value {
     json!({ "errcode": errcode, "errmsg": format!("{errmsg} rid: {}", random_token(8)) })
 }
 
@@ -176,6 +186,8 @@ async fn code2session(State(sb): State<Sandbox>, Query(q): Query<Code2SessionQue
     if let Some(unionid) = &entry.unionid {
         body["unionid"] = json!(unionid);
     }
+    let openid = entry.openid.clone();
+    state.known_openids.insert(openid);
     text_json(body)
 }
 
@@ -186,54 +198,10 @@ fn base64_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// `?access_token=` of every call after the token is obtained.
 #[derive(Deserialize)]
-struct StableTokenRequest {
-    grant_type: Option<String>,
-    appid: Option<String>,
-    secret: Option<String>,
-    #[serde(default)]
-    force_refresh: bool,
-}
-
-async fn stable_token(State(sb): State<Sandbox>, body: axum::body::Bytes) -> Json<Value> {
-    let Ok(req) = serde_json::from_slice::<StableTokenRequest>(&body) else {
-        return Json(wechat_error(47001, "data format error"));
-    };
-    if req.grant_type.as_deref() != Some("client_credential") {
-        return Json(wechat_error(40002, "invalid grant_type"));
-    }
-    if req.appid.as_deref() != Some(sb.config.appid.as_str()) {
-        return Json(wechat_error(40013, "invalid appid"));
-    }
-    if req.secret.as_deref() != Some(sb.config.secret.as_str()) {
-        return Json(wechat_error(40125, "invalid appsecret"));
-    }
-    let mut state = sb.lock();
-    let now = Instant::now();
-    state.access_tokens.retain(|_, expiry| *expiry > now);
-    // The stable token stays the same until it expires unless a refresh is forced.
-    let current = state
-        .access_tokens
-        .iter()
-        .max_by_key(|(_, expiry)| **expiry)
-        .map(|(t, e)| (t.clone(), *e));
-    let (token, expiry) = match current {
-        Some(current) if !req.force_refresh => current,
-        _ => {
-            let token = random_token(136);
-            let expiry = now + Duration::from_secs(TOKEN_TTL_SECONDS);
-            state.access_tokens.insert(token.clone(), expiry);
-            (token, expiry)
-        }
-    };
-    Json(
-        json!({ "access_token": token, "expires_in": expiry.saturating_duration_since(now).as_secs() }),
-    )
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    access_token: Option<String>,
+pub(crate) struct TokenQuery {
+    pub(crate) access_token: Option<String>,
 }
 
 async fn phone_number(
@@ -242,17 +210,8 @@ async fn phone_number(
     body: axum::body::Bytes,
 ) -> Json<Value> {
     let mut state = sb.lock();
-    let now = Instant::now();
-    let token_ok = q
-        .access_token
-        .as_deref()
-        .and_then(|t| state.access_tokens.get(t))
-        .is_some_and(|expiry| *expiry > now);
-    if !token_ok {
-        return Json(wechat_error(
-            40001,
-            "invalid credential, access_token is invalid or not latest",
-        ));
+    if let Some(refusal) = tokens::check(&state, q.access_token.as_deref()) {
+        return refusal;
     }
     let code = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -318,18 +277,53 @@ struct FaultRequest {
     /// errcodes the next code2Session calls answer with (e.g. [-1, 45011]).
     #[serde(default)]
     code2session: Vec<i64>,
+    /// errcodes the next subscribe-message sends answer with (-1 busy, 40001 token invalid, …).
+    #[serde(default)]
+    subscribe_send: Vec<i64>,
+    /// errcodes the next card consumes answer with; the code is not consumed.
+    #[serde(default)]
+    card_consume: Vec<i64>,
+    /// The next n card consumes do consume the code, then answer HTTP 502: the answer was lost.
+    #[serde(default)]
+    card_consume_lose_answer: u32,
 }
 
 async fn control_faults(State(sb): State<Sandbox>, Json(req): Json<FaultRequest>) -> Json<Value> {
     let mut state = sb.lock();
     state.login_faults.extend(req.code2session);
-    Json(json!({ "queued": { "code2session": state.login_faults.iter().collect::<Vec<_>>() } }))
+    state.subscribe.faults.extend(req.subscribe_send);
+    state.cards.consume_faults.extend(req.card_consume);
+    state.cards.consume_lose_answer += req.card_consume_lose_answer;
+    Json(json!({ "queued": {
+        "code2session": state.login_faults,
+        "subscribe_send": state.subscribe.faults,
+        "card_consume": state.cards.consume_faults,
+        "card_consume_lose_answer": state.cards.consume_lose_answer,
+    } }))
+}
+
+/// The simulated user a control call is about: `openid` as given, or the openid of `user`.
+/// `None` when the call names neither.
+pub(crate) fn control_openid(
+    sb: &Sandbox,
+    user: Option<&str>,
+    openid: Option<&str>,
+) -> Option<String> {
+    match (openid, user) {
+        (Some(openid), _) if !openid.is_empty() => Some(openid.to_string()),
+        (_, Some(user)) if !user.is_empty() => Some(openid_for(&sb.config.appid, user)),
+        _ => None,
+    }
+}
+
+/// A refused control call (these are the sandbox's own API, not WeChat's: plain HTTP errors).
+pub(crate) fn control_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
 }
 
 pub fn routes(sandbox: Sandbox) -> Router {
     Router::new()
         .route("/sns/jscode2session", get(code2session))
-        .route("/cgi-bin/stable_token", post(stable_token))
         .route("/wxa/business/getuserphonenumber", post(phone_number))
         .route(
             "/control/login-code",
@@ -340,6 +334,9 @@ pub fn routes(sandbox: Sandbox) -> Router {
             get(control_phone_code).post(control_phone_code),
         )
         .route("/control/faults", post(control_faults))
+        .merge(tokens::routes())
+        .merge(subscribe::routes())
+        .merge(cards::routes())
         .with_state(sandbox)
 }
 

@@ -1,32 +1,42 @@
-//! The WeChat mini-program server API (code2Session, stable access token, phone number), spoken
-//! over HTTP to `WECHAT_API_BASE` — api.weixin.qq.com, or the built-in sandbox.
+//! The WeChat mini-program server API (code2Session, stable access token, phone number,
+//! subscribe messages, cards), spoken over HTTP to `WECHAT_API_BASE` — api.weixin.qq.com, or the
+//! built-in sandbox.
+//!
+//! One [`MiniProgramClient`] per app, shared by every caller: it holds the access token and the
+//! card api_ticket for all of them (see `token.rs` for how the token is renewed).
+
+mod cards;
+mod sign;
+mod subscribe;
+mod token;
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use paystream_engine::accounts::{MiniProgram, PhoneNumber, WechatError, WechatSession};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
 use tokio::sync::Mutex;
+
+pub use sign::card_signature;
 
 /// code2Session answers -1 when WeChat is busy; the code is not consumed, so it is worth trying
 /// again a couple of times before telling the user.
 const BUSY_RETRIES: u32 = 2;
-
-/// Refresh the access token this long before WeChat says it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
 pub struct MiniProgramClient {
     http: reqwest::Client,
     base: String,
     appid: String,
     secret: SecretString,
-    token: Mutex<Option<(SecretString, Instant)>>,
+    token: Mutex<Option<token::CachedToken>>,
+    /// The `wx_card` api_ticket and when to fetch a new one.
+    card_ticket: Mutex<Option<(SecretString, Instant)>>,
 }
 
 #[derive(Deserialize)]
-struct WechatReply {
+struct SessionReply {
     #[serde(default)]
     errcode: i64,
     #[serde(default)]
@@ -34,8 +44,14 @@ struct WechatReply {
     openid: Option<String>,
     unionid: Option<String>,
     session_key: Option<String>,
-    access_token: Option<String>,
-    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct PhoneReply {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
     phone_info: Option<PhoneInfo>,
 }
 
@@ -43,7 +59,23 @@ struct WechatReply {
 #[serde(rename_all = "camelCase")]
 struct PhoneInfo {
     phone_number: String,
+    /// A string in WeChat's answers, a number in its documentation's example.
+    #[serde(deserialize_with = "string_or_number")]
     country_code: String,
+}
+
+/// A field WeChat sends as a JSON string or a number, kept as text.
+pub(crate) fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Text(text) => text,
+        Either::Number(number) => number.to_string(),
+    })
 }
 
 /// reqwest's messages include the URL, which carries the app secret or access token: strip it.
@@ -64,6 +96,19 @@ fn classify(errcode: i64, errmsg: &str) -> WechatError {
     }
 }
 
+/// An answer's errcode; WeChat leaves it out of some successful answers.
+pub(crate) fn errcode_of(answer: &Value) -> i64 {
+    answer.get("errcode").and_then(Value::as_i64).unwrap_or(0)
+}
+
+pub(crate) fn errmsg_of(answer: &Value) -> String {
+    answer
+        .get("errmsg")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
 impl MiniProgramClient {
     pub fn new(base: &str, appid: &str, secret: SecretString) -> MiniProgramClient {
         let http = reqwest::Client::builder()
@@ -78,10 +123,12 @@ impl MiniProgramClient {
             appid: appid.to_string(),
             secret,
             token: Mutex::new(None),
+            card_ticket: Mutex::new(None),
         }
     }
 
-    async fn read(response: reqwest::Response) -> Result<WechatReply, WechatError> {
+    /// A 2xx answer's JSON body; anything else is WeChat being unavailable.
+    async fn read(response: reqwest::Response) -> Result<Value, WechatError> {
         if !response.status().is_success() {
             return Err(WechatError::Unavailable(format!(
                 "WeChat answered HTTP {}",
@@ -94,34 +141,40 @@ impl MiniProgramClient {
             .map_err(|e| WechatError::Unavailable(format!("unreadable WeChat answer: {e}")))
     }
 
-    async fn access_token(&self, force: bool) -> Result<SecretString, WechatError> {
-        let mut cached = self.token.lock().await;
-        if let Some((token, valid_until)) = cached.as_ref() {
-            if !force && Instant::now() < *valid_until {
-                return Ok(token.clone());
-            }
-        }
-        let reply = Self::read(
-            self.http
-                .post(format!("{}/cgi-bin/stable_token", self.base))
-                .json(&json!({
-                    "grant_type": "client_credential",
-                    "appid": self.appid,
-                    "secret": self.secret.expose_secret(),
-                    "force_refresh": force,
-                }))
+    /// Calls an API that takes `?access_token=`: `request` builds the call for a token. When the
+    /// token is refused it is renewed and the call made once more; the answer (errcode included,
+    /// a token error too if the renewed token is refused again) is the caller's to read.
+    async fn call<F>(&self, request: F) -> Result<Value, WechatError>
+    where
+        F: Fn(&str) -> reqwest::RequestBuilder,
+    {
+        let mut token = self.access_token().await?;
+        let mut renewed = false;
+        loop {
+            let response = request(token.expose_secret())
                 .send()
                 .await
-                .map_err(transport)?,
-        )
-        .await?;
-        let (Some(token), Some(expires_in)) = (reply.access_token, reply.expires_in) else {
-            return Err(classify(reply.errcode, &reply.errmsg));
-        };
-        let token = SecretString::from(token);
-        let lifetime = Duration::from_secs(expires_in).saturating_sub(TOKEN_MARGIN);
-        *cached = Some((token.clone(), Instant::now() + lifetime));
-        Ok(token)
+                .map_err(transport)?;
+            let answer = Self::read(response).await?;
+            if token::is_token_error(errcode_of(&answer)) && !renewed {
+                token = self.renew_token(&token).await?;
+                renewed = true;
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+
+    /// `POST {base}{path}?access_token=…` with a JSON body, through [`Self::call`].
+    async fn post_json(&self, path: &str, body: &Value) -> Result<Value, WechatError> {
+        let url = format!("{}{path}", self.base);
+        self.call(|token| {
+            self.http
+                .post(&url)
+                .query(&[("access_token", token)])
+                .json(body)
+        })
+        .await
     }
 }
 
@@ -146,7 +199,10 @@ impl MiniProgram for MiniProgramClient {
                 .send()
                 .await
                 .map_err(transport)?;
-            let reply = Self::read(response).await?;
+            let reply: SessionReply =
+                serde_json::from_value(Self::read(response).await?).map_err(|e| {
+                    WechatError::Unavailable(format!("unreadable code2Session answer: {e}"))
+                })?;
             match (reply.errcode, reply.openid, reply.session_key) {
                 (0, Some(openid), Some(session_key)) => {
                     return Ok(WechatSession {
@@ -170,30 +226,18 @@ impl MiniProgram for MiniProgramClient {
     }
 
     async fn phone_number(&self, code: &str) -> Result<PhoneNumber, WechatError> {
-        let mut force = false;
-        loop {
-            let token = self.access_token(force).await?;
-            let reply = Self::read(
-                self.http
-                    .post(format!("{}/wxa/business/getuserphonenumber", self.base))
-                    .query(&[("access_token", token.expose_secret())])
-                    .json(&json!({ "code": code }))
-                    .send()
-                    .await
-                    .map_err(transport)?,
-            )
+        let answer = self
+            .post_json("/wxa/business/getuserphonenumber", &json!({ "code": code }))
             .await?;
-            match (reply.errcode, reply.phone_info) {
-                (0, Some(info)) => {
-                    return Ok(PhoneNumber {
-                        phone: info.phone_number,
-                        country_code: info.country_code,
-                    })
-                }
-                // The token was revoked or expired early: fetch a fresh one once.
-                (40001 | 42001, _) if !force => force = true,
-                (errcode, _) => return Err(classify(errcode, &reply.errmsg)),
-            }
+        let reply: PhoneReply = serde_json::from_value(answer).map_err(|e| {
+            WechatError::Unavailable(format!("unreadable getuserphonenumber answer: {e}"))
+        })?;
+        match (reply.errcode, reply.phone_info) {
+            (0, Some(info)) => Ok(PhoneNumber {
+                phone: info.phone_number,
+                country_code: info.country_code,
+            }),
+            (errcode, _) => Err(classify(errcode, &reply.errmsg)),
         }
     }
 }
@@ -222,5 +266,18 @@ mod tests {
             classify(40013, "invalid appid"),
             WechatError::Unavailable(_)
         ));
+        // A token still refused after renewal.
+        assert!(matches!(classify(40001, ""), WechatError::Unavailable(_)));
+    }
+
+    #[test]
+    fn country_codes_are_read_as_strings_or_numbers() {
+        for answer in [
+            json!({ "phoneNumber": "13800138000", "countryCode": "86" }),
+            json!({ "phoneNumber": "13800138000", "countryCode": 86 }),
+        ] {
+            let info: PhoneInfo = serde_json::from_value(answer).unwrap();
+            assert_eq!(info.country_code, "86");
+        }
     }
 }

@@ -1,0 +1,460 @@
+//! The outbox relay: follows the log from its durable checkpoint `relay:amqp` and publishes every
+//! event to `paystream.events` with publisher confirms.
+//!
+//! - At least once, never a skip: the checkpoint moves past a batch only after the broker acked
+//!   every publish of it. A nack, a timeout or a lost connection ends the session; the next one
+//!   starts again from the saved checkpoint (the broker may see an event twice; consumers dedupe).
+//! - Order: one channel, batches in log order, so each order's events go out in version order.
+//! - Throughput: a few batches are in flight at once; batch k+1 is read and published while the
+//!   broker is still confirming batch k. Checkpoints are still saved strictly in order.
+//! - One active relay across processes: the lease `relay:amqp` (a row in `leases`). The holder
+//!   renews it every third of its lifetime and stops publishing when it cannot; another process
+//!   takes it once it has expired.
+//! - The log is the outbox: nothing here ever blocks an append. With the broker down the relay
+//!   retries with back-off and the backlog simply waits in the log.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::PublisherConfirm;
+use lapin::{BasicProperties, Channel, Connection};
+use paystream_engine::consumers::lease::Lease;
+use paystream_engine::consumers::EventMessage;
+use paystream_engine::follow::Checkpoints;
+use paystream_engine::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::topology::{self, QueueSpec, EVENTS_EXCHANGE};
+use crate::{connect, sleep_or_stop, AmqpError, Backoff};
+
+/// The relay's lease and checkpoint name.
+pub const RELAY_NAME: &str = "relay:amqp";
+
+#[derive(Clone, Debug)]
+pub struct RelayOptions {
+    /// This process's lease holder id; unique per process (the default is random).
+    pub holder: String,
+    /// How long the lease lasts unrenewed: how soon another process takes over from a dead one.
+    pub lease_ttl: Duration,
+    /// Events read from the log and published per batch.
+    pub batch_size: i64,
+    /// Batches published but not yet confirmed at once.
+    pub batches_in_flight: usize,
+    /// How often an idle relay looks for new events.
+    pub idle_poll: Duration,
+    /// A batch not confirmed within this is treated as lost (reconnect, republish).
+    pub confirm_timeout: Duration,
+    /// Back-off between attempts to reach the broker.
+    pub reconnect: Backoff,
+    /// Worker queues to declare, so events published before a worker first runs are kept for it.
+    pub queues: Vec<QueueSpec>,
+    /// Counters for /readyz and /metrics; clone the `Arc` before handing the options over.
+    pub stats: Arc<RelayStats>,
+}
+
+impl Default for RelayOptions {
+    fn default() -> RelayOptions {
+        RelayOptions {
+            holder: format!("pid{}-{}", std::process::id(), Uuid::new_v4().simple()),
+            lease_ttl: Duration::from_secs(10),
+            batch_size: 500,
+            batches_in_flight: 4,
+            idle_poll: Duration::from_millis(50),
+            confirm_timeout: Duration::from_secs(30),
+            reconnect: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+            queues: Vec::new(),
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// What the relay has done so far, readable at any time.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    published: AtomicU64,
+    checkpoint_tx: AtomicI64,
+    checkpoint_position: AtomicI64,
+    connected: AtomicBool,
+    leader: AtomicBool,
+    failures: AtomicU64,
+}
+
+impl RelayStats {
+    /// Events published and confirmed by the broker (repeats after a failure count again).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// The last checkpoint saved after a confirmed batch.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            transaction: self.checkpoint_tx.load(Ordering::Relaxed),
+            position: self.checkpoint_position.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Connected to the broker and publishing (only the lease holder connects).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Holds the relay lease.
+    pub fn leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Sessions that ended in an error (broker unreachable, nack, lost connection).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    fn saved(&self, at: Checkpoint, events: usize) {
+        self.published.fetch_add(events as u64, Ordering::Relaxed);
+        self.checkpoint_tx.store(at.transaction, Ordering::Relaxed);
+        self.checkpoint_position
+            .store(at.position, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error("event log: {0}")]
+    Store(#[from] StoreError),
+    #[error("the broker refused (nacked) a publish")]
+    Nacked,
+    #[error("the broker did not confirm a batch within {0:?}")]
+    ConfirmTimeout(Duration),
+}
+
+impl From<lapin::Error> for RelayError {
+    fn from(e: lapin::Error) -> RelayError {
+        RelayError::Amqp(AmqpError::Amqp(e))
+    }
+}
+
+/// How a session with the broker ended without an error.
+enum SessionEnd {
+    Stopped,
+    LostLease,
+}
+
+/// A running relay.
+pub struct RelayHandle {
+    pub stats: Arc<RelayStats>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Finishes the batches in flight, releases the lease and waits for the relay to end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Ends the relay at once, as a crash would: nothing is finished, the lease is not released.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Runs the relay on a task of its own.
+pub fn spawn_relay(
+    store: Arc<dyn EventStore>,
+    amqp_url: String,
+    options: RelayOptions,
+) -> RelayHandle {
+    let (stop, stopped) = watch::channel(false);
+    let stats = options.stats.clone();
+    let task = tokio::spawn(run_relay(store, amqp_url, options, stopped));
+    RelayHandle { stats, stop, task }
+}
+
+/// Publishes the log until `stop` turns true (or its sender is dropped).
+pub async fn run_relay(
+    store: Arc<dyn EventStore>,
+    amqp_url: String,
+    options: RelayOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    let db = store.db().clone();
+    let relay = Relay {
+        lease: LeaseClock::new(Lease::new(
+            db.clone(),
+            RELAY_NAME,
+            options.holder.clone(),
+            options.lease_ttl,
+        )),
+        checkpoints: Checkpoints::new(db),
+        store,
+        url: amqp_url,
+        options,
+    };
+    relay.run(&mut stop).await;
+}
+
+struct Relay {
+    store: Arc<dyn EventStore>,
+    checkpoints: Checkpoints,
+    lease: LeaseClock,
+    url: String,
+    options: RelayOptions,
+}
+
+impl Relay {
+    async fn run(mut self, stop: &mut watch::Receiver<bool>) {
+        let holder = self.options.holder.clone();
+        let stats = self.options.stats.clone();
+        let mut delays = self.options.reconnect.delays();
+        let mut failures_in_a_row = 0u32;
+        tracing::info!(holder = %holder, "outbox relay started");
+        while !*stop.borrow() {
+            match self.lease.acquire().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    stats.leader.store(false, Ordering::Relaxed);
+                    if sleep_or_stop(self.lease.renew_every(), stop).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(holder = %holder, error = %e, "cannot take the relay lease");
+                    if sleep_or_stop(self.lease.renew_every(), stop).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if !stats.leader.swap(true, Ordering::Relaxed) {
+                tracing::info!(holder = %holder, "relay lease taken: publishing");
+            }
+            let mut progressed = false;
+            let ended = self.session(stop, &mut progressed).await;
+            stats.connected.store(false, Ordering::Relaxed);
+            if progressed {
+                // The broker was healthy for a while: start the next back-off from its minimum.
+                delays = self.options.reconnect.delays();
+                failures_in_a_row = 0;
+            }
+            match ended {
+                Ok(SessionEnd::Stopped) => break,
+                Ok(SessionEnd::LostLease) => {
+                    stats.leader.store(false, Ordering::Relaxed);
+                    tracing::warn!(holder = %holder, "relay lease lost: publishing stopped");
+                }
+                Err(e) => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    failures_in_a_row += 1;
+                    let pause = delays.next().unwrap_or(self.options.reconnect.max);
+                    // One line per attempt, and attempts are spaced by the growing back-off.
+                    tracing::warn!(
+                        holder = %holder, error = %e, attempt = failures_in_a_row,
+                        retry_in_ms = pause.as_millis() as u64,
+                        "relay cannot publish; the backlog waits in the log"
+                    );
+                    if sleep_or_stop(pause, stop).await {
+                        break;
+                    }
+                }
+            }
+        }
+        if stats.leader.swap(false, Ordering::Relaxed) {
+            if let Err(e) = self.lease.lease.release().await {
+                tracing::warn!(holder = %holder, error = %e, "cannot release the relay lease");
+            }
+        }
+        tracing::info!(holder = %holder, "outbox relay stopped");
+    }
+
+    /// One connection: publish from the saved checkpoint until stopped, the lease is lost, or
+    /// something fails. `progressed` turns true once a batch was confirmed.
+    async fn session(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+        progressed: &mut bool,
+    ) -> Result<SessionEnd, RelayError> {
+        let connection = connect(&self.url, "paystream-relay").await?;
+        let result = self.publish_on(&connection, stop, progressed).await;
+        // A clean close tells the broker at once; a broken connection is simply dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(2), connection.close(200, "bye")).await;
+        result
+    }
+
+    async fn publish_on(
+        &mut self,
+        connection: &Connection,
+        stop: &mut watch::Receiver<bool>,
+        progressed: &mut bool,
+    ) -> Result<SessionEnd, RelayError> {
+        let channel = connection.create_channel().await?;
+        topology::declare_exchanges(&channel).await?;
+        for spec in &self.options.queues {
+            topology::declare_worker(&channel, spec).await?;
+        }
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        self.options.stats.connected.store(true, Ordering::Relaxed);
+
+        // Another holder may have moved the checkpoint while this process was not publishing.
+        let mut cursor = self.checkpoints.load(RELAY_NAME).await?;
+        let mut in_flight: VecDeque<Batch> = VecDeque::new();
+        loop {
+            if *stop.borrow() {
+                // Settle what is in flight so that a clean stop repeats nothing.
+                while let Some(batch) = in_flight.pop_front() {
+                    self.settle(batch).await?;
+                }
+                return Ok(SessionEnd::Stopped);
+            }
+            if !self.lease.keep().await {
+                return Ok(SessionEnd::LostLease);
+            }
+            let mut caught_up = false;
+            if in_flight.len() < self.options.batches_in_flight.max(1) {
+                let events = self.store.read_all(cursor, self.options.batch_size).await?;
+                caught_up = (events.len() as i64) < self.options.batch_size;
+                if let Some(last) = events.last() {
+                    cursor = last.checkpoint;
+                    in_flight.push_back(publish_batch(&channel, &events).await?);
+                }
+            }
+            let window_full = in_flight.len() >= self.options.batches_in_flight.max(1);
+            if window_full || (caught_up && !in_flight.is_empty()) {
+                if let Some(batch) = in_flight.pop_front() {
+                    self.settle(batch).await?;
+                    *progressed = true;
+                }
+            } else if caught_up && sleep_or_stop(self.options.idle_poll, stop).await {
+                continue;
+            }
+        }
+    }
+
+    /// Waits for every confirm of a batch, then saves its checkpoint.
+    async fn settle(&self, batch: Batch) -> Result<(), RelayError> {
+        let timeout = self.options.confirm_timeout;
+        tokio::time::timeout(timeout, async {
+            for confirm in batch.confirms {
+                if !confirm.await?.is_ack() {
+                    return Err(RelayError::Nacked);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| RelayError::ConfirmTimeout(timeout))??;
+        self.checkpoints.save(RELAY_NAME, batch.last).await?;
+        self.options.stats.saved(batch.last, batch.events);
+        tracing::debug!(
+            events = batch.events,
+            position = batch.last.position,
+            "relay batch confirmed"
+        );
+        Ok(())
+    }
+}
+
+/// A batch published and waiting for its confirms.
+struct Batch {
+    last: Checkpoint,
+    events: usize,
+    confirms: Vec<PublisherConfirm>,
+}
+
+/// Publishes the batch in log order on one channel without waiting for confirms (pipelined).
+async fn publish_batch(channel: &Channel, events: &[RecordedEvent]) -> Result<Batch, RelayError> {
+    let mut confirms = Vec::with_capacity(events.len());
+    for event in events {
+        let body = EventMessage::from(event).to_body();
+        confirms.push(
+            channel
+                .basic_publish(
+                    EVENTS_EXCHANGE,
+                    &event.event_type,
+                    // Not mandatory: an event nobody is bound to yet is still published.
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties(event),
+                )
+                .await?,
+        );
+    }
+    Ok(Batch {
+        last: events.last().map(|e| e.checkpoint).unwrap_or_default(),
+        events: events.len(),
+        confirms,
+    })
+}
+
+/// The contract's message properties: message id = event id, JSON, persistent.
+pub fn properties(event: &RecordedEvent) -> BasicProperties {
+    BasicProperties::default()
+        .with_message_id(event.event_id.to_string().into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_type(event.event_type.as_str().into())
+        .with_timestamp(event.recorded_at.timestamp().max(0) as u64)
+}
+
+/// The lease plus when it was last confirmed, so that a holder that cannot renew stops before
+/// its lease could have expired and been taken by someone else.
+struct LeaseClock {
+    lease: Lease,
+    renewed_at: Option<Instant>,
+}
+
+impl LeaseClock {
+    fn new(lease: Lease) -> LeaseClock {
+        LeaseClock {
+            lease,
+            renewed_at: None,
+        }
+    }
+
+    fn renew_every(&self) -> Duration {
+        self.lease.ttl() / 3
+    }
+
+    async fn acquire(&mut self) -> Result<bool, sqlx::Error> {
+        let asked_at = Instant::now();
+        let held = self.lease.try_acquire().await?;
+        self.renewed_at = held.then_some(asked_at);
+        Ok(held)
+    }
+
+    /// Renews when due; `false` once the lease is lost or could not be renewed in time.
+    async fn keep(&mut self) -> bool {
+        let Some(renewed_at) = self.renewed_at else {
+            return false;
+        };
+        if renewed_at.elapsed() < self.renew_every() {
+            return true;
+        }
+        let asked_at = Instant::now();
+        match self.lease.try_acquire().await {
+            Ok(true) => {
+                self.renewed_at = Some(asked_at);
+                true
+            }
+            Ok(false) => {
+                self.renewed_at = None;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(holder = %self.lease.holder(), error = %e, "cannot renew the relay lease");
+                // Keep publishing while the last renewal surely still holds (3/4 of its life).
+                renewed_at.elapsed() < self.lease.ttl() * 3 / 4
+            }
+        }
+    }
+}

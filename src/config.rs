@@ -166,6 +166,23 @@ pub struct Settings {
     )]
     pub sandbox_notify_time_scale: f64,
 
+    /// RabbitMQ (`amqp://…`) to fan the log out to; unset = workers run in this process.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        value_name = "AMQP_URL",
+        hide_env_values = true
+    )]
+    pub amqp_url: Option<String>,
+
+    /// TOML file mapping event types to subscribe-message templates; unset = no messages.
+    #[arg(
+        long,
+        env = "SUBSCRIBE_MESSAGE_TEMPLATES",
+        value_name = "SUBSCRIBE_MESSAGE_TEMPLATES"
+    )]
+    pub subscribe_message_templates: Option<std::path::PathBuf>,
+
     /// Do not run background jobs (expiry, …) in this process.
     #[arg(long, env = "NO_BACKGROUND_JOBS", value_name = "NO_BACKGROUND_JOBS")]
     pub no_background_jobs: bool,
@@ -215,6 +232,27 @@ impl Settings {
             refund_query_after_seconds: 60,
             wechatpay_cert_refetch_seconds: 60,
             sandbox_notify_time_scale: 1.0,
+            amqp_url: None,
+            subscribe_message_templates: None,
+        }
+    }
+
+    /// The subscribe-message templates (none when the setting is unset), checked in full.
+    pub fn templates(&self) -> Result<paystream_workers::Templates, String> {
+        match &self.subscribe_message_templates {
+            Some(path) => paystream_workers::Templates::load(path).map_err(|e| e.to_string()),
+            None => Ok(paystream_workers::Templates::default()),
+        }
+    }
+
+    /// `AMQP_URL`, checked for its scheme (the rest is checked when connecting).
+    pub fn amqp(&self) -> Result<Option<String>, String> {
+        match &self.amqp_url {
+            Some(url) if url.starts_with("amqp://") || url.starts_with("amqps://") => {
+                Ok(Some(url.clone()))
+            }
+            Some(_) => Err("AMQP_URL must start with amqp:// or amqps://".into()),
+            None => Ok(None),
         }
     }
 

@@ -2,18 +2,21 @@
 
 pub mod config;
 pub mod jobs;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use paystream_engine::accounts::{Accounts, MiniProgram};
+use paystream_engine::accounts::Accounts;
 use paystream_engine::catalogue::Catalogue;
+use paystream_engine::consumers::from_log;
 use paystream_engine::db::Db;
 use paystream_engine::orders::OrderService;
 use paystream_engine::payments::gateway::PayGateway;
 use paystream_engine::payments::Payments;
 use paystream_engine::store::{EventStore, SqlEventStore};
+use paystream_engine::subscriptions::Subscriptions;
 use paystream_http::{AppState, Services, Tokens};
 use paystream_projections::{Checks, OrdersProjection, OrdersView};
 use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig};
@@ -81,6 +84,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let mode = settings.mini_program().map_err(|e| anyhow!(e))?;
     let admin = settings.admin_account().map_err(|e| anyhow!(e))?;
     let wechatpay = settings.wechatpay().map_err(|e| anyhow!(e))?;
+    let templates = Arc::new(settings.templates().map_err(|e| anyhow!(e))?);
+    let amqp_url = settings.amqp().map_err(|e| anyhow!(e))?;
     let db = connect(&settings.db.database_url).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)
         .await
@@ -116,31 +121,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     });
     let sandbox_base = format!("{local_base}/sandbox");
 
-    let mini_program: Arc<dyn MiniProgram> = match mode {
-        MiniProgramMode::InProcessSandbox => {
-            tracing::warn!(
-                "SANDBOX MODE: WECHAT_APPID is unset, logins go to the built-in WeChat simulator \
-                 at {sandbox_base} — no real WeChat user can log in"
-            );
-            Arc::new(MiniProgramClient::new(
-                &sandbox_base,
-                SANDBOX_APPID,
-                SecretString::from(SANDBOX_SECRET),
-            ))
-        }
-        MiniProgramMode::Remote {
-            base,
-            appid,
-            secret,
-        } => {
-            tracing::info!(api_base = %base, appid, "mini-program API configured");
-            Arc::new(MiniProgramClient::new(
-                &base,
-                &appid,
-                SecretString::from(secret),
-            ))
-        }
-    };
+    if mode == MiniProgramMode::InProcessSandbox {
+        tracing::warn!(
+            "SANDBOX MODE: WECHAT_APPID is unset, logins go to the built-in WeChat simulator \
+             at {sandbox_base} — no real WeChat user can log in"
+        );
+    }
+    // One client for every mini-program API, so all of them share one access-token cache.
+    let wechat = mini_program_client(&mode, &sandbox_base);
     let v3 = match (wechatpay, &sandbox) {
         (Some(merchant), _) => {
             tracing::info!(mchid = %merchant.mchid, api_base = %merchant.api_base, "WeChat Pay configured");
@@ -163,7 +151,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let certificates_client = v3.clone();
 
     let store = event_store(&db);
-    let orders = OrderService::new(store.clone());
+    let orders = OrderService::new(store.clone()).with_cards(wechat.clone());
+    let subscriptions = Subscriptions::new(db.clone());
+    let worker_deps = workers::WorkerDeps {
+        orders: orders.clone(),
+        subscriptions: subscriptions.clone(),
+        sender: wechat.clone(),
+        cards: wechat.clone(),
+        templates,
+    };
     let orders_view = OrdersView::new(db.clone());
     let public_base_url = settings
         .public_base_url
@@ -185,7 +181,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         orders_view: orders_view.clone(),
         catalogue: Catalogue::new(db.clone()),
         accounts,
-        mini_program,
+        mini_program: wechat.clone(),
+        cards: wechat.clone(),
+        subscriptions,
         tokens: Tokens::new(secret.expose_secret().as_bytes()),
         order_ttl: chrono::Duration::seconds(i64::from(settings.order_ttl_seconds)),
         customer_session_ttl: chrono::Duration::seconds(i64::from(settings.session_ttl_seconds)),
@@ -217,6 +215,32 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
     }));
     if !settings.no_background_jobs {
+        match &amqp_url {
+            // The log is the outbox: the relay publishes it, `paystream worker …` consumes.
+            Some(url) => tasks.push(tokio::spawn(paystream_amqp::run_relay(
+                store.clone(),
+                url.clone(),
+                paystream_amqp::RelayOptions {
+                    // Declared here too, so events published before a worker first runs wait
+                    // in its queue.
+                    queues: workers::all(&worker_deps)
+                        .iter()
+                        .map(|w| paystream_amqp::QueueSpec::of(w.as_ref()))
+                        .collect(),
+                    ..paystream_amqp::RelayOptions::default()
+                },
+                signal.clone(),
+            ))),
+            None => {
+                for worker in workers::all(&worker_deps) {
+                    tasks.push(tokio::spawn(from_log::run(
+                        worker,
+                        store.clone(),
+                        signal.clone(),
+                    )));
+                }
+            }
+        }
         tasks.push(tokio::spawn(jobs::expiry_loop(
             payments.clone(),
             orders_view,
@@ -301,6 +325,25 @@ fn sandbox_client(sandbox: &Sandbox, base: &str, refetch_seconds: u32) -> anyhow
     }))
 }
 
+/// The mini-program API client for this mode (the in-process simulator sits under `/sandbox`).
+pub fn mini_program_client(mode: &MiniProgramMode, sandbox_base: &str) -> Arc<MiniProgramClient> {
+    Arc::new(match mode {
+        MiniProgramMode::InProcessSandbox => MiniProgramClient::new(
+            sandbox_base,
+            SANDBOX_APPID,
+            SecretString::from(SANDBOX_SECRET),
+        ),
+        MiniProgramMode::Remote {
+            base,
+            appid,
+            secret,
+        } => {
+            tracing::info!(api_base = %base, appid, "mini-program API configured");
+            MiniProgramClient::new(base, appid, SecretString::from(secret.clone()))
+        }
+    })
+}
+
 /// The address this process can reach itself on (0.0.0.0 is not an address to connect to).
 fn loopback(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
@@ -308,4 +351,44 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
     } else {
         addr
     }
+}
+
+/// `paystream worker <kind>`: one worker consuming its RabbitMQ queue until `stop` turns true.
+pub async fn run_worker(
+    kind: workers::WorkerKind,
+    settings: Settings,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mode = settings.mini_program().map_err(|e| anyhow!(e))?;
+    let templates = Arc::new(settings.templates().map_err(|e| anyhow!(e))?);
+    let amqp_url = settings.amqp().map_err(|e| anyhow!(e))?.ok_or_else(|| {
+        anyhow!("AMQP_URL must be set: without a broker the workers run inside `paystream serve`")
+    })?;
+    let db = connect(&settings.db.database_url).await?;
+    // In sandbox mode the simulator lives in the engine process, at LISTEN_ADDR.
+    let sandbox_base = format!("http://{}/sandbox", loopback(settings.listen_addr));
+    if mode == MiniProgramMode::InProcessSandbox {
+        tracing::warn!("SANDBOX MODE: WECHAT_APPID is unset, the worker calls the engine's WeChat simulator at {sandbox_base}");
+    }
+    let wechat = mini_program_client(&mode, &sandbox_base);
+    let store = event_store(&db);
+    let deps = workers::WorkerDeps {
+        orders: OrderService::new(store).with_cards(wechat.clone()),
+        subscriptions: Subscriptions::new(db.clone()),
+        sender: wechat.clone(),
+        cards: wechat,
+        templates,
+    };
+    let worker = workers::build(kind, &deps);
+    tracing::info!(worker = worker.name(), "worker consuming from RabbitMQ");
+    paystream_amqp::run_worker(
+        worker,
+        db.clone(),
+        amqp_url,
+        paystream_amqp::WorkerOptions::default(),
+        stop,
+    )
+    .await;
+    db.pool.close().await;
+    Ok(())
 }

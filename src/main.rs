@@ -35,6 +35,13 @@ struct Cli {
 enum Command {
     /// HTTP API, back-office and background jobs (the default).
     Serve(Box<Settings>),
+    /// Run one of the RabbitMQ consumers (needs AMQP_URL).
+    Worker {
+        #[arg(value_enum)]
+        kind: paystream::workers::WorkerKind,
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
     /// Apply database migrations and exit.
     Migrate(DbSettings),
     /// Run the WeChat simulator on its own.
@@ -107,6 +114,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down");
             running.stop().await;
+        }
+        Command::Worker { kind, settings } => {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let mut worker = tokio::spawn(paystream::run_worker(kind, *settings, stopped));
+            tokio::select! {
+                result = &mut worker => return result?,
+                () = shutdown_signal() => {}
+            }
+            tracing::info!("stopping: finishing messages in hand");
+            let _ = stop.send(true);
+            worker.await??;
         }
         Command::Migrate(db) => {
             paystream::connect(&db.database_url).await?;

@@ -42,6 +42,7 @@ async fn place(service: &OrderService) -> Uuid {
                 ttl: Duration::minutes(30),
                 idempotency_key: None,
                 request_hash: "h".into(),
+                card: None,
             },
             Metadata::actor("test"),
             Utc::now(),

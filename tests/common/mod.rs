@@ -2,6 +2,8 @@
 //! chosen backend, with the in-process WeChat sandbox, and drops the database afterwards.
 #![allow(dead_code)]
 
+pub mod amqp;
+
 use paystream::config::Settings;
 use paystream::Running;
 use paystream_engine::db::Backend;

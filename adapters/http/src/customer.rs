@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use paystream_engine::catalogue::LineRequest;
-use paystream_engine::order::{CloseReason, OrderStatus, PayChannel};
+use paystream_engine::order::{CardRef, CloseReason, OrderStatus, PayChannel};
 use paystream_engine::orders::{Metadata, PlaceOrder};
 use paystream_engine::{Error, Kind};
 use paystream_projections::{OrderFilter, OrderView};
@@ -118,6 +118,34 @@ struct PlaceOrderRequest {
     items: Vec<LineRequest>,
     #[serde(default)]
     note: Option<String>,
+    /// The customer's card (coupon) to redeem with this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    card: Option<CardRequest>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CardRequest {
+    card_id: String,
+    code: String,
+}
+
+impl CardRequest {
+    fn checked(&self) -> ApiResult<CardRef> {
+        if !crate::cards::valid_card_field(&self.card_id)
+            || !crate::cards::valid_card_field(&self.code)
+        {
+            return Err(ApiError::new(
+                Kind::Invalid,
+                "invalid_card",
+                "card.card_id and card.code must be 1-64 letters, digits, - or _",
+            ));
+        }
+        Ok(CardRef {
+            card_id: self.card_id.clone(),
+            code: self.code.clone(),
+        })
+    }
 }
 
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -143,6 +171,7 @@ async fn place_order(
     ApiJson(req): ApiJson<PlaceOrderRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let key = idempotency_key(&headers)?;
+    let card = req.card.as_ref().map(CardRequest::checked).transpose()?;
     let note = req
         .note
         .as_deref()
@@ -187,6 +216,7 @@ async fn place_order(
                 ttl: state.order_ttl,
                 idempotency_key: key,
                 request_hash,
+                card,
             },
             meta,
             Utc::now(),

@@ -3,10 +3,12 @@
 
 mod admin;
 mod auth;
+mod cards;
 mod customer;
 pub mod error;
 mod extract;
 mod notify;
+mod subscriptions;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -14,10 +16,12 @@ use std::sync::Arc;
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use paystream_engine::accounts::{Accounts, MiniProgram};
+use paystream_engine::cards::Cards;
 use paystream_engine::catalogue::Catalogue;
 use paystream_engine::db::Db;
 use paystream_engine::orders::OrderService;
 use paystream_engine::payments::Payments;
+use paystream_engine::subscriptions::Subscriptions;
 use paystream_projections::OrdersView;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -36,6 +40,8 @@ pub struct Services {
     pub catalogue: Catalogue,
     pub accounts: Accounts,
     pub mini_program: Arc<dyn MiniProgram>,
+    pub cards: Arc<dyn Cards>,
+    pub subscriptions: Subscriptions,
     pub tokens: Tokens,
     pub order_ttl: chrono::Duration,
     pub customer_session_ttl: chrono::Duration,
@@ -63,6 +69,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(customer::routes())
+        .merge(subscriptions::routes())
+        .merge(cards::routes())
         .merge(admin::routes())
         .merge(notify::routes())
         .fallback(error::no_such_endpoint)

@@ -250,6 +250,16 @@ time3 = "{paid_at}"
     }
 
     #[test]
+    fn the_shipped_example_loads() {
+        let example = include_str!("../../../docs/subscribe-templates.example.toml");
+        let templates = Templates::parse(example).unwrap();
+        assert_eq!(
+            templates.event_types(),
+            vec!["OrderClosed", "PaymentSucceeded", "RefundSucceeded"]
+        );
+    }
+
+    #[test]
     fn field_names_follow_wechat_kinds() {
         assert_eq!(field_limit("thing1"), Some(Some(20)));
         assert_eq!(field_limit("character_string12"), Some(Some(32)));

@@ -1,0 +1,346 @@
+//! The subscribe-message and card-verification workers in the embedded default: no broker, fed
+//! from the log inside `serve`, against the built-in WeChat simulator.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_error, spawn_app_with, TestApp};
+use paystream_engine::db::Backend;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const PRICE: i64 = 1250;
+
+const TEMPLATES: &str = r#"
+[PaymentSucceeded]
+template_id = "TPL-PAID"
+page = "pages/order/detail?id={order_id}"
+[PaymentSucceeded.data]
+character_string1 = "{out_trade_no}"
+amount2 = "{paid_yuan}"
+time3 = "{paid_at}"
+thing4 = "{item_names}"
+
+[OrderClosed]
+template_id = "TPL-CLOSED"
+[OrderClosed.data]
+character_string1 = "{out_trade_no}"
+phrase2 = "{status}"
+"#;
+
+/// The engine with its workers running in-process and the templates above.
+async fn app_with_workers(backend: Backend) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates.toml");
+    std::fs::write(&templates, TEMPLATES).unwrap();
+    let app = spawn_app_with(backend, |s| {
+        s.no_background_jobs = false;
+        s.subscribe_message_templates = Some(templates);
+    })
+    .await;
+    app.add_product("tea", PRICE, true).await;
+    (app, dir)
+}
+
+async fn sandbox(app: &TestApp, path: &str, body: Value) -> Value {
+    let (status, body) = app
+        .post(&format!("/sandbox/control{path}"), None, body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    body
+}
+
+async fn place(app: &TestApp, token: &str, card: Option<&Value>) -> (StatusCode, Value) {
+    let mut body = json!({ "items": [{ "sku": "tea", "quantity": 2 }] });
+    if let Some(card) = card {
+        body["card"] = json!({ "card_id": card["card_id"], "code": card["code"] });
+    }
+    app.post("/api/orders", Some(token), body).await
+}
+
+async fn pay_at_wechat(app: &TestApp, token: &str, order: &Value) {
+    let id = order["id"].as_str().unwrap();
+    let (status, body) = app
+        .post(
+            &format!("/api/orders/{id}/pay"),
+            Some(token),
+            json!({ "channel": "wechatpay_v3" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    sandbox(
+        app,
+        "/wechatpay/pay",
+        json!({ "out_trade_no": order["out_trade_no"] }),
+    )
+    .await;
+}
+
+async fn events(app: &TestApp, order: &Value) -> Vec<Value> {
+    let admin = app.admin_token().await;
+    let path = format!("/admin/orders/{}/events", order["id"].as_str().unwrap());
+    app.get(&path, Some(&admin)).await.1["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn count(events: &[Value], event_type: &str) -> usize {
+    events.iter().filter(|e| e["type"] == event_type).count()
+}
+
+/// Waits until the order's history holds `event_type` (workers run asynchronously).
+async fn wait_for_event(app: &TestApp, order: &Value, event_type: &str) -> Vec<Value> {
+    for _ in 0..200 {
+        let history = events(app, order).await;
+        if count(&history, event_type) > 0 {
+            return history;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{event_type} never recorded: {:?}",
+        events(app, order).await
+    );
+}
+
+async fn sent_to(app: &TestApp, openid: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get(
+            &format!("/sandbox/control/subscribe-messages?openid={openid}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["messages"].as_array().cloned().unwrap_or_default()
+}
+
+async fn card_order_is_consumed_once_after_payment(backend: Backend) {
+    let (app, _dir) = app_with_workers(backend).await;
+    let (token, user) = app.login("carla").await;
+    let card = sandbox(&app, "/cards", json!({ "openid": user["openid"] })).await;
+
+    let (status, order) = place(&app, &token, Some(&card)).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["card"]["status"], "pending", "{order}");
+    // Not before payment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&events(&app, &order).await, "CardConsumed"), 0);
+
+    pay_at_wechat(&app, &token, &order).await;
+    let history = wait_for_event(&app, &order, "CardConsumed").await;
+    assert_eq!(count(&history, "CardConsumed"), 1);
+    assert_eq!(count(&history, "CardConsumeFailed"), 0);
+    let (_, shown) = app
+        .get(
+            &format!("/api/orders/{}", order["id"].as_str().unwrap()),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(shown["card"]["status"], "consumed", "{shown}");
+
+    // The code is now used: another order with it is refused, and nothing is written.
+    let before = app.event_count().await;
+    let (status, body) = place(&app, &token, Some(&card)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "card_not_usable",
+    );
+    assert_eq!(app.event_count().await, before);
+
+    // A refund of that order is flagged for staff, the card is not handed back.
+    let admin = app.admin_token().await;
+    let (status, body) = app
+        .post(
+            &format!("/admin/orders/{}/refunds", order["id"].as_str().unwrap()),
+            Some(&admin),
+            json!({ "amount_fen": 100, "reason": "late" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let history = events(&app, &order).await;
+    assert_eq!(count(&history, "CardRefundFlagged"), 1, "{history:?}");
+}
+
+async fn someone_elses_or_a_used_card_is_refused_at_order_time(backend: Backend) {
+    let (app, _dir) = app_with_workers(backend).await;
+    let (token, _) = app.login("dora").await;
+    let (_, other) = app.login("eve").await;
+    let theirs = sandbox(&app, "/cards", json!({ "openid": other["openid"] })).await;
+    let before = app.event_count().await;
+    let (status, body) = place(&app, &token, Some(&theirs)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "card_not_usable",
+    );
+
+    let (_, me) = app.login("dora").await;
+    let mine = sandbox(&app, "/cards", json!({ "openid": me["openid"] })).await;
+    sandbox(
+        &app,
+        "/cards/consume",
+        json!({ "card_id": mine["card_id"], "code": mine["code"] }),
+    )
+    .await;
+    let (status, body) = place(&app, &token, Some(&mine)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "card_not_usable",
+    );
+
+    let unknown = json!({ "card_id": mine["card_id"], "code": "999999999999" });
+    let (status, body) = place(&app, &token, Some(&unknown)).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "card_not_usable",
+    );
+    assert_eq!(app.event_count().await, before, "refusals write nothing");
+
+    let bad = json!({ "card_id": "", "code": "x" });
+    let (status, body) = place(&app, &token, Some(&bad)).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid_card");
+}
+
+async fn a_lost_consume_answer_is_checked_not_failed(backend: Backend) {
+    let (app, _dir) = app_with_workers(backend).await;
+    let (token, user) = app.login("fay").await;
+    let card = sandbox(&app, "/cards", json!({ "openid": user["openid"] })).await;
+    let (_, order) = place(&app, &token, Some(&card)).await;
+    // WeChat consumes the code but the answer is lost; the retry meets 40099.
+    sandbox(&app, "/faults", json!({ "card_consume_lose_answer": 1 })).await;
+    pay_at_wechat(&app, &token, &order).await;
+    let history = wait_for_event(&app, &order, "CardConsumed").await;
+    assert_eq!(count(&history, "CardConsumeFailed"), 0, "{history:?}");
+}
+
+async fn a_customer_who_accepted_gets_exactly_one_message(backend: Backend) {
+    let (app, _dir) = app_with_workers(backend).await;
+    let (token, user) = app.login("gina").await;
+    let openid = user["openid"].as_str().unwrap().to_string();
+    // wx.requestSubscribeMessage: WeChat records the accept, the mini-program tells paystream.
+    sandbox(
+        &app,
+        "/subscribe-accept",
+        json!({ "openid": openid, "template_ids": ["TPL-PAID"] }),
+    )
+    .await;
+    let (status, body) = app
+        .post(
+            "/api/subscriptions",
+            Some(&token),
+            json!({ "template_ids": ["TPL-PAID"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (_, order) = place(&app, &token, None).await;
+    pay_at_wechat(&app, &token, &order).await;
+    let mut sent = Vec::new();
+    for _ in 0..200 {
+        sent = sent_to(&app, &openid).await;
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let message = &sent[0];
+    assert_eq!(message["template_id"], "TPL-PAID");
+    assert_eq!(
+        message["data"]["character_string1"]["value"],
+        order["out_trade_no"]
+    );
+    assert_eq!(message["data"]["amount2"]["value"], "25.00");
+    assert_eq!(message["data"]["thing4"]["value"], "Product tea");
+    let time = message["data"]["time3"]["value"].as_str().unwrap();
+    assert_eq!(time.len(), "2026-12-02 10:00".len(), "{time}");
+    assert_eq!(
+        message["page"],
+        format!("pages/order/detail?id={}", order["id"].as_str().unwrap())
+    );
+
+    // A second paid order: the one acceptance is spent, so nothing more is sent.
+    let (_, second) = place(&app, &token, None).await;
+    pay_at_wechat(&app, &token, &second).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sent_to(&app, &openid).await.len(), 1);
+}
+
+async fn a_customer_who_accepted_nothing_gets_nothing(backend: Backend) {
+    let (app, _dir) = app_with_workers(backend).await;
+    let (token, user) = app.login("hana").await;
+    let openid = user["openid"].as_str().unwrap().to_string();
+    let (_, order) = place(&app, &token, None).await;
+    pay_at_wechat(&app, &token, &order).await;
+    // Cancelling another order is a mapped event too.
+    let (_, other) = place(&app, &token, None).await;
+    let (status, _) = app
+        .post(
+            &format!("/api/orders/{}/cancel", other["id"].as_str().unwrap()),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(sent_to(&app, &openid).await.is_empty());
+
+    let (status, body) = app
+        .post(
+            "/api/subscriptions",
+            Some(&token),
+            json!({ "template_ids": [] }),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "invalid_template_ids",
+    );
+    let (status, _) = app
+        .post("/api/subscriptions", None, json!({ "template_ids": ["T"] }))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+async fn card_ext_is_signed_with_the_api_ticket(backend: Backend) {
+    let (app, _dir) = app_with_workers(backend).await;
+    let (token, user) = app.login("ivy").await;
+    // A card the merchant has at WeChat (the sandbox creates it with its first copy).
+    let given = sandbox(&app, "/cards", json!({ "openid": user["openid"] })).await;
+    let card_id = given["card_id"].as_str().unwrap();
+    assert_eq!(card_id, paystream_sandbox::DEFAULT_CARD_ID);
+    let (status, body) = app
+        .get(&format!("/api/cards/{card_id}/ext"), Some(&token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ext: Value = serde_json::from_str(body["cardExt"].as_str().unwrap()).unwrap();
+    let check = sandbox(
+        &app,
+        "/cards/ext-check",
+        json!({ "card_id": card_id, "timestamp": ext["timestamp"], "nonce_str": ext["nonce_str"], "signature": ext["signature"] }),
+    )
+    .await;
+    assert_eq!(check["valid"], true, "{ext} {check}");
+    let (status, _) = app.get(&format!("/api/cards/{card_id}/ext"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+on_both_backends!(
+    card_order_is_consumed_once_after_payment,
+    someone_elses_or_a_used_card_is_refused_at_order_time,
+    a_lost_consume_answer_is_checked_not_failed,
+    a_customer_who_accepted_gets_exactly_one_message,
+    a_customer_who_accepted_nothing_gets_nothing,
+    card_ext_is_signed_with_the_api_ticket,
+);

@@ -184,6 +184,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         mini_program: wechat.clone(),
         cards: wechat.clone(),
         subscriptions,
+        broker: amqp_url.clone().map(|url| {
+            Arc::new(workers::AmqpBroker { url }) as Arc<dyn paystream_engine::consumers::Broker>
+        }),
         tokens: Tokens::new(secret.expose_secret().as_bytes()),
         order_ttl: chrono::Duration::seconds(i64::from(settings.order_ttl_seconds)),
         customer_session_ttl: chrono::Duration::seconds(i64::from(settings.session_ttl_seconds)),

@@ -49,3 +49,17 @@ pub fn all(deps: &WorkerDeps) -> Vec<Arc<dyn Worker>> {
         .map(|kind| build(kind, deps))
         .collect()
 }
+
+/// RabbitMQ as `/readyz` sees it: does it accept a connection now.
+pub struct AmqpBroker {
+    pub url: String,
+}
+
+#[async_trait::async_trait]
+impl paystream_engine::consumers::Broker for AmqpBroker {
+    async fn check(&self) -> Result<(), String> {
+        paystream_amqp::check_broker(&self.url)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

@@ -230,3 +230,41 @@ async fn a_checkout_fans_out_over_rabbitmq_to_outside_consumers_and_the_workers(
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_broker_the_api_keeps_working_and_readyz_says_why() {
+    // Nothing listens on port 1: the broker is "down" from the start.
+    let app = spawn_app_with(Backend::Postgres, |s| {
+        s.no_background_jobs = false;
+        s.amqp_url = Some("amqp://guest:guest@127.0.0.1:1/%2f".into());
+    })
+    .await;
+    app.add_product("tea", 1250, true).await;
+    let (token, _) = app.login("sam").await;
+    let (status, order) = app
+        .post(
+            "/api/orders",
+            Some(&token),
+            json!({ "items": [{ "sku": "tea", "quantity": 1 }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let (status, body) = app.get("/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(body["checks"]["broker"], "unavailable");
+    assert_eq!(app.get("/healthz", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_checks_the_broker_when_one_is_configured() {
+    let vhost = Vhost::new().await;
+    let app = spawn_app_with(Backend::Postgres, |s| s.amqp_url = Some(vhost.url())).await;
+    let (status, body) = app.get("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["broker"], "ok");
+    let embedded = spawn_app_with(Backend::Sqlite, |_| {}).await;
+    let (status, body) = embedded.get("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["checks"].get("broker").is_none(), "{body}");
+}

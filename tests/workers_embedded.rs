@@ -336,6 +336,166 @@ async fn card_ext_is_signed_with_the_api_ticket(backend: Backend) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// A subscribe-message worker and its message for the order's PaymentSucceeded, outside `serve`
+/// (the engine runs without background jobs), so a test can play a worker that died mid-send.
+async fn paid_message_and_worker(
+    app: &TestApp,
+    dir: &tempfile::TempDir,
+    order: &Value,
+) -> (
+    std::sync::Arc<dyn paystream_engine::consumers::Worker>,
+    paystream_engine::consumers::EventMessage,
+    paystream::workers::WorkerDeps,
+) {
+    let db = app.running().db.clone();
+    let store = paystream::event_store(&db);
+    let stream = format!("order-{}", order["id"].as_str().unwrap());
+    let mut message = None;
+    for _ in 0..200 {
+        let stored = store.read_stream(&stream).await.unwrap();
+        if let Some(paid) = stored.iter().find(|e| e.event_type == "PaymentSucceeded") {
+            message = Some(paystream_engine::consumers::EventMessage::from(paid));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wechat = paystream::mini_program_client(
+        &paystream::config::MiniProgramMode::InProcessSandbox,
+        &app.url("/sandbox"),
+    );
+    let templates = paystream_workers::Templates::load(&dir.path().join("templates.toml")).unwrap();
+    let deps = paystream::workers::WorkerDeps {
+        orders: paystream_engine::orders::OrderService::new(store),
+        subscriptions: paystream_engine::subscriptions::Subscriptions::new(db),
+        sender: wechat.clone(),
+        cards: wechat,
+        templates: std::sync::Arc::new(templates),
+    };
+    let worker = paystream::workers::build(paystream::workers::WorkerKind::SubscribeMessage, &deps);
+    (worker, message.expect("the payment is recorded"), deps)
+}
+
+/// A customer who accepted the template, and their paid order; no worker has run.
+async fn accepted_and_paid(
+    backend: Backend,
+    user: &str,
+) -> (TestApp, tempfile::TempDir, String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("templates.toml"), TEMPLATES).unwrap();
+    let templates = dir.path().join("templates.toml");
+    let app = spawn_app_with(backend, |s| s.subscribe_message_templates = Some(templates)).await;
+    app.add_product("tea", PRICE, true).await;
+    let (token, me) = app.login(user).await;
+    let openid = me["openid"].as_str().unwrap().to_string();
+    sandbox(
+        &app,
+        "/subscribe-accept",
+        json!({ "openid": openid, "template_ids": ["TPL-PAID"] }),
+    )
+    .await;
+    let (status, _) = app
+        .post(
+            "/api/subscriptions",
+            Some(&token),
+            json!({ "template_ids": ["TPL-PAID"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, order) = place(&app, &token, None).await;
+    pay_at_wechat(&app, &token, &order).await;
+    (app, dir, openid, order)
+}
+
+/// Makes every unfinished claim look abandoned long ago (the worker that made it died).
+async fn age_claims(app: &TestApp) {
+    sqlx::query("UPDATE subscribe_sends SET claimed_at = 0 WHERE status = 'sending'")
+        .execute(&app.running().db.pool)
+        .await
+        .unwrap();
+}
+
+async fn send_status(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT status FROM subscribe_sends")
+        .fetch_all(&app.running().db.pool)
+        .await
+        .unwrap()
+}
+
+async fn a_worker_killed_after_sending_does_not_send_twice(backend: Backend) {
+    let (app, dir, openid, order) = accepted_and_paid(backend, "kim").await;
+    let (worker, message, deps) = paid_message_and_worker(&app, &dir, &order).await;
+    // The first worker claimed the acceptance and sent, then died before recording the send.
+    let order_now = deps
+        .orders
+        .get(uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap())
+        .await
+        .unwrap();
+    let key = paystream_engine::subscriptions::SendKey {
+        message_id: message.event_id,
+        template_id: "TPL-PAID".into(),
+        user_id: order_now.user_id,
+        openid: openid.clone(),
+        order_id: order_now.id,
+        event_type: "PaymentSucceeded".into(),
+    };
+    assert_eq!(
+        deps.subscriptions.claim(&key).await.unwrap(),
+        paystream_engine::subscriptions::Claim::New
+    );
+    let first = paystream_engine::subscriptions::SubscribeMessage {
+        openid: openid.clone(),
+        template_id: "TPL-PAID".into(),
+        page: None,
+        data: [("character_string1".to_string(), "x".to_string())].into(),
+    };
+    deps.sender.send(&first).await.unwrap();
+    age_claims(&app).await;
+
+    // The message is redelivered to a new worker: it resumes, WeChat says the acceptance is
+    // spent, and the send is recorded as done — the customer got one message.
+    worker.handle(&message).await.unwrap();
+    worker.handle(&message).await.unwrap();
+    assert_eq!(sent_to(&app, &openid).await.len(), 1);
+    assert_eq!(send_status(&app).await, vec!["sent_before".to_string()]);
+}
+
+async fn a_worker_killed_before_sending_sends_on_redelivery(backend: Backend) {
+    let (app, dir, openid, order) = accepted_and_paid(backend, "lou").await;
+    let (worker, message, deps) = paid_message_and_worker(&app, &dir, &order).await;
+    let order_now = deps
+        .orders
+        .get(uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap())
+        .await
+        .unwrap();
+    let key = paystream_engine::subscriptions::SendKey {
+        message_id: message.event_id,
+        template_id: "TPL-PAID".into(),
+        user_id: order_now.user_id,
+        openid: openid.clone(),
+        order_id: order_now.id,
+        event_type: "PaymentSucceeded".into(),
+    };
+    deps.subscriptions.claim(&key).await.unwrap();
+    // While the claim is fresh another worker leaves it alone (it may still be sending).
+    assert!(worker.handle(&message).await.is_err());
+    assert!(sent_to(&app, &openid).await.is_empty());
+    age_claims(&app).await;
+    worker.handle(&message).await.unwrap();
+    worker.handle(&message).await.unwrap();
+    let sent = sent_to(&app, &openid).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["data"]["amount2"]["value"], "25.00");
+    assert_eq!(send_status(&app).await, vec!["sent".to_string()]);
+    // The acceptance was spent once.
+    assert_eq!(
+        deps.subscriptions
+            .remaining(order_now.user_id, "TPL-PAID")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 on_both_backends!(
     card_order_is_consumed_once_after_payment,
     someone_elses_or_a_used_card_is_refused_at_order_time,
@@ -343,4 +503,6 @@ on_both_backends!(
     a_customer_who_accepted_gets_exactly_one_message,
     a_customer_who_accepted_nothing_gets_nothing,
     card_ext_is_signed_with_the_api_ticket,
+    a_worker_killed_after_sending_does_not_send_twice,
+    a_worker_killed_before_sending_sends_on_redelivery,
 );

@@ -24,6 +24,7 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/api/login", post(login))
         .route("/api/me/phone", post(phone))
         .route("/api/products", get(products))
@@ -44,6 +45,30 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             ),
         )
     }
+}
+
+/// Ready to serve: the database answers and, with RabbitMQ configured, so does the broker (the
+/// API works without it — the log is the outbox — but events then wait to be published).
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let database = state.db.ping().await;
+    let broker = match &state.broker {
+        Some(broker) => Some(broker.check().await),
+        None => None,
+    };
+    let ready = database && broker.as_ref().is_none_or(|b| b.is_ok());
+    let mut checks = json!({ "database": if database { "ok" } else { "unavailable" } });
+    if let Some(broker) = broker {
+        checks["broker"] = json!(if broker.is_ok() { "ok" } else { "unavailable" });
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks })),
+    )
 }
 
 #[derive(Deserialize)]

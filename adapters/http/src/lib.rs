@@ -18,6 +18,7 @@ use axum::Router;
 use paystream_engine::accounts::{Accounts, MiniProgram};
 use paystream_engine::cards::Cards;
 use paystream_engine::catalogue::Catalogue;
+use paystream_engine::consumers::Broker;
 use paystream_engine::db::Db;
 use paystream_engine::orders::OrderService;
 use paystream_engine::payments::Payments;
@@ -42,6 +43,8 @@ pub struct Services {
     pub mini_program: Arc<dyn MiniProgram>,
     pub cards: Arc<dyn Cards>,
     pub subscriptions: Subscriptions,
+    /// RabbitMQ, when the log is fanned out to it (checked by `/readyz`).
+    pub broker: Option<Arc<dyn Broker>>,
     pub tokens: Tokens,
     pub order_ttl: chrono::Duration,
     pub customer_session_ttl: chrono::Duration,

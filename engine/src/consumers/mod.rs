@@ -109,3 +109,10 @@ pub trait Worker: Send + Sync {
     /// message id with [`Inbox::record`] in the transaction that records the effect.
     async fn handle(&self, message: &EventMessage) -> Result<(), HandleError>;
 }
+
+/// The broker the log is fanned out to, as far as readiness checks need it.
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// `Err` with a reason when the broker does not accept a connection now.
+    async fn check(&self) -> Result<(), String>;
+}

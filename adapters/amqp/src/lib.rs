@@ -16,6 +16,9 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use lapin::{Connection, ConnectionProperties};
 
+/// The lapin this crate speaks, for callers that need its types (benchmarks, tests).
+pub use lapin;
+
 pub use consumer::{run_worker, spawn_worker, WorkerHandle, WorkerOptions, WorkerStats};
 pub use relay::{run_relay, spawn_relay, RelayHandle, RelayOptions, RelayStats, RELAY_NAME};
 pub use topology::QueueSpec;

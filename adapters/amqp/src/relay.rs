@@ -62,7 +62,7 @@ impl Default for RelayOptions {
         RelayOptions {
             holder: format!("pid{}-{}", std::process::id(), Uuid::new_v4().simple()),
             lease_ttl: Duration::from_secs(10),
-            batch_size: 500,
+            batch_size: 1000,
             batches_in_flight: 4,
             idle_poll: Duration::from_millis(50),
             confirm_timeout: Duration::from_secs(30),
@@ -131,6 +131,8 @@ enum RelayError {
     Nacked,
     #[error("the broker did not confirm a batch within {0:?}")]
     ConfirmTimeout(Duration),
+    #[error("reading ahead failed: {0}")]
+    Reader(String),
 }
 
 impl From<lapin::Error> for RelayError {
@@ -308,6 +310,8 @@ impl Relay {
         // Another holder may have moved the checkpoint while this process was not publishing.
         let mut cursor = self.checkpoints.load(RELAY_NAME).await?;
         let mut in_flight: VecDeque<Batch> = VecDeque::new();
+        let mut prefetch = Prefetch(None);
+        let window = self.options.batches_in_flight.max(1);
         loop {
             if *stop.borrow() {
                 // Settle what is in flight so that a clean stop repeats nothing.
@@ -320,16 +324,28 @@ impl Relay {
                 return Ok(SessionEnd::LostLease);
             }
             let mut caught_up = false;
-            if in_flight.len() < self.options.batches_in_flight.max(1) {
-                let events = self.store.read_all(cursor, self.options.batch_size).await?;
+            if in_flight.len() < window {
+                let events = match prefetch.take() {
+                    Some(read) => read
+                        .await
+                        .map_err(|e| RelayError::Reader(e.to_string()))??,
+                    None => self.store.read_all(cursor, self.options.batch_size).await?,
+                };
                 caught_up = (events.len() as i64) < self.options.batch_size;
                 if let Some(last) = events.last() {
                     cursor = last.checkpoint;
+                    if !caught_up {
+                        // A backlog: read the next batch while this one is being published.
+                        let (store, size) = (self.store.clone(), self.options.batch_size);
+                        prefetch.0 =
+                            Some(tokio::spawn(
+                                async move { store.read_all(cursor, size).await },
+                            ));
+                    }
                     in_flight.push_back(publish_batch(&channel, &events).await?);
                 }
             }
-            let window_full = in_flight.len() >= self.options.batches_in_flight.max(1);
-            if window_full || (caught_up && !in_flight.is_empty()) {
+            if in_flight.len() >= window || (caught_up && !in_flight.is_empty()) {
                 if let Some(batch) = in_flight.pop_front() {
                     self.settle(batch).await?;
                     *progressed = true;
@@ -361,6 +377,23 @@ impl Relay {
             "relay batch confirmed"
         );
         Ok(())
+    }
+}
+
+/// The next batch being read ahead; dropped with the session.
+struct Prefetch(Option<JoinHandle<Result<Vec<RecordedEvent>, StoreError>>>);
+
+impl Prefetch {
+    fn take(&mut self) -> Option<JoinHandle<Result<Vec<RecordedEvent>, StoreError>>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        if let Some(read) = self.0.take() {
+            read.abort();
+        }
     }
 }
 

@@ -1,0 +1,363 @@
+//! `paystream bench relay`: the outbox relay's throughput (events/s published with confirms,
+//! persistent, until its checkpoint reaches the end of the log) beside a plain lapin publisher
+//! with confirms sending the same bodies on one channel, in the same run against the same queue.
+//!
+//! Each run uses a throwaway vhost (made with `rabbitmqctl`, so the broker must be local) holding
+//! one durable quorum queue bound to everything: confirms then mean "stored", as for the workers'
+//! queues. The events are appended once to a fresh database (PostgreSQL: created beside the one
+//! `--database-url` names and dropped afterwards; SQLite: a temporary file).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use clap::Args;
+use paystream_amqp::lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    QueuePurgeOptions,
+};
+use paystream_amqp::lapin::types::{AMQPValue, FieldTable};
+use paystream_amqp::relay::{properties, RELAY_NAME};
+use paystream_amqp::topology::{declare_exchanges, EVENTS_EXCHANGE};
+use paystream_amqp::{spawn_relay, RelayOptions};
+use paystream_engine::consumers::EventMessage;
+use paystream_engine::db::{Backend, Db};
+use paystream_engine::store::{
+    Checkpoint, EventStore, ExpectedVersion, NewEvent, RecordedEvent, SqlEventStore,
+};
+use uuid::Uuid;
+
+#[derive(Args, Clone, Debug)]
+pub struct RelayBenchArgs {
+    /// PostgreSQL server (a fresh database is created beside the one named) or `sqlite:` URL.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL")]
+    pub database_url: String,
+    /// The broker; each run uses a throwaway vhost on it.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        value_name = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Events appended, then published by each side.
+    #[arg(long, default_value_t = 20000)]
+    pub events: usize,
+    /// Measurements (each: the relay, then the plain publisher).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// The relay's batch size (events read and published per batch); default: the relay's own.
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+}
+
+const SINK: &str = "bench.sink";
+
+pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
+    ensure!(
+        args.events > 0 && args.runs > 0,
+        "--events and --runs must be positive"
+    );
+    let database = FreshDatabase::create(&args.database_url).await?;
+    let result = bench(&args, &database.url).await;
+    database.drop().await;
+    result
+}
+
+async fn bench(args: &RelayBenchArgs, database_url: &str) -> anyhow::Result<()> {
+    let db = Db::connect(database_url).await?;
+    db.migrate().await?;
+    let store: Arc<dyn EventStore> = Arc::new(SqlEventStore::new(db.clone()));
+    let events = append_events(&store, args.events).await?;
+    println!(
+        "relay bench: {} events appended ({} streams, {:?}); {} runs",
+        events.len(),
+        args.events.div_ceil(10),
+        db.backend,
+        args.runs
+    );
+    let mut ratios = Vec::new();
+    for run in 1..=args.runs {
+        let vhost = Vhost::create(&args.amqp_url)?;
+        let measured = measure(&store, &db, &vhost.url, &events, args.batch_size).await;
+        vhost.delete();
+        let (relay, plain) = measured?;
+        let (relay_rate, plain_rate) = (rate(events.len(), relay), rate(events.len(), plain));
+        ratios.push(relay_rate / plain_rate);
+        println!(
+            "run {run}: relay {relay_rate:.0} events/s ({:.2} s), plain lapin publisher \
+             {plain_rate:.0} events/s ({:.2} s), ratio {:.2}",
+            relay.as_secs_f64(),
+            plain.as_secs_f64(),
+            relay_rate / plain_rate
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "ratio median {:.2} (target >= 0.80)",
+        ratios[ratios.len() / 2]
+    );
+    Ok(())
+}
+
+fn rate(events: usize, took: Duration) -> f64 {
+    events as f64 / took.as_secs_f64()
+}
+
+/// 10 events per order, appended 10 at a time.
+async fn append_events(
+    store: &Arc<dyn EventStore>,
+    count: usize,
+) -> anyhow::Result<Vec<RecordedEvent>> {
+    let types = ["OrderPlaced", "PaymentRequested", "PaymentSucceeded"];
+    let mut appended = Vec::with_capacity(count);
+    for order in 0..count.div_ceil(10) {
+        let stream = format!("bench-{order}");
+        let batch = (0..10.min(count - order * 10))
+            .map(|i| {
+                NewEvent::new(
+                    types[i % types.len()],
+                    serde_json::json!({
+                        "order_id": stream, "out_trade_no": format!("PS{order:012}"),
+                        "total_fen": 12_800, "items": [{"sku": "tea-1", "quantity": 2}],
+                    }),
+                )
+                .with_metadata(serde_json::json!({"correlation_id": Uuid::new_v4().to_string()}))
+            })
+            .collect();
+        let done = store.append(&stream, ExpectedVersion::Any, batch).await?;
+        appended.extend(done.events);
+    }
+    Ok(appended)
+}
+
+/// One run: the relay from the start of the log, then the plain publisher.
+async fn measure(
+    store: &Arc<dyn EventStore>,
+    db: &Db,
+    url: &str,
+    events: &[RecordedEvent],
+    batch_size: Option<i64>,
+) -> anyhow::Result<(Duration, Duration)> {
+    prepare_sink(url).await?;
+    // Each run publishes the whole log again: forget where the previous run's relay stopped.
+    sqlx::query("DELETE FROM checkpoints WHERE name = $1")
+        .bind(RELAY_NAME)
+        .execute(&db.pool)
+        .await?;
+    let end = events
+        .last()
+        .map(|e| e.checkpoint)
+        .unwrap_or(Checkpoint::START);
+
+    let started = Instant::now();
+    let mut options = RelayOptions::default();
+    options.batch_size = batch_size.unwrap_or(options.batch_size);
+    let relay = spawn_relay(store.clone(), url.to_string(), options);
+    let deadline = started + Duration::from_secs(600);
+    while relay.stats.checkpoint() != end {
+        if Instant::now() > deadline {
+            relay.stop().await;
+            bail!(
+                "the relay did not publish {} events in 10 minutes",
+                events.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let relay_took = started.elapsed();
+    relay.stop().await;
+
+    let connection = paystream_amqp::connect(url, "paystream-bench").await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .queue_purge(SINK, QueuePurgeOptions::default())
+        .await?;
+    let messages: Vec<(String, Vec<u8>, paystream_amqp::lapin::BasicProperties)> = events
+        .iter()
+        .map(|e| {
+            let body = EventMessage::from(e).to_body();
+            (e.event_type.clone(), body, properties(e))
+        })
+        .collect();
+    let started = Instant::now();
+    plain_publish(url, &messages).await?;
+    let plain_took = started.elapsed();
+    let _ = connection.close(200, "bye").await;
+    Ok((relay_took, plain_took))
+}
+
+/// Everything published to `paystream.events` lands in one durable quorum queue.
+async fn prepare_sink(url: &str) -> anyhow::Result<()> {
+    let connection = paystream_amqp::connect(url, "paystream-bench").await?;
+    let channel = connection.create_channel().await?;
+    declare_exchanges(&channel).await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel.queue_declare(SINK, durable, args).await?;
+    channel
+        .queue_bind(
+            SINK,
+            EVENTS_EXCHANGE,
+            "#",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = connection.close(200, "bye").await;
+    Ok(())
+}
+
+/// The baseline: one connection, one channel in confirm mode, every publish pipelined, then
+/// every confirm awaited.
+async fn plain_publish(
+    url: &str,
+    messages: &[(String, Vec<u8>, paystream_amqp::lapin::BasicProperties)],
+) -> anyhow::Result<()> {
+    let connection = paystream_amqp::connect(url, "paystream-bench-plain").await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut confirms = Vec::with_capacity(messages.len());
+    for (routing_key, body, properties) in messages {
+        confirms.push(
+            channel
+                .basic_publish(
+                    EVENTS_EXCHANGE,
+                    routing_key,
+                    BasicPublishOptions::default(),
+                    body,
+                    properties.clone(),
+                )
+                .await?,
+        );
+    }
+    for confirm in confirms {
+        ensure!(confirm.await?.is_ack(), "the broker nacked a publish");
+    }
+    let _ = connection.close(200, "bye").await;
+    Ok(())
+}
+
+/// A vhost for one run, on the broker of `base_url`.
+struct Vhost {
+    name: String,
+    url: String,
+}
+
+impl Vhost {
+    fn create(base_url: &str) -> anyhow::Result<Vhost> {
+        let name = format!("paystream-bench-{}", Uuid::new_v4().simple());
+        // Same scheme, credentials and host; another path (the vhost).
+        let authority_end = base_url
+            .find("://")
+            .and_then(|s| base_url[s + 3..].find('/').map(|p| s + 3 + p))
+            .unwrap_or(base_url.len());
+        let url = format!("{}/{name}", &base_url[..authority_end]);
+        rabbitmqctl(&["add_vhost", &name])?;
+        let vhost = Vhost { name, url };
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &vhost.name,
+            user_of(base_url),
+            ".*",
+            ".*",
+            ".*",
+        ])?;
+        Ok(vhost)
+    }
+
+    fn delete(&self) {
+        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
+            eprintln!("could not delete vhost {}: {e}", self.name);
+        }
+    }
+}
+
+fn user_of(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    match rest.split_once('@') {
+        Some((credentials, _)) => credentials.split(':').next().unwrap_or("guest"),
+        None => "guest",
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .context("running rabbitmqctl (the relay bench needs a local RabbitMQ)")?;
+    ensure!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// A database for this benchmark only.
+struct FreshDatabase {
+    url: String,
+    admin: Option<(String, String)>,
+}
+
+impl FreshDatabase {
+    async fn create(url: &str) -> anyhow::Result<FreshDatabase> {
+        match Backend::of_url(url) {
+            Some(Backend::Postgres) => {
+                let name = format!("paystream_bench_relay_{}", Uuid::new_v4().simple());
+                let admin = Db::connect(url).await?;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin.pool)
+                    .await
+                    .context("creating the benchmark database")?;
+                admin.pool.close().await;
+                let base = url.split('?').next().unwrap_or(url);
+                let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+                Ok(FreshDatabase {
+                    url: format!("{base}/{name}"),
+                    admin: Some((url.to_string(), name)),
+                })
+            }
+            Some(Backend::Sqlite) => {
+                let path = std::env::temp_dir().join(format!(
+                    "paystream-bench-relay-{}.db",
+                    Uuid::new_v4().simple()
+                ));
+                Ok(FreshDatabase {
+                    url: format!("sqlite://{}", path.display()),
+                    admin: None,
+                })
+            }
+            None => bail!("DATABASE_URL must start with postgres:// or sqlite:"),
+        }
+    }
+
+    async fn drop(self) {
+        match self.admin {
+            Some((admin, name)) => {
+                if let Ok(db) = Db::connect(&admin).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(&drop).execute(&db.pool).await;
+                    db.pool.close().await;
+                }
+            }
+            None => {
+                let path = self.url.trim_start_matches("sqlite://");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                }
+            }
+        }
+    }
+}

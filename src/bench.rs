@@ -1,5 +1,8 @@
-//! `paystream bench append`: single-event appends from concurrent writers, beside pgbench running
-//! an equivalent two-statement transaction on the same server, so the figures can be compared.
+//! `paystream bench append|notify|lag`: the benchmarks of docs/benchmarks.md.
+//!
+//! `append` runs single-event appends from concurrent writers, beside pgbench running an
+//! equivalent two-statement transaction on the same server, so the figures can be compared;
+//! `notify` is in `bench_notify`, `lag` in `bench_lag`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +14,7 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure: `append` or `notify`.
+    /// What to measure: `append`, `notify` or `lag`.
     #[arg(default_value = "append")]
     pub what: String,
     /// A PostgreSQL URL; the benchmark creates and drops its own tables' rows there.
@@ -23,9 +26,20 @@ pub struct BenchArgs {
     /// How long each measurement runs, in seconds (append and pgbench).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
-    /// Distinct paid orders whose notifications are sent (notify).
+    /// Distinct paid orders whose notifications are sent (notify, lag).
     #[arg(long, default_value_t = 2000)]
     pub orders: usize,
+    /// Notifications sent per second, each appending one PaymentSucceeded (lag).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// RabbitMQ (lag): a local broker, each run uses a throwaway vhost on it.
+    #[arg(
+        long,
+        env = "AMQP_BENCH_URL",
+        value_name = "AMQP_BENCH_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
     /// Skip the pgbench baseline.
     #[arg(long)]
     pub no_pgbench: bool,
@@ -35,7 +49,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what.as_str() {
         "append" => run_append(&args).await,
         "notify" => crate::bench_notify::run(&args).await,
-        other => bail!("unknown benchmark {other:?} (known: append, notify)"),
+        "lag" => crate::bench_lag::run(&args).await,
+        other => bail!("unknown benchmark {other:?} (known: append, notify, lag)"),
     }
 }
 

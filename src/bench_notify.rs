@@ -42,22 +42,35 @@ async fn receiver() -> anyhow::Result<(String, Captured)> {
     Ok((url, captured))
 }
 
-fn settings(database_url: &str, public_base_url: &str) -> anyhow::Result<Settings> {
-    Ok(Settings {
-        public_base_url: Some(public_base_url.parse()?),
+/// A captured notification: the simulator's headers and its signed, encrypted body.
+pub type Notification = (HeaderMap, Bytes);
+
+/// The engine's settings for the notify benchmarks: the simulator, a bootstrap admin to create
+/// the product, orders that stay open for the whole run, no background jobs.
+pub fn settings(database_url: &str) -> Settings {
+    Settings {
         admin_username: Some("bench-admin".into()),
         admin_password: Some("bench-password".into()),
         order_ttl_seconds: 7200,
         ..Settings::local(database_url)
-    })
+    }
 }
 
-pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+/// Starts the engine with `settings` (PUBLIC_BASE_URL pointed at a capturing receiver) and
+/// prepares `orders` distinct orders paid at the simulator, `concurrency` at a time. Returns the
+/// running engine and the simulator's notifications, not yet delivered to it.
+pub async fn start_with_paid_orders(
+    settings: Settings,
+    orders: usize,
+    concurrency: usize,
+) -> anyhow::Result<(paystream::Running, Vec<Notification>)> {
     let (receiver_url, captured) = receiver().await?;
-    let running = paystream::start(settings(&args.database_url, &receiver_url)?).await?;
-    let base = running.base_url();
-    let api = ApiClient::new(base.clone(), false);
-    let http = reqwest::Client::new();
+    let running = paystream::start(Settings {
+        public_base_url: Some(receiver_url.parse()?),
+        ..settings
+    })
+    .await?;
+    let api = ApiClient::new(running.base_url(), false);
 
     let admin = api
         .post(
@@ -86,11 +99,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .to_string();
 
     println!(
-        "preparing {} paid orders (orders, prepays and notifications from the simulator)…",
-        args.orders
+        "preparing {orders} paid orders (orders, prepays and notifications from the simulator)…"
     );
     let prepared = Instant::now();
-    futures::stream::iter(0..args.orders)
+    futures::stream::iter(0..orders)
         .map(|_| {
             let (api, token, sku) = (&api, &token, &sku);
             async move {
@@ -117,13 +129,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 anyhow::Ok(())
             }
         })
-        .buffer_unordered(args.writers)
+        .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while captured.lock().unwrap_or_else(|p| p.into_inner()).len() < args.orders {
+    while captured.lock().unwrap_or_else(|p| p.into_inner()).len() < orders {
         if Instant::now() > deadline {
             bail!("the simulator's notifications did not all arrive");
         }
@@ -131,28 +143,52 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let notifications = std::mem::take(&mut *captured.lock().unwrap_or_else(|p| p.into_inner()));
     println!("prepared in {:.1} s", prepared.elapsed().as_secs_f64());
+    Ok((running, notifications))
+}
+
+/// Sends one captured notification to the engine at `url` (its notify endpoint); the time to
+/// its answer, which must be 204.
+pub async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    (headers, body): Notification,
+) -> anyhow::Result<Duration> {
+    let mut request = http.post(url).body(body);
+    for (name, value) in &headers {
+        if name.as_str().starts_with("wechatpay-") || name == "content-type" {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let sent = Instant::now();
+    let response = request.send().await?;
+    let latency = sent.elapsed();
+    if response.status() != reqwest::StatusCode::NO_CONTENT {
+        bail!("notification answered {}", response.status());
+    }
+    Ok(latency)
+}
+
+/// The `p` quantile (0..=1) of sorted durations, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let (running, notifications) =
+        start_with_paid_orders(settings(&args.database_url), args.orders, args.writers).await?;
+    let base = running.base_url();
+    let http = reqwest::Client::new();
 
     let url = format!("{base}/notify/wechatpay/v3");
     let cpu = CpuSample::now();
     let started = Instant::now();
     let latencies = futures::stream::iter(notifications)
-        .map(|(headers, body)| {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let mut request = http.post(&url).body(body);
-                for (name, value) in &headers {
-                    if name.as_str().starts_with("wechatpay-") || name == "content-type" {
-                        request = request.header(name.as_str(), value.as_bytes());
-                    }
-                }
-                let sent = Instant::now();
-                let response = request.send().await?;
-                let latency = sent.elapsed();
-                if response.status() != reqwest::StatusCode::NO_CONTENT {
-                    bail!("notification answered {}", response.status());
-                }
-                anyhow::Ok(latency)
-            }
+        .map(|notification| {
+            let (http, url) = (&http, &url);
+            async move { send(http, url, notification).await }
         })
         .buffer_unordered(args.writers)
         .collect::<Vec<_>>()
@@ -163,9 +199,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let cpu = CpuSample::now().report_since(&cpu, latencies.len());
     let mut sorted = latencies.clone();
     sorted.sort();
-    let pct = |p: f64| {
-        sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&sorted, p);
     let rate = latencies.len() as f64 / elapsed;
     let recorded: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = 'PaymentSucceeded'")

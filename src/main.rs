@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod api_client;
 mod bench;
 mod bench_cpu;
+mod bench_lag;
 mod bench_notify;
 mod demo;
 

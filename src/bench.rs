@@ -1,8 +1,8 @@
-//! `paystream bench append|notify|lag`: the benchmarks of docs/benchmarks.md.
+//! `paystream bench append|notify|lag|relay`: the benchmarks of docs/benchmarks.md.
 //!
 //! `append` runs single-event appends from concurrent writers, beside pgbench running an
 //! equivalent two-statement transaction on the same server, so the figures can be compared;
-//! `notify` is in `bench_notify`, `lag` in `bench_lag`.
+//! `notify` is in `bench_notify`, `lag` in `bench_lag`, `relay` in `bench_relay`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +14,7 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure: `append`, `notify` or `lag`.
+    /// What to measure: `append`, `notify`, `lag` or `relay`.
     #[arg(default_value = "append")]
     pub what: String,
     /// A PostgreSQL URL; the benchmark creates and drops its own tables' rows there.
@@ -32,7 +32,7 @@ pub struct BenchArgs {
     /// Notifications sent per second, each appending one PaymentSucceeded (lag).
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
-    /// RabbitMQ (lag): a local broker, each run uses a throwaway vhost on it.
+    /// RabbitMQ (lag, relay): a local broker, each run uses a throwaway vhost on it.
     #[arg(
         long,
         env = "AMQP_BENCH_URL",
@@ -40,6 +40,19 @@ pub struct BenchArgs {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
+    /// Also time each event's delivery to a bare consumer of a quorum queue of its own (lag): the
+    /// relay's and the broker's share of the lag, without the worker's.
+    #[arg(long)]
+    pub probe: bool,
+    /// Events appended, then published by the relay and by the plain publisher (relay).
+    #[arg(long, default_value_t = 20000)]
+    pub events: usize,
+    /// Measurements, each the relay then the plain publisher (relay).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// The relay's batch size; default: the relay's own (relay).
+    #[arg(long)]
+    pub batch_size: Option<i64>,
     /// Skip the pgbench baseline.
     #[arg(long)]
     pub no_pgbench: bool,
@@ -50,7 +63,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "append" => run_append(&args).await,
         "notify" => crate::bench_notify::run(&args).await,
         "lag" => crate::bench_lag::run(&args).await,
-        other => bail!("unknown benchmark {other:?} (known: append, notify, lag)"),
+        "relay" => {
+            crate::bench_relay::run(crate::bench_relay::RelayBenchArgs {
+                database_url: args.database_url,
+                amqp_url: args.amqp_url,
+                events: args.events,
+                runs: args.runs,
+                batch_size: args.batch_size,
+            })
+            .await
+        }
+        other => bail!("unknown benchmark {other:?} (known: append, notify, lag, relay)"),
     }
 }
 

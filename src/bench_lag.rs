@@ -13,6 +13,10 @@
 //!   Its effect is what a real worker's is: the message id in the inbox and a row in a table, in
 //!   one transaction. After that transaction commits it takes `now - recorded_at`.
 //!
+//! With `--probe`, a bare consumer (no acks, no database) of a quorum queue bound like the
+//! worker's takes the same lag at delivery: the relay's and the broker's share, without the
+//! worker runtime's. That queue is one more the broker writes every event to.
+//!
 //! `recorded_at` is stamped by the engine just before the group-commit transaction that appends
 //! the event begins, so the lag covers: the append's transaction and commit, the relay noticing
 //! the event (it polls the log every 50 ms when idle), publish, routing to the quorum queue,
@@ -27,6 +31,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use async_trait::async_trait;
 use chrono::Utc;
+use futures::StreamExt;
+use paystream_amqp::lapin;
+use paystream_amqp::lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use paystream_amqp::lapin::types::{AMQPValue, FieldTable};
+use paystream_amqp::topology::{declare_exchanges, EVENTS_EXCHANGE};
 use paystream_amqp::{RelayOptions, WorkerOptions, RELAY_NAME};
 use paystream_engine::consumers::{EventMessage, HandleError, Inbox, Worker};
 use paystream_engine::db::{Backend, Db};
@@ -103,6 +112,10 @@ async fn measure(args: &BenchArgs, amqp_url: &str) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let probe = match args.probe {
+        true => Some(Probe::start(amqp_url).await?),
+        false => None,
+    };
     // Start from a quiet relay: the preparation's events are all published.
     wait_for_relay(&running.db, Duration::from_secs(120)).await?;
     let relay_defaults = RelayOptions::default();
@@ -170,6 +183,11 @@ async fn measure(args: &BenchArgs, amqp_url: &str) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     worker.stop().await;
 
+    let delivered = match probe {
+        Some(probe) => Some(probe.stop().await),
+        None => None,
+    };
+
     let recorded: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = 'PaymentSucceeded'")
             .fetch_one(&running.db.pool)
@@ -212,6 +230,17 @@ async fn measure(args: &BenchArgs, amqp_url: &str) -> anyhow::Result<()> {
         percentile_ms(&called, 0.99),
         drained.as_secs_f64() * 1000.0
     );
+    if let Some(mut delivered) = delivered {
+        delivered.sort();
+        println!(
+            "  probe: delivered to a bare consumer of a quorum queue ({} events): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            delivered.len(),
+            percentile_ms(&delivered, 0.50),
+            percentile_ms(&delivered, 0.95),
+            percentile_ms(&delivered, 0.99),
+            percentile_ms(&delivered, 1.0)
+        );
+    }
     let complete = arrived == expected && recorded as u64 == expected && effects as u64 == arrived;
     println!(
         "events: {expected} PaymentSucceeded expected, {recorded} in the log, {arrived} reached the worker ({effects} effect rows; runtime: {} duplicates skipped, {} requeued, {} parked){}",
@@ -288,6 +317,66 @@ impl Worker for LagWorker {
             .push((called, effect));
         self.handled.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// A consumer without acks of a quorum queue of its own bound to `PaymentSucceeded`: the lag at
+/// delivery.
+struct Probe {
+    connection: lapin::Connection,
+    task: tokio::task::JoinHandle<Vec<Duration>>,
+}
+
+const PROBE_QUEUE: &str = "bench.lag.probe";
+
+impl Probe {
+    async fn start(amqp_url: &str) -> anyhow::Result<Probe> {
+        let connection = paystream_amqp::connect(amqp_url, "paystream-bench-probe").await?;
+        let channel = connection.create_channel().await?;
+        declare_exchanges(&channel).await?;
+        let mut queue_args = FieldTable::default();
+        queue_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(PROBE_QUEUE, durable, queue_args)
+            .await?;
+        channel
+            .queue_bind(
+                PROBE_QUEUE,
+                EVENTS_EXCHANGE,
+                "PaymentSucceeded",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let mut consumer = channel
+            .basic_consume(PROBE_QUEUE, "probe", no_ack, FieldTable::default())
+            .await?;
+        let task = tokio::spawn(async move {
+            let mut lags = Vec::new();
+            while let Some(Ok(delivery)) = consumer.next().await {
+                if let Ok(message) = EventMessage::from_body(&delivery.data) {
+                    lags.push(lag_of(&message));
+                }
+            }
+            lags
+        });
+        Ok(Probe { connection, task })
+    }
+
+    async fn stop(self) -> Vec<Duration> {
+        let _ = self.connection.close(200, "bye").await;
+        self.task.await.unwrap_or_default()
     }
 }
 

@@ -19,6 +19,7 @@ mod bench;
 mod bench_cpu;
 mod bench_lag;
 mod bench_notify;
+mod bench_relay;
 mod demo;
 
 #[derive(Parser)]

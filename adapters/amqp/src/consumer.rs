@@ -22,6 +22,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
+use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection};
 use paystream_engine::consumers::{EventMessage, HandleError, Inbox, Worker};
@@ -480,9 +481,9 @@ async fn park(shared: &Shared, delivery: &Delivery, reason: &str) -> Result<(), 
         .await?
         .await?;
     match confirm {
-        lapin::publisher_confirm::Confirmation::Ack(None) => Ok(()),
-        _ => Err(AmqpError::Amqp(lapin::Error::InvalidChannelState(
-            lapin::ChannelState::Error,
-        ))),
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(AmqpError::Refused("no parking queue is bound")),
+        Confirmation::Nack(_) => Err(AmqpError::Refused("nacked")),
+        Confirmation::NotRequested => Err(AmqpError::Refused("not confirmed")),
     }
 }

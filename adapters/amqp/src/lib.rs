@@ -32,6 +32,8 @@ pub enum AmqpError {
     Amqp(#[from] lapin::Error),
     #[error("RabbitMQ did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("RabbitMQ refused a publish: {0}")]
+    Refused(&'static str),
 }
 
 /// Opens a connection driven by the current tokio runtime. `name` shows in the management UI.

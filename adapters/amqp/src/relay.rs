@@ -131,6 +131,8 @@ enum RelayError {
     Nacked,
     #[error("the broker did not confirm a batch within {0:?}")]
     ConfirmTimeout(Duration),
+    #[error("the connection to the broker was lost")]
+    Disconnected,
     #[error("reading ahead failed: {0}")]
     Reader(String),
 }
@@ -322,6 +324,11 @@ impl Relay {
             }
             if !self.lease.keep().await {
                 return Ok(SessionEnd::LostLease);
+            }
+            // An idle relay touches neither: notice a dead connection without waiting for an
+            // event to publish (the counters feed /readyz).
+            if !connection.status().connected() || !channel.status().connected() {
+                return Err(RelayError::Disconnected);
             }
             let mut caught_up = false;
             if in_flight.len() < window {

@@ -312,6 +312,11 @@ async fn a_stop_finishes_the_message_in_hand_and_hands_back_the_rest() {
         "nothing new started after the stop"
     );
     // The finished message was acked; the one not started is back in the queue.
+    eventually("the message not started is back in the queue", || async {
+        ready_in(&connection, &queue_name(TEST_WORKER)).await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ready_in(&connection, &queue_name(TEST_WORKER)).await, 1);
 }
 

@@ -360,3 +360,53 @@ async fn the_relay_declares_the_workers_queues_so_early_events_wait_for_them() {
     .await;
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_lease_is_taken_stops_publishing_until_it_gets_it_back() {
+    init_tracing();
+    let (vhost, log) = (Vhost::new().await, Log::new().await);
+    let mut probe = Probe::bind(&vhost.url()).await;
+    let relay = spawn_relay(log.store.clone(), vhost.url(), fast_options());
+    let first: Vec<Uuid> = log
+        .append("order-1", 5)
+        .await
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    probe.until_all(&first).await;
+
+    // Another process holds the lease now (as after a pause longer than the lease's life).
+    let far_future = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    sqlx::query("UPDATE leases SET holder = 'someone-else', expires_at = $1 WHERE name = $2")
+        .bind(far_future)
+        .bind(RELAY_NAME)
+        .execute(&log.db.pool)
+        .await
+        .unwrap();
+    eventually("the relay notices it lost the lease", || async {
+        !relay.stats.leader()
+    })
+    .await;
+    let second: Vec<Uuid> = log
+        .append("order-1", 5)
+        .await
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    probe.drain(Duration::from_secs(1)).await;
+    assert_eq!(
+        probe.received.len(),
+        5,
+        "nothing is published without the lease"
+    );
+
+    sqlx::query("DELETE FROM leases WHERE name = $1")
+        .bind(RELAY_NAME)
+        .execute(&log.db.pool)
+        .await
+        .unwrap();
+    probe.until_all(&second).await;
+    assert!(relay.stats.leader());
+    assert_each_stream_in_order(&probe.messages());
+    relay.stop().await;
+}

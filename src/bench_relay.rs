@@ -18,6 +18,7 @@ use paystream_amqp::lapin::options::{
     QueuePurgeOptions,
 };
 use paystream_amqp::lapin::types::{AMQPValue, FieldTable};
+use paystream_amqp::lapin::BasicProperties;
 use paystream_amqp::relay::{properties, RELAY_NAME};
 use paystream_amqp::topology::{declare_exchanges, EVENTS_EXCHANGE};
 use paystream_amqp::{spawn_relay, RelayOptions};
@@ -80,7 +81,11 @@ async fn bench(args: &RelayBenchArgs, database_url: &str) -> anyhow::Result<()> 
     let mut ratios = Vec::new();
     for run in 1..=args.runs {
         let vhost = Vhost::create(&args.amqp_url)?;
-        let measured = measure(&store, &db, &vhost.url, &events, args.batch_size).await;
+        let options = Options {
+            batch_size: args.batch_size,
+            relay_first: run % 2 == 1,
+        };
+        let measured = measure(&store, &db, &vhost.url, &events, &options).await;
         vhost.delete();
         let (relay, plain) = measured?;
         let (relay_rate, plain_rate) = (rate(events.len(), relay), rate(events.len(), plain));
@@ -132,60 +137,91 @@ async fn append_events(
     Ok(appended)
 }
 
-/// One run: the relay from the start of the log, then the plain publisher.
+/// One run: the relay from the start of the log and the plain publisher, into the same emptied
+/// queue. Odd runs measure the relay first, even runs the publisher first, so neither always
+/// meets a fresh (or a warm) queue.
 async fn measure(
     store: &Arc<dyn EventStore>,
     db: &Db,
     url: &str,
     events: &[RecordedEvent],
-    batch_size: Option<i64>,
+    options: &Options,
 ) -> anyhow::Result<(Duration, Duration)> {
     prepare_sink(url).await?;
-    // Each run publishes the whole log again: forget where the previous run's relay stopped.
-    sqlx::query("DELETE FROM checkpoints WHERE name = $1")
-        .bind(RELAY_NAME)
-        .execute(&db.pool)
-        .await?;
-    let end = events
-        .last()
-        .map(|e| e.checkpoint)
-        .unwrap_or(Checkpoint::START);
-
-    let started = Instant::now();
-    let mut options = RelayOptions::default();
-    options.batch_size = batch_size.unwrap_or(options.batch_size);
-    let relay = spawn_relay(store.clone(), url.to_string(), options);
-    let deadline = started + Duration::from_secs(600);
-    while relay.stats.checkpoint() != end {
-        if Instant::now() > deadline {
-            relay.stop().await;
-            bail!(
-                "the relay did not publish {} events in 10 minutes",
-                events.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let relay_took = started.elapsed();
-    relay.stop().await;
-
-    let connection = paystream_amqp::connect(url, "paystream-bench").await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .queue_purge(SINK, QueuePurgeOptions::default())
-        .await?;
-    let messages: Vec<(String, Vec<u8>, paystream_amqp::lapin::BasicProperties)> = events
+    let messages: Vec<(String, Vec<u8>, BasicProperties)> = events
         .iter()
         .map(|e| {
             let body = EventMessage::from(e).to_body();
             (e.event_type.clone(), body, properties(e))
         })
         .collect();
+    let end = events
+        .last()
+        .map(|e| e.checkpoint)
+        .unwrap_or(Checkpoint::START);
+    if options.relay_first {
+        let relay = time_relay(store, db, url, end, options).await?;
+        purge_sink(url).await?;
+        Ok((relay, time_plain(url, &messages).await?))
+    } else {
+        let plain = time_plain(url, &messages).await?;
+        purge_sink(url).await?;
+        Ok((time_relay(store, db, url, end, options).await?, plain))
+    }
+}
+
+struct Options {
+    batch_size: Option<i64>,
+    relay_first: bool,
+}
+
+/// From the relay's start until its checkpoint is the end of the log.
+async fn time_relay(
+    store: &Arc<dyn EventStore>,
+    db: &Db,
+    url: &str,
+    end: Checkpoint,
+    options: &Options,
+) -> anyhow::Result<Duration> {
+    // Each run publishes the whole log again: forget where the previous run's relay stopped.
+    sqlx::query("DELETE FROM checkpoints WHERE name = $1")
+        .bind(RELAY_NAME)
+        .execute(&db.pool)
+        .await?;
+    let mut relay_options = RelayOptions::default();
+    relay_options.batch_size = options.batch_size.unwrap_or(relay_options.batch_size);
     let started = Instant::now();
-    plain_publish(url, &messages).await?;
-    let plain_took = started.elapsed();
+    let relay = spawn_relay(store.clone(), url.to_string(), relay_options);
+    let deadline = started + Duration::from_secs(600);
+    while relay.stats.checkpoint() != end {
+        if Instant::now() > deadline {
+            relay.stop().await;
+            bail!("the relay did not reach the end of the log in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = started.elapsed();
+    relay.stop().await;
+    Ok(took)
+}
+
+async fn time_plain(
+    url: &str,
+    messages: &[(String, Vec<u8>, BasicProperties)],
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    plain_publish(url, messages).await?;
+    Ok(started.elapsed())
+}
+
+async fn purge_sink(url: &str) -> anyhow::Result<()> {
+    let connection = paystream_amqp::connect(url, "paystream-bench").await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .queue_purge(SINK, QueuePurgeOptions::default())
+        .await?;
     let _ = connection.close(200, "bye").await;
-    Ok((relay_took, plain_took))
+    Ok(())
 }
 
 /// Everything published to `paystream.events` lands in one durable quorum queue.
@@ -220,7 +256,7 @@ async fn prepare_sink(url: &str) -> anyhow::Result<()> {
 /// every confirm awaited.
 async fn plain_publish(
     url: &str,
-    messages: &[(String, Vec<u8>, paystream_amqp::lapin::BasicProperties)],
+    messages: &[(String, Vec<u8>, BasicProperties)],
 ) -> anyhow::Result<()> {
     let connection = paystream_amqp::connect(url, "paystream-bench-plain").await?;
     let channel = connection.create_channel().await?;

@@ -36,6 +36,9 @@ use crate::lanes::{lane_of_body, Holds};
 use crate::topology::{self, QueueSpec, DEAD_EXCHANGE};
 use crate::{connect, sleep_or_stop, stopped, AmqpError, Backoff};
 
+/// A parking publish not confirmed by then is given up (the message is requeued instead).
+const PARK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The header that says why a message was parked.
 pub const REASON_HEADER: &str = "x-paystream-reason";
 
@@ -469,17 +472,22 @@ async fn park(shared: &Shared, delivery: &Delivery, reason: &str) -> Result<(), 
         mandatory: true,
         ..BasicPublishOptions::default()
     };
-    let confirm = shared
-        .park_channel
-        .basic_publish(
-            DEAD_EXCHANGE,
-            &topology::queue_name(name),
-            options,
-            &delivery.data,
-            properties,
-        )
-        .await?
-        .await?;
+    let publish = async {
+        shared
+            .park_channel
+            .basic_publish(
+                DEAD_EXCHANGE,
+                &topology::queue_name(name),
+                options,
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await
+    };
+    let confirm = tokio::time::timeout(PARK_TIMEOUT, publish)
+        .await
+        .map_err(|_| AmqpError::Timeout(PARK_TIMEOUT))??;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
         Confirmation::Ack(Some(_)) => Err(AmqpError::Refused("no parking queue is bound")),

@@ -47,7 +47,7 @@ pub struct RelayOptions {
     pub batches_in_flight: usize,
     /// How often an idle relay looks for new events.
     pub idle_poll: Duration,
-    /// A batch not confirmed within this is treated as lost (reconnect, republish).
+    /// A batch not sent or not confirmed within this is treated as lost (reconnect, republish).
     pub confirm_timeout: Duration,
     /// Back-off between attempts to reach the broker.
     pub reconnect: Backoff,
@@ -63,7 +63,7 @@ impl Default for RelayOptions {
             holder: format!("pid{}-{}", std::process::id(), Uuid::new_v4().simple()),
             lease_ttl: Duration::from_secs(10),
             batch_size: 1000,
-            batches_in_flight: 4,
+            batches_in_flight: 16,
             idle_poll: Duration::from_millis(50),
             confirm_timeout: Duration::from_secs(30),
             reconnect: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
@@ -349,7 +349,12 @@ impl Relay {
                                 async move { store.read_all(cursor, size).await },
                             ));
                     }
-                    in_flight.push_back(publish_batch(&channel, &events).await?);
+                    // A broker under a resource alarm stops reading: writes would wait forever.
+                    let timeout = self.options.confirm_timeout;
+                    let batch = tokio::time::timeout(timeout, publish_batch(&channel, &events))
+                        .await
+                        .map_err(|_| RelayError::ConfirmTimeout(timeout))??;
+                    in_flight.push_back(batch);
                 }
             }
             if in_flight.len() >= window || (caught_up && !in_flight.is_empty()) {

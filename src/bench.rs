@@ -44,18 +44,12 @@ pub struct BenchArgs {
     /// relay's and the broker's share of the lag, without the worker's.
     #[arg(long)]
     pub probe: bool,
-    /// Events appended, then published by the relay and by the plain publisher (relay).
-    #[arg(long, default_value_t = 20000)]
-    pub events: usize,
-    /// Measurements, each the relay then the plain publisher (relay).
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// The relay's batch size; default: the relay's own (relay).
-    #[arg(long)]
-    pub batch_size: Option<i64>,
     /// Skip the pgbench baseline.
     #[arg(long)]
     pub no_pgbench: bool,
+    /// `relay`'s own options (`--events`, `--runs`, …), after `--`; `-- --help` lists them.
+    #[arg(last = true, value_name = "RELAY_OPTIONS")]
+    pub relay_options: Vec<String>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -63,18 +57,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "append" => run_append(&args).await,
         "notify" => crate::bench_notify::run(&args).await,
         "lag" => crate::bench_lag::run(&args).await,
-        "relay" => {
-            crate::bench_relay::run(crate::bench_relay::RelayBenchArgs {
-                database_url: args.database_url,
-                amqp_url: args.amqp_url,
-                events: args.events,
-                runs: args.runs,
-                batch_size: args.batch_size,
-            })
-            .await
-        }
+        "relay" => run_relay(&args).await,
         other => bail!("unknown benchmark {other:?} (known: append, notify, lag, relay)"),
     }
+}
+
+/// `bench relay`: its own arguments (bench_relay.rs), with this command's database and broker.
+async fn run_relay(args: &BenchArgs) -> anyhow::Result<()> {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    #[command(name = "paystream bench relay --database-url … --")]
+    struct RelayCli {
+        #[command(flatten)]
+        args: crate::bench_relay::RelayBenchArgs,
+    }
+    let argv = [
+        "paystream bench relay".to_string(),
+        "--database-url".into(),
+        args.database_url.clone(),
+        "--amqp-url".into(),
+        args.amqp_url.clone(),
+    ]
+    .into_iter()
+    .chain(args.relay_options.iter().cloned());
+    let cli = RelayCli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    crate::bench_relay::run(cli.args).await
 }
 
 async fn run_append(args: &BenchArgs) -> anyhow::Result<()> {

@@ -199,8 +199,10 @@ async fn measure(args: &BenchArgs, amqp_url: &str) -> anyhow::Result<()> {
     worker_db.pool.close().await;
 
     latencies.sort();
-    let pairs = std::mem::take(&mut *lag_worker.lags.lock().unwrap_or_else(|p| p.into_inner()));
-    let (mut called, mut lags): (Vec<Duration>, Vec<Duration>) = pairs.into_iter().unzip();
+    let measured = std::mem::take(&mut *lag_worker.lags.lock().unwrap_or_else(|p| p.into_inner()));
+    let by_second = p99_by_second(&measured);
+    let mut called: Vec<Duration> = measured.iter().map(|l| l.called).collect();
+    let mut lags: Vec<Duration> = measured.iter().map(|l| l.effect).collect();
     called.sort();
     lags.sort();
     println!(
@@ -230,6 +232,7 @@ async fn measure(args: &BenchArgs, amqp_url: &str) -> anyhow::Result<()> {
         percentile_ms(&called, 0.99),
         drained.as_secs_f64() * 1000.0
     );
+    println!("  lag p99 by second of recording (ms): {by_second}");
     if let Some(mut delivered) = delivered {
         delivered.sort();
         println!(
@@ -257,6 +260,30 @@ async fn measure(args: &BenchArgs, amqp_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The effect lag's p99 for the events recorded in each second of the run: whether the lag is
+/// steady or grows (a backlog) as the run goes on.
+fn p99_by_second(measured: &[Lag]) -> String {
+    let Some(first) = measured.iter().map(|l| l.recorded_at).min() else {
+        return String::new();
+    };
+    let mut seconds: Vec<Vec<Duration>> = Vec::new();
+    for lag in measured {
+        let second = (lag.recorded_at - first).num_seconds().max(0) as usize;
+        if seconds.len() <= second {
+            seconds.resize_with(second + 1, Vec::new);
+        }
+        seconds[second].push(lag.effect);
+    }
+    seconds
+        .iter_mut()
+        .map(|lags| {
+            lags.sort();
+            format!("{:.0}", percentile_ms(lags, 0.99))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Waits until nothing in the log lies past the relay's checkpoint.
 async fn wait_for_relay(db: &Db, timeout: Duration) -> anyhow::Result<()> {
     let store = paystream::event_store(db);
@@ -277,9 +304,16 @@ async fn wait_for_relay(db: &Db, timeout: Duration) -> anyhow::Result<()> {
 /// The measuring worker: an inbox row and an effect row in one transaction, then the lag.
 struct LagWorker {
     db: Db,
-    /// Per event: (lag when `handle` was called, lag when the effect had committed).
-    lags: Mutex<Vec<(Duration, Duration)>>,
+    /// Per event: when it was recorded, the lag when `handle` was called and when the effect
+    /// had committed.
+    lags: Mutex<Vec<Lag>>,
     handled: AtomicU64,
+}
+
+struct Lag {
+    recorded_at: chrono::DateTime<Utc>,
+    called: Duration,
+    effect: Duration,
 }
 
 fn lag_of(message: &EventMessage) -> Duration {
@@ -314,7 +348,11 @@ impl Worker for LagWorker {
         self.lags
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((called, effect));
+            .push(Lag {
+                recorded_at: message.recorded_at,
+                called,
+                effect,
+            });
         self.handled.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

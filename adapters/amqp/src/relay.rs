@@ -2,8 +2,10 @@
 //! event to `paystream.events` with publisher confirms.
 //!
 //! - At least once, never a skip: the checkpoint moves past a batch only after the broker acked
-//!   every publish of it. A nack, a timeout or a lost connection ends the session; the next one
-//!   starts again from the saved checkpoint (the broker may see an event twice; consumers dedupe).
+//!   every publish of it (and of every batch before it). Saves are coalesced while a backlog
+//!   drains (every `checkpoint_every`, and whenever the relay catches up). A nack, a timeout or a
+//!   lost connection ends the session; the next one starts again from the saved checkpoint (the
+//!   broker may see an event twice; consumers dedupe).
 //! - Order: one channel, batches in log order, so each order's events go out in version order.
 //! - Throughput: a few batches are in flight at once; batch k+1 is read and published while the
 //!   broker is still confirming batch k. Checkpoints are still saved strictly in order.
@@ -47,6 +49,9 @@ pub struct RelayOptions {
     pub batches_in_flight: usize,
     /// How often an idle relay looks for new events.
     pub idle_poll: Duration,
+    /// How often the checkpoint is saved while a backlog is being published (always when caught
+    /// up): the most a crash makes the relay publish again.
+    pub checkpoint_every: Duration,
     /// A batch not sent or not confirmed within this is treated as lost (reconnect, republish).
     pub confirm_timeout: Duration,
     /// Back-off between attempts to reach the broker.
@@ -63,8 +68,9 @@ impl Default for RelayOptions {
             holder: format!("pid{}-{}", std::process::id(), Uuid::new_v4().simple()),
             lease_ttl: Duration::from_secs(10),
             batch_size: 1000,
-            batches_in_flight: 16,
+            batches_in_flight: 4,
             idle_poll: Duration::from_millis(50),
+            checkpoint_every: Duration::from_millis(100),
             confirm_timeout: Duration::from_secs(30),
             reconnect: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             queues: Vec::new(),
@@ -90,7 +96,7 @@ impl RelayStats {
         self.published.load(Ordering::Relaxed)
     }
 
-    /// The last checkpoint saved after a confirmed batch.
+    /// The last checkpoint saved (everything up to it was confirmed by the broker).
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             transaction: self.checkpoint_tx.load(Ordering::Relaxed),
@@ -113,8 +119,7 @@ impl RelayStats {
         self.failures.load(Ordering::Relaxed)
     }
 
-    fn saved(&self, at: Checkpoint, events: usize) {
-        self.published.fetch_add(events as u64, Ordering::Relaxed);
+    fn saved(&self, at: Checkpoint) {
         self.checkpoint_tx.store(at.transaction, Ordering::Relaxed);
         self.checkpoint_position
             .store(at.position, Ordering::Relaxed);
@@ -313,12 +318,19 @@ impl Relay {
         let mut cursor = self.checkpoints.load(RELAY_NAME).await?;
         let mut in_flight: VecDeque<Batch> = VecDeque::new();
         let mut prefetch = Prefetch(None);
+        // Confirmed but not saved yet: saving is a database commit, so it is coalesced; a crash
+        // repeats at most `checkpoint_every` worth of publishes.
+        let mut unsaved: Option<Checkpoint> = None;
+        let mut saved_at = Instant::now();
         let window = self.options.batches_in_flight.max(1);
         loop {
             if *stop.borrow() {
                 // Settle what is in flight so that a clean stop repeats nothing.
                 while let Some(batch) = in_flight.pop_front() {
-                    self.settle(batch).await?;
+                    unsaved = Some(self.confirm(batch).await?);
+                }
+                if let Some(at) = unsaved {
+                    self.save(at).await?;
                 }
                 return Ok(SessionEnd::Stopped);
             }
@@ -359,17 +371,23 @@ impl Relay {
             }
             if in_flight.len() >= window || (caught_up && !in_flight.is_empty()) {
                 if let Some(batch) = in_flight.pop_front() {
-                    self.settle(batch).await?;
+                    unsaved = Some(self.confirm(batch).await?);
                     *progressed = true;
                 }
             } else if caught_up && sleep_or_stop(self.options.idle_poll, stop).await {
                 continue;
             }
+            let due = in_flight.is_empty() || saved_at.elapsed() >= self.options.checkpoint_every;
+            if let Some(at) = unsaved.filter(|_| due) {
+                self.save(at).await?;
+                unsaved = None;
+                saved_at = Instant::now();
+            }
         }
     }
 
-    /// Waits for every confirm of a batch, then saves its checkpoint.
-    async fn settle(&self, batch: Batch) -> Result<(), RelayError> {
+    /// Waits for every confirm of a batch; its last checkpoint may then be saved.
+    async fn confirm(&self, batch: Batch) -> Result<Checkpoint, RelayError> {
         let timeout = self.options.confirm_timeout;
         tokio::time::timeout(timeout, async {
             for confirm in batch.confirms {
@@ -381,13 +399,17 @@ impl Relay {
         })
         .await
         .map_err(|_| RelayError::ConfirmTimeout(timeout))??;
-        self.checkpoints.save(RELAY_NAME, batch.last).await?;
-        self.options.stats.saved(batch.last, batch.events);
-        tracing::debug!(
-            events = batch.events,
-            position = batch.last.position,
-            "relay batch confirmed"
-        );
+        self.options
+            .stats
+            .published
+            .fetch_add(batch.events as u64, Ordering::Relaxed);
+        Ok(batch.last)
+    }
+
+    async fn save(&self, at: Checkpoint) -> Result<(), RelayError> {
+        self.checkpoints.save(RELAY_NAME, at).await?;
+        self.options.stats.saved(at);
+        tracing::debug!(position = at.position, "relay checkpoint saved");
         Ok(())
     }
 }

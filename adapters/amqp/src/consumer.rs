@@ -164,9 +164,12 @@ pub async fn run_worker(
             consumer_tag: format!("{name}-{}", Uuid::new_v4().simple()),
         };
         let mut consumed = false;
+        let began = std::time::Instant::now();
         let ended = session.run(&amqp_url, &mut stop, &mut consumed).await;
         options.stats.connected.store(false, Ordering::Relaxed);
-        if consumed {
+        // Consuming for a while means the broker was healthy: back off from the minimum again.
+        // A connection that drops at once keeps growing the back-off (no flood of attempts).
+        if consumed && began.elapsed() > options.reconnect.max {
             delays = options.reconnect.delays();
             failures_in_a_row = 0;
         }

@@ -247,9 +247,10 @@ impl Relay {
                 tracing::info!(holder = %holder, "relay lease taken: publishing");
             }
             let mut progressed = false;
+            let began = Instant::now();
             let ended = self.session(stop, &mut progressed).await;
             stats.connected.store(false, Ordering::Relaxed);
-            if progressed {
+            if progressed || began.elapsed() > self.options.reconnect.max {
                 // The broker was healthy for a while: start the next back-off from its minimum.
                 delays = self.options.reconnect.delays();
                 failures_in_a_row = 0;

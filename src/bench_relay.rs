@@ -92,13 +92,15 @@ async fn bench(args: &RelayBenchArgs, database_url: &str) -> anyhow::Result<()> 
         let measured = measure(&store, &db, &vhost.url, &events, &options).await;
         vhost.delete();
         let (relay, plain) = measured?;
-        let (relay_rate, plain_rate) = (rate(events.len(), relay), rate(events.len(), plain));
+        let (relay_rate, plain_rate) = (relay.rate(events.len()), plain.rate(events.len()));
         ratios.push(relay_rate / plain_rate);
         println!(
-            "run {run}: relay {relay_rate:.0} events/s ({:.2} s), plain lapin publisher \
-             {plain_rate:.0} events/s ({:.2} s), ratio {:.2}",
-            relay.as_secs_f64(),
-            plain.as_secs_f64(),
+            "run {run}: relay {relay_rate:.0} events/s ({:.2} s, bench CPU {:.2} s), plain lapin \
+             publisher {plain_rate:.0} events/s ({:.2} s, bench CPU {:.2} s), ratio {:.2}",
+            relay.wall.as_secs_f64(),
+            relay.cpu.as_secs_f64(),
+            plain.wall.as_secs_f64(),
+            plain.cpu.as_secs_f64(),
             relay_rate / plain_rate
         );
     }
@@ -110,8 +112,28 @@ async fn bench(args: &RelayBenchArgs, database_url: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn rate(events: usize, took: Duration) -> f64 {
-    events as f64 / took.as_secs_f64()
+/// One side's measurement: wall time, and the CPU this process spent meanwhile (the relay also
+/// reads and decodes the log; the broker and the database are other processes).
+struct Phase {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Phase {
+    fn start() -> (Instant, Duration) {
+        (Instant::now(), process_cpu())
+    }
+
+    fn since((started, cpu): (Instant, Duration)) -> Phase {
+        Phase {
+            wall: started.elapsed(),
+            cpu: process_cpu().saturating_sub(cpu),
+        }
+    }
+
+    fn rate(&self, events: usize) -> f64 {
+        events as f64 / self.wall.as_secs_f64()
+    }
 }
 
 /// 10 events per order, appended 10 at a time.
@@ -149,32 +171,38 @@ async fn measure(
     url: &str,
     events: &[RecordedEvent],
     options: &Options,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<(Phase, Phase)> {
     prepare_sink(url).await?;
-    let messages: Vec<(String, Vec<u8>, BasicProperties)> = events
-        .iter()
-        .map(|e| {
-            let body = EventMessage::from(e).to_body();
-            (e.event_type.clone(), body, properties(e))
-        })
-        .collect();
+    let messages: Arc<Vec<Message>> = Arc::new(
+        events
+            .iter()
+            .map(|e| {
+                let body = EventMessage::from(e).to_body();
+                (e.event_type.clone(), body, properties(e))
+            })
+            .collect(),
+    );
     let end = events
         .last()
         .map(|e| e.checkpoint)
         .unwrap_or(Checkpoint::START);
     // A new quorum queue is slower for its first few thousand messages: warm it up first.
-    plain_publish(url, &messages[..messages.len().min(5000)]).await?;
+    let warm_up = messages.len().min(5000);
+    plain_publish(url, &messages[..warm_up]).await?;
     purge_sink(url).await?;
     if options.relay_first {
         let relay = time_relay(store, db, url, end, options).await?;
         purge_sink(url).await?;
-        Ok((relay, time_plain(url, &messages).await?))
+        Ok((relay, time_plain(url, messages).await?))
     } else {
-        let plain = time_plain(url, &messages).await?;
+        let plain = time_plain(url, messages).await?;
         purge_sink(url).await?;
         Ok((time_relay(store, db, url, end, options).await?, plain))
     }
 }
+
+/// Routing key, body, properties.
+type Message = (String, Vec<u8>, BasicProperties);
 
 struct Options {
     batch_size: Option<i64>,
@@ -189,7 +217,7 @@ async fn time_relay(
     url: &str,
     end: Checkpoint,
     options: &Options,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Phase> {
     // Each run publishes the whole log again: forget where the previous run's relay stopped.
     sqlx::query("DELETE FROM checkpoints WHERE name = $1")
         .bind(RELAY_NAME)
@@ -200,9 +228,9 @@ async fn time_relay(
     relay_options.batches_in_flight = options
         .batches_in_flight
         .unwrap_or(relay_options.batches_in_flight);
-    let started = Instant::now();
+    let started = Phase::start();
     let relay = spawn_relay(store.clone(), url.to_string(), relay_options);
-    let deadline = started + Duration::from_secs(600);
+    let deadline = started.0 + Duration::from_secs(600);
     while relay.stats.checkpoint() != end {
         if Instant::now() > deadline {
             relay.stop().await;
@@ -210,18 +238,18 @@ async fn time_relay(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let took = started.elapsed();
+    let phase = Phase::since(started);
     relay.stop().await;
-    Ok(took)
+    Ok(phase)
 }
 
-async fn time_plain(
-    url: &str,
-    messages: &[(String, Vec<u8>, BasicProperties)],
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    plain_publish(url, messages).await?;
-    Ok(started.elapsed())
+/// The plain publisher runs on a runtime worker too, as the relay does (not on the thread that
+/// blocks on `main`, where waking up costs less).
+async fn time_plain(url: &str, messages: Arc<Vec<Message>>) -> anyhow::Result<Phase> {
+    let url = url.to_string();
+    let started = Phase::start();
+    tokio::spawn(async move { plain_publish(&url, &messages).await }).await??;
+    Ok(Phase::since(started))
 }
 
 async fn purge_sink(url: &str) -> anyhow::Result<()> {
@@ -264,10 +292,7 @@ async fn prepare_sink(url: &str) -> anyhow::Result<()> {
 
 /// The baseline: one connection, one channel in confirm mode, every publish pipelined, then
 /// every confirm awaited.
-async fn plain_publish(
-    url: &str,
-    messages: &[(String, Vec<u8>, BasicProperties)],
-) -> anyhow::Result<()> {
+async fn plain_publish(url: &str, messages: &[Message]) -> anyhow::Result<()> {
     let connection = paystream_amqp::connect(url, "paystream-bench-plain").await?;
     let channel = connection.create_channel().await?;
     channel
@@ -406,4 +431,21 @@ impl FreshDatabase {
             }
         }
     }
+}
+
+/// CPU time (user + system) of this process so far; zero where /proc is not there.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }

@@ -298,12 +298,19 @@ impl Session {
         }
         shared.draining.store(true, Ordering::Relaxed);
         drop(senders);
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
         let finished = futures::future::join_all(tasks);
         if tokio::time::timeout(self.options.shutdown_timeout, finished)
             .await
             .is_err()
         {
-            tracing::warn!(worker = name, "messages still being handled at shutdown were abandoned; the broker redelivers them");
+            // Their effects are either committed with their inbox row or not at all; the broker
+            // redelivers them once the connection closes.
+            aborts.iter().for_each(|a| a.abort());
+            tracing::warn!(
+                worker = name,
+                "messages still being handled at shutdown were abandoned"
+            );
         }
         ended
     }

@@ -15,24 +15,30 @@
 //! - The log is the outbox: nothing here ever blocks an append. With the broker down the relay
 //!   retries with back-off and the backlog simply waits in the log.
 
+mod lease_clock;
+mod publish;
+mod stats;
+
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::PublisherConfirm;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::options::ConfirmSelectOptions;
+use lapin::Connection;
 use paystream_engine::consumers::lease::Lease;
-use paystream_engine::consumers::EventMessage;
 use paystream_engine::follow::Checkpoints;
-use paystream_engine::store::{Checkpoint, EventStore, RecordedEvent, StoreError};
+use paystream_engine::store::{Checkpoint, EventStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::topology::{self, QueueSpec, EVENTS_EXCHANGE};
+use crate::topology::{self, QueueSpec};
 use crate::{connect, sleep_or_stop, AmqpError, Backoff};
+use lease_clock::LeaseClock;
+pub use publish::properties;
+use publish::{publish_batch, Batch, Prefetch};
+pub use stats::RelayStats;
 
 /// The relay's lease and checkpoint name.
 pub const RELAY_NAME: &str = "relay:amqp";
@@ -76,53 +82,6 @@ impl Default for RelayOptions {
             queues: Vec::new(),
             stats: Arc::default(),
         }
-    }
-}
-
-/// What the relay has done so far, readable at any time.
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    published: AtomicU64,
-    checkpoint_tx: AtomicI64,
-    checkpoint_position: AtomicI64,
-    connected: AtomicBool,
-    leader: AtomicBool,
-    failures: AtomicU64,
-}
-
-impl RelayStats {
-    /// Events published and confirmed by the broker (repeats after a failure count again).
-    pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Relaxed)
-    }
-
-    /// The last checkpoint saved (everything up to it was confirmed by the broker).
-    pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
-            transaction: self.checkpoint_tx.load(Ordering::Relaxed),
-            position: self.checkpoint_position.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Connected to the broker and publishing (only the lease holder connects).
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-
-    /// Holds the relay lease.
-    pub fn leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
-    }
-
-    /// Sessions that ended in an error (broker unreachable, nack, lost connection).
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    fn saved(&self, at: Checkpoint) {
-        self.checkpoint_tx.store(at.transaction, Ordering::Relaxed);
-        self.checkpoint_position
-            .store(at.position, Ordering::Relaxed);
     }
 }
 
@@ -412,117 +371,5 @@ impl Relay {
         self.options.stats.saved(at);
         tracing::debug!(position = at.position, "relay checkpoint saved");
         Ok(())
-    }
-}
-
-/// The next batch being read ahead; dropped with the session.
-struct Prefetch(Option<JoinHandle<Result<Vec<RecordedEvent>, StoreError>>>);
-
-impl Prefetch {
-    fn take(&mut self) -> Option<JoinHandle<Result<Vec<RecordedEvent>, StoreError>>> {
-        self.0.take()
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        if let Some(read) = self.0.take() {
-            read.abort();
-        }
-    }
-}
-
-/// A batch published and waiting for its confirms.
-struct Batch {
-    last: Checkpoint,
-    events: usize,
-    confirms: Vec<PublisherConfirm>,
-}
-
-/// Publishes the batch in log order on one channel without waiting for confirms (pipelined).
-async fn publish_batch(channel: &Channel, events: &[RecordedEvent]) -> Result<Batch, RelayError> {
-    let mut confirms = Vec::with_capacity(events.len());
-    for event in events {
-        let body = EventMessage::from(event).to_body();
-        confirms.push(
-            channel
-                .basic_publish(
-                    EVENTS_EXCHANGE,
-                    &event.event_type,
-                    // Not mandatory: an event nobody is bound to yet is still published.
-                    BasicPublishOptions::default(),
-                    &body,
-                    properties(event),
-                )
-                .await?,
-        );
-    }
-    Ok(Batch {
-        last: events.last().map(|e| e.checkpoint).unwrap_or_default(),
-        events: events.len(),
-        confirms,
-    })
-}
-
-/// The contract's message properties: message id = event id, JSON, persistent.
-pub fn properties(event: &RecordedEvent) -> BasicProperties {
-    BasicProperties::default()
-        .with_message_id(event.event_id.to_string().into())
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_type(event.event_type.as_str().into())
-        .with_timestamp(event.recorded_at.timestamp().max(0) as u64)
-}
-
-/// The lease plus when it was last confirmed, so that a holder that cannot renew stops before
-/// its lease could have expired and been taken by someone else.
-struct LeaseClock {
-    lease: Lease,
-    renewed_at: Option<Instant>,
-}
-
-impl LeaseClock {
-    fn new(lease: Lease) -> LeaseClock {
-        LeaseClock {
-            lease,
-            renewed_at: None,
-        }
-    }
-
-    fn renew_every(&self) -> Duration {
-        self.lease.ttl() / 3
-    }
-
-    async fn acquire(&mut self) -> Result<bool, sqlx::Error> {
-        let asked_at = Instant::now();
-        let held = self.lease.try_acquire().await?;
-        self.renewed_at = held.then_some(asked_at);
-        Ok(held)
-    }
-
-    /// Renews when due; `false` once the lease is lost or could not be renewed in time.
-    async fn keep(&mut self) -> bool {
-        let Some(renewed_at) = self.renewed_at else {
-            return false;
-        };
-        if renewed_at.elapsed() < self.renew_every() {
-            return true;
-        }
-        let asked_at = Instant::now();
-        match self.lease.try_acquire().await {
-            Ok(true) => {
-                self.renewed_at = Some(asked_at);
-                true
-            }
-            Ok(false) => {
-                self.renewed_at = None;
-                false
-            }
-            Err(e) => {
-                tracing::warn!(holder = %self.lease.holder(), error = %e, "cannot renew the relay lease");
-                // Keep publishing while the last renewal surely still holds (3/4 of its life).
-                renewed_at.elapsed() < self.lease.ttl() * 3 / 4
-            }
-        }
     }
 }

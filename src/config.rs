@@ -248,10 +248,14 @@ impl Settings {
     /// `AMQP_URL`, checked for its scheme (the rest is checked when connecting).
     pub fn amqp(&self) -> Result<Option<String>, String> {
         match &self.amqp_url {
-            Some(url) if url.starts_with("amqp://") || url.starts_with("amqps://") => {
-                Ok(Some(url.clone()))
-            }
-            Some(_) => Err("AMQP_URL must start with amqp:// or amqps://".into()),
+            Some(url) if url.starts_with("amqp://") => Ok(Some(url.clone())),
+            // lapin is built without TLS: say so instead of failing at the first connect.
+            Some(url) if url.starts_with("amqps://") => Err(
+                "AMQP_URL: amqps:// is not supported by this build; use amqp:// (on a private \
+                 network, or behind a TLS-terminating proxy)"
+                    .into(),
+            ),
+            Some(_) => Err("AMQP_URL must start with amqp://".into()),
             None => Ok(None),
         }
     }
@@ -385,6 +389,23 @@ mod tests {
         );
         assert_eq!(parsed.listen_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(parsed.db.database_url, "sqlite://paystream.db");
+    }
+
+    #[test]
+    fn amqp_and_templates_settings_are_checked_naming_the_variable() {
+        let mut settings = Settings::local("sqlite://x.db");
+        assert_eq!(settings.amqp(), Ok(None));
+        settings.amqp_url = Some("amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        assert!(settings.amqp().unwrap().is_some());
+        settings.amqp_url = Some("amqps://host/".into());
+        assert!(settings.amqp().unwrap_err().contains("AMQP_URL"));
+        settings.amqp_url = Some("http://host/".into());
+        assert!(settings.amqp().unwrap_err().contains("AMQP_URL"));
+        settings.subscribe_message_templates = Some("/no/such/file.toml".into());
+        assert!(settings
+            .templates()
+            .unwrap_err()
+            .contains("SUBSCRIBE_MESSAGE_TEMPLATES"));
     }
 
     #[test]

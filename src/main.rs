@@ -64,9 +64,11 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// lapin logs every broken connection as ERROR lines of its own; the relay and the workers log
+/// the same event once, with back-off, so lapin's are off unless RUST_LOG asks for them.
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,lapin=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().flatten_event(true).init();

@@ -380,6 +380,14 @@ async fn accepted_and_paid(
     backend: Backend,
     user: &str,
 ) -> (TestApp, tempfile::TempDir, String, Value) {
+    accepted_n_times_and_paid(backend, user, 1).await
+}
+
+async fn accepted_n_times_and_paid(
+    backend: Backend,
+    user: &str,
+    times: usize,
+) -> (TestApp, tempfile::TempDir, String, Value) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("templates.toml"), TEMPLATES).unwrap();
     let templates = dir.path().join("templates.toml");
@@ -387,28 +395,27 @@ async fn accepted_and_paid(
     app.add_product("tea", PRICE, true).await;
     let (token, me) = app.login(user).await;
     let openid = me["openid"].as_str().unwrap().to_string();
-    sandbox(
-        &app,
-        "/subscribe-accept",
-        json!({ "openid": openid, "template_ids": ["TPL-PAID"] }),
-    )
-    .await;
-    let (status, _) = app
-        .post(
-            "/api/subscriptions",
-            Some(&token),
-            json!({ "template_ids": ["TPL-PAID"] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    for _ in 0..times {
+        let accept = json!({ "openid": openid, "template_ids": ["TPL-PAID"] });
+        sandbox(&app, "/subscribe-accept", accept).await;
+        let (status, _) = app
+            .post(
+                "/api/subscriptions",
+                Some(&token),
+                json!({ "template_ids": ["TPL-PAID"] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
     let (_, order) = place(&app, &token, None).await;
     pay_at_wechat(&app, &token, &order).await;
     (app, dir, openid, order)
 }
 
-/// Makes every unfinished claim look abandoned long ago (the worker that made it died).
+/// Makes every unfinished claim look abandoned long ago (the worker that made it died). 1 ms
+/// after the epoch, as 0 marks a claim released after a failed send.
 async fn age_claims(app: &TestApp) {
-    sqlx::query("UPDATE subscribe_sends SET claimed_at = 0 WHERE status = 'sending'")
+    sqlx::query("UPDATE subscribe_sends SET claimed_at = 1 WHERE status = 'sending'")
         .execute(&app.running().db.pool)
         .await
         .unwrap();
@@ -439,7 +446,10 @@ async fn a_worker_killed_after_sending_does_not_send_twice(backend: Backend) {
         event_type: "PaymentSucceeded".into(),
     };
     assert_eq!(
-        deps.subscriptions.claim(&key).await.unwrap(),
+        deps.subscriptions
+            .claim(&key, "subscribe-message")
+            .await
+            .unwrap(),
         paystream_engine::subscriptions::Claim::New
     );
     let first = paystream_engine::subscriptions::SubscribeMessage {
@@ -459,6 +469,50 @@ async fn a_worker_killed_after_sending_does_not_send_twice(backend: Backend) {
     assert_eq!(send_status(&app).await, vec!["sent_before".to_string()]);
 }
 
+async fn a_worker_killed_mid_send_is_not_resent_when_wechat_could_not_refuse_a_repeat(
+    backend: Backend,
+) {
+    // Two acceptances: a repeat of a send that got through would spend the second one at WeChat
+    // and reach the customer twice, so a send interrupted by a crash is not repeated.
+    let (app, dir, openid, order) = accepted_n_times_and_paid(backend, "max", 2).await;
+    let (worker, message, deps) = paid_message_and_worker(&app, &dir, &order).await;
+    let order_now = deps
+        .orders
+        .get(uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap())
+        .await
+        .unwrap();
+    let key = paystream_engine::subscriptions::SendKey {
+        message_id: message.event_id,
+        template_id: "TPL-PAID".into(),
+        user_id: order_now.user_id,
+        openid: openid.clone(),
+        order_id: order_now.id,
+        event_type: "PaymentSucceeded".into(),
+    };
+    deps.subscriptions
+        .claim(&key, "subscribe-message")
+        .await
+        .unwrap();
+    let first = paystream_engine::subscriptions::SubscribeMessage {
+        openid: openid.clone(),
+        template_id: "TPL-PAID".into(),
+        page: None,
+        data: [("character_string1".to_string(), "x".to_string())].into(),
+    };
+    deps.sender.send(&first).await.unwrap();
+    age_claims(&app).await;
+    worker.handle(&message).await.unwrap();
+    assert_eq!(sent_to(&app, &openid).await.len(), 1);
+    assert_eq!(send_status(&app).await, vec!["unconfirmed".to_string()]);
+    assert_eq!(
+        deps.subscriptions
+            .remaining(order_now.user_id, "TPL-PAID")
+            .await
+            .unwrap(),
+        1
+    );
+}
+
 async fn a_worker_killed_before_sending_sends_on_redelivery(backend: Backend) {
     let (app, dir, openid, order) = accepted_and_paid(backend, "lou").await;
     let (worker, message, deps) = paid_message_and_worker(&app, &dir, &order).await;
@@ -475,7 +529,10 @@ async fn a_worker_killed_before_sending_sends_on_redelivery(backend: Backend) {
         order_id: order_now.id,
         event_type: "PaymentSucceeded".into(),
     };
-    deps.subscriptions.claim(&key).await.unwrap();
+    deps.subscriptions
+        .claim(&key, "subscribe-message")
+        .await
+        .unwrap();
     // While the claim is fresh another worker leaves it alone (it may still be sending).
     assert!(worker.handle(&message).await.is_err());
     assert!(sent_to(&app, &openid).await.is_empty());
@@ -505,4 +562,5 @@ on_both_backends!(
     card_ext_is_signed_with_the_api_ticket,
     a_worker_killed_after_sending_does_not_send_twice,
     a_worker_killed_before_sending_sends_on_redelivery,
+    a_worker_killed_mid_send_is_not_resent_when_wechat_could_not_refuse_a_repeat,
 );

@@ -78,6 +78,20 @@ impl Subscriptions {
         Ok(())
     }
 
+    async fn remaining_on(&self, conn: &mut sqlx::AnyConnection, key: &SendKey) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT remaining FROM subscription_acceptances WHERE user_id = $1 AND template_id = $2",
+        )
+        .bind(key.user_id.to_string())
+        .bind(&key.template_id)
+        .fetch_optional(conn)
+        .await?;
+        Ok(match row {
+            Some(row) => row.try_get("remaining")?,
+            None => 0,
+        })
+    }
+
     /// Unused acceptances of a template.
     pub async fn remaining(&self, user_id: Uuid, template_id: &str) -> Result<i64> {
         let row = sqlx::query(
@@ -119,6 +133,10 @@ pub enum Claim {
     Done,
     /// Another worker is sending it right now: try again later.
     Busy,
+    /// A worker died mid-send and the customer still has unused acceptances of the template, so
+    /// WeChat would not refuse a repeat: not resent (recorded `unconfirmed`) rather than risk a
+    /// second message.
+    Unconfirmed,
     /// The customer has no unused acceptance of the template: nothing is sent.
     NoAcceptance,
 }
@@ -137,13 +155,14 @@ pub enum SendResult {
     },
 }
 
-/// A claim older than this with no outcome belongs to a worker that died.
-const CLAIM_STALE_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+/// A claim older than this with no outcome belongs to a worker that died: comfortably more than
+/// one send takes (the client gives up on WeChat after 5 s).
+const CLAIM_STALE_AFTER: chrono::Duration = chrono::Duration::seconds(15);
 
 impl Subscriptions {
-    /// Claims the send of `key`: spends one acceptance the first time (in the same transaction
-    /// as the claim row), and tells a repeat what became of the first.
-    pub async fn claim(&self, key: &SendKey) -> Result<Claim> {
+    /// Claims the send of `key` for `worker`: spends one acceptance the first time (in the same
+    /// transaction as the claim row), and tells a repeat what became of the first.
+    pub async fn claim(&self, key: &SendKey, worker: &str) -> Result<Claim> {
         let now = Utc::now();
         let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
@@ -173,17 +192,42 @@ impl Subscriptions {
             if status != "sending" {
                 return Ok(Claim::Done);
             }
-            if claimed_at > millis(now - CLAIM_STALE_AFTER) {
+            let stale_before = millis(now - CLAIM_STALE_AFTER);
+            if claimed_at > stale_before {
                 return Ok(Claim::Busy);
             }
-            sqlx::query(
-                "UPDATE subscribe_sends SET claimed_at = $3 WHERE message_id = $1 AND template_id = $2",
+            // Guarded, so that of two workers resuming the same stale claim at once (PostgreSQL
+            // reads committed; SQLite serialises) exactly one gets it.
+            let taken = sqlx::query(
+                "UPDATE subscribe_sends SET claimed_at = $3 WHERE message_id = $1 \
+                 AND template_id = $2 AND status = 'sending' AND claimed_at <= $4",
             )
             .bind(key.message_id.to_string())
             .bind(&key.template_id)
             .bind(millis(now))
+            .bind(stale_before)
             .execute(&mut *tx)
             .await?;
+            if taken.rows_affected() == 0 {
+                return Ok(Claim::Busy);
+            }
+            // A released claim (claimed_at = 0) failed in a way worth retrying; any other stale
+            // claim belongs to a worker that died, possibly after WeChat took the message.
+            let released = claimed_at == 0;
+            if !released && self.remaining_on(&mut tx, key).await? > 0 {
+                sqlx::query(
+                    "UPDATE subscribe_sends SET status = 'unconfirmed', finished_at = $3 \
+                     WHERE message_id = $1 AND template_id = $2",
+                )
+                .bind(key.message_id.to_string())
+                .bind(&key.template_id)
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?;
+                crate::consumers::Inbox::record(&mut tx, worker, key.message_id).await?;
+                tx.commit().await?;
+                return Ok(Claim::Unconfirmed);
+            }
             tx.commit().await?;
             return Ok(Claim::Resumed);
         }
@@ -265,6 +309,7 @@ impl Subscriptions {
 
 impl Subscriptions {
     /// Lets the next attempt resume a claim at once (the send failed in a way worth retrying).
+    /// `claimed_at = 0` marks the claim released, as opposed to abandoned by a dead worker.
     pub async fn release(&self, key: &SendKey) -> Result<()> {
         sqlx::query(
             "UPDATE subscribe_sends SET claimed_at = 0 WHERE message_id = $1 AND template_id = $2 \

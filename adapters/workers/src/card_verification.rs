@@ -58,9 +58,11 @@ impl CardVerificationWorker {
                 ))
             }
             Err(CardError::Unavailable(reason)) => Err(HandleError::Transient(reason)),
-            Err(e @ (CardError::Unknown | CardError::Refused { .. })) => {
-                Ok(Outcome::Failed(e.to_string()))
-            }
+            Err(e @ CardError::Unknown) => Ok(Outcome::Failed(e.to_string())),
+            // Not a verdict on the card (a permission or configuration problem): the card is
+            // still usable at WeChat, so nothing final is recorded; the message is parked for a
+            // human and can be replayed once the cause is fixed.
+            Err(e @ CardError::Refused { .. }) => Err(HandleError::Poison(e.to_string())),
         }
     }
 }

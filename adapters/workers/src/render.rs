@@ -75,10 +75,14 @@ fn fill(text: &str, order: &Order, event: &EventMessage) -> String {
     out
 }
 
-/// Cuts text to `limit` characters (not bytes), marking the cut.
-fn cut(text: String, limit: Option<usize>) -> String {
+/// Cuts text to `limit` characters (not bytes). Free-text fields mark the cut with '…'; fields
+/// WeChat accepts only ASCII in (character_string, number, letter, …) are cut bare.
+fn cut(text: String, limit: Option<usize>, free_text: bool) -> String {
     match limit {
         Some(limit) if text.chars().count() > limit => {
+            if !free_text {
+                return text.chars().take(limit).collect();
+            }
             let mut short: String = text.chars().take(limit.saturating_sub(1)).collect();
             short.push('…');
             short
@@ -93,7 +97,11 @@ pub fn message(template: &Template, order: &Order, event: &EventMessage) -> Subs
         .iter()
         .map(|(field, text)| {
             let limit = field_limit(field).flatten();
-            (field.clone(), cut(fill(text, order, event), limit))
+            let free_text = field.starts_with("thing") || field.starts_with("name");
+            (
+                field.clone(),
+                cut(fill(text, order, event), limit, free_text),
+            )
         })
         .collect();
     SubscribeMessage {

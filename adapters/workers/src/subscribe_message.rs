@@ -72,11 +72,20 @@ impl Worker for SubscribeMessageWorker {
             order_id,
             event_type: message.event_type.clone(),
         };
-        let claim = self.subscriptions.claim(&key).await?;
+        let claim = self.subscriptions.claim(&key, NAME).await?;
         let resumed = match claim {
             Claim::New => false,
             Claim::Resumed => true,
             Claim::Done => return Ok(()),
+            Claim::Unconfirmed => {
+                tracing::warn!(
+                    order_id = %order_id, message_id = %message.event_id,
+                    template_id = %key.template_id,
+                    "a worker died while sending; not resent, as the customer's other acceptances \
+                     would let a repeat through"
+                );
+                return Ok(());
+            }
             Claim::Busy => {
                 return Err(HandleError::Transient(
                     "another worker is sending this message".into(),

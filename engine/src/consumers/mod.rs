@@ -72,6 +72,14 @@ pub enum HandleError {
 
 impl From<crate::Error> for HandleError {
     fn from(e: crate::Error) -> HandleError {
+        // Any database trouble (timeouts, lost connections, lock waits) passes; parking the
+        // message would drop its effect for good.
+        if matches!(
+            e,
+            crate::Error::Store(crate::store::StoreError::Database(_))
+        ) {
+            return HandleError::Transient(e.to_string());
+        }
         match e.kind() {
             crate::Kind::Unavailable | crate::Kind::RateLimited | crate::Kind::Conflict => {
                 HandleError::Transient(e.to_string())

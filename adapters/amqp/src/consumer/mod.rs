@@ -44,7 +44,10 @@ pub struct WorkerOptions {
     pub prefetch: u16,
     /// Orders handled concurrently.
     pub lanes: usize,
-    /// Attempts in place for a transiently failing message before it is requeued.
+    /// Attempts in place for a transiently failing message before it is requeued. Unbounded by
+    /// default: on quorum queues a requeue counts toward the delivery limit, so requeueing
+    /// during a WeChat or database outage of a minute would park every message of that minute
+    /// (a card never consumed, a customer never told). The limit is for crash loops and poison.
     pub attempts: u32,
     /// Back-off between those attempts.
     pub retry: Backoff,
@@ -64,8 +67,8 @@ impl Default for WorkerOptions {
         WorkerOptions {
             prefetch: 32,
             lanes: 16,
-            attempts: 4,
-            retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(3)),
+            attempts: u32::MAX,
+            retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
             reconnect: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             delivery_limit: topology::DEFAULT_DELIVERY_LIMIT,
             shutdown_timeout: Duration::from_secs(30),

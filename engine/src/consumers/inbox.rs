@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use super::EventMessage;
-use crate::db::{from_millis, millis, Db};
+use crate::db::{from_millis, millis, Backend, Db};
 
 /// Message ids a worker has handled. A row is written in the same transaction as the worker's
 /// effect, so an effect and its "done" mark are committed together or not at all.
@@ -52,10 +52,20 @@ impl Inbox {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Marks a message handled that had no effect to record (the worker had nothing to do).
+    /// Marks a message handled after the worker returned (a repeat is then skipped without
+    /// asking the worker). Workers with an effect already recorded the id with it; this mark only
+    /// saves the next delivery a trip through the worker, so on PostgreSQL it does not wait for
+    /// its commit to reach the disk: a mark lost in a crash costs one idempotent re-run, while
+    /// waiting would cost a WAL flush per message.
     pub async fn mark(&self, worker: &str, message_id: Uuid) -> Result<(), sqlx::Error> {
-        let mut conn = self.db.pool.acquire().await?;
-        Inbox::record(&mut conn, worker, message_id).await?;
+        let mut tx = self.db.pool.begin().await?;
+        if self.db.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Inbox::record(&mut tx, worker, message_id).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -75,7 +75,7 @@ impl Default for RelayOptions {
             lease_ttl: Duration::from_secs(10),
             batch_size: 1000,
             batches_in_flight: 4,
-            idle_poll: Duration::from_millis(50),
+            idle_poll: Duration::from_millis(10),
             checkpoint_every: Duration::from_millis(100),
             confirm_timeout: Duration::from_secs(30),
             reconnect: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),

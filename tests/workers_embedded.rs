@@ -412,6 +412,40 @@ async fn accepted_n_times_and_paid(
     (app, dir, openid, order)
 }
 
+/// What the subscribe-message worker claims for this order's payment message.
+async fn send_key(
+    deps: &paystream::workers::WorkerDeps,
+    message: &paystream_engine::consumers::EventMessage,
+    order: &Value,
+    openid: &str,
+) -> (
+    paystream_engine::order::Order,
+    paystream_engine::subscriptions::SendKey,
+) {
+    let id = uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap();
+    let order = deps.orders.get(id).await.unwrap();
+    let key = paystream_engine::subscriptions::SendKey {
+        message_id: message.event_id,
+        template_id: "TPL-PAID".into(),
+        user_id: order.user_id,
+        openid: openid.to_string(),
+        order_id: order.id,
+        event_type: "PaymentSucceeded".into(),
+    };
+    (order, key)
+}
+
+/// The send a worker made at WeChat before it died (without recording it).
+async fn sent_by_a_worker_that_then_died(deps: &paystream::workers::WorkerDeps, openid: &str) {
+    let message = paystream_engine::subscriptions::SubscribeMessage {
+        openid: openid.to_string(),
+        template_id: "TPL-PAID".into(),
+        page: None,
+        data: [("character_string1".to_string(), "x".to_string())].into(),
+    };
+    deps.sender.send(&message).await.unwrap();
+}
+
 /// Makes every unfinished claim look abandoned long ago (the worker that made it died). 1 ms
 /// after the epoch, as 0 marks a claim released after a failed send.
 async fn age_claims(app: &TestApp) {
@@ -432,19 +466,7 @@ async fn a_worker_killed_after_sending_does_not_send_twice(backend: Backend) {
     let (app, dir, openid, order) = accepted_and_paid(backend, "kim").await;
     let (worker, message, deps) = paid_message_and_worker(&app, &dir, &order).await;
     // The first worker claimed the acceptance and sent, then died before recording the send.
-    let order_now = deps
-        .orders
-        .get(uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap())
-        .await
-        .unwrap();
-    let key = paystream_engine::subscriptions::SendKey {
-        message_id: message.event_id,
-        template_id: "TPL-PAID".into(),
-        user_id: order_now.user_id,
-        openid: openid.clone(),
-        order_id: order_now.id,
-        event_type: "PaymentSucceeded".into(),
-    };
+    let (_, key) = send_key(&deps, &message, &order, &openid).await;
     assert_eq!(
         deps.subscriptions
             .claim(&key, "subscribe-message")
@@ -452,13 +474,7 @@ async fn a_worker_killed_after_sending_does_not_send_twice(backend: Backend) {
             .unwrap(),
         paystream_engine::subscriptions::Claim::New
     );
-    let first = paystream_engine::subscriptions::SubscribeMessage {
-        openid: openid.clone(),
-        template_id: "TPL-PAID".into(),
-        page: None,
-        data: [("character_string1".to_string(), "x".to_string())].into(),
-    };
-    deps.sender.send(&first).await.unwrap();
+    sent_by_a_worker_that_then_died(&deps, &openid).await;
     age_claims(&app).await;
 
     // The message is redelivered to a new worker: it resumes, WeChat says the acceptance is
@@ -476,30 +492,12 @@ async fn a_worker_killed_mid_send_is_not_resent_when_wechat_could_not_refuse_a_r
     // and reach the customer twice, so a send interrupted by a crash is not repeated.
     let (app, dir, openid, order) = accepted_n_times_and_paid(backend, "max", 2).await;
     let (worker, message, deps) = paid_message_and_worker(&app, &dir, &order).await;
-    let order_now = deps
-        .orders
-        .get(uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap())
-        .await
-        .unwrap();
-    let key = paystream_engine::subscriptions::SendKey {
-        message_id: message.event_id,
-        template_id: "TPL-PAID".into(),
-        user_id: order_now.user_id,
-        openid: openid.clone(),
-        order_id: order_now.id,
-        event_type: "PaymentSucceeded".into(),
-    };
+    let (order_now, key) = send_key(&deps, &message, &order, &openid).await;
     deps.subscriptions
         .claim(&key, "subscribe-message")
         .await
         .unwrap();
-    let first = paystream_engine::subscriptions::SubscribeMessage {
-        openid: openid.clone(),
-        template_id: "TPL-PAID".into(),
-        page: None,
-        data: [("character_string1".to_string(), "x".to_string())].into(),
-    };
-    deps.sender.send(&first).await.unwrap();
+    sent_by_a_worker_that_then_died(&deps, &openid).await;
     age_claims(&app).await;
     worker.handle(&message).await.unwrap();
     assert_eq!(sent_to(&app, &openid).await.len(), 1);
@@ -516,19 +514,7 @@ async fn a_worker_killed_mid_send_is_not_resent_when_wechat_could_not_refuse_a_r
 async fn a_worker_killed_before_sending_sends_on_redelivery(backend: Backend) {
     let (app, dir, openid, order) = accepted_and_paid(backend, "lou").await;
     let (worker, message, deps) = paid_message_and_worker(&app, &dir, &order).await;
-    let order_now = deps
-        .orders
-        .get(uuid::Uuid::parse_str(order["id"].as_str().unwrap()).unwrap())
-        .await
-        .unwrap();
-    let key = paystream_engine::subscriptions::SendKey {
-        message_id: message.event_id,
-        template_id: "TPL-PAID".into(),
-        user_id: order_now.user_id,
-        openid: openid.clone(),
-        order_id: order_now.id,
-        event_type: "PaymentSucceeded".into(),
-    };
+    let (order_now, key) = send_key(&deps, &message, &order, &openid).await;
     deps.subscriptions
         .claim(&key, "subscribe-message")
         .await

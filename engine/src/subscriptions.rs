@@ -78,34 +78,10 @@ impl Subscriptions {
         Ok(())
     }
 
-    async fn remaining_on(&self, conn: &mut sqlx::AnyConnection, key: &SendKey) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT remaining FROM subscription_acceptances WHERE user_id = $1 AND template_id = $2",
-        )
-        .bind(key.user_id.to_string())
-        .bind(&key.template_id)
-        .fetch_optional(conn)
-        .await?;
-        Ok(match row {
-            Some(row) => row.try_get("remaining")?,
-            None => 0,
-        })
-    }
-
     /// Unused acceptances of a template.
     pub async fn remaining(&self, user_id: Uuid, template_id: &str) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT remaining FROM subscription_acceptances WHERE user_id = $1 AND template_id = $2",
-        )
-        .bind(user_id.to_string())
-        .bind(template_id)
-        .fetch_optional(&self.db.pool)
-        .await
-        ?;
-        Ok(match row {
-            Some(row) => row.try_get("remaining")?,
-            None => 0,
-        })
+        let mut conn = self.db.pool.acquire().await?;
+        remaining_on(&mut conn, user_id, template_id).await
     }
 }
 
@@ -214,7 +190,7 @@ impl Subscriptions {
             // A released claim (claimed_at = 0) failed in a way worth retrying; any other stale
             // claim belongs to a worker that died, possibly after WeChat took the message.
             let released = claimed_at == 0;
-            if !released && self.remaining_on(&mut tx, key).await? > 0 {
+            if !released && remaining_on(&mut tx, key.user_id, &key.template_id).await? > 0 {
                 sqlx::query(
                     "UPDATE subscribe_sends SET status = 'unconfirmed', finished_at = $3 \
                      WHERE message_id = $1 AND template_id = $2",
@@ -321,4 +297,22 @@ impl Subscriptions {
         .await?;
         Ok(())
     }
+}
+
+async fn remaining_on(
+    conn: &mut sqlx::AnyConnection,
+    user_id: Uuid,
+    template_id: &str,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "SELECT remaining FROM subscription_acceptances WHERE user_id = $1 AND template_id = $2",
+    )
+    .bind(user_id.to_string())
+    .bind(template_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        Some(row) => row.try_get("remaining")?,
+        None => 0,
+    })
 }

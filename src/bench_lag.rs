@@ -23,7 +23,6 @@
 //! delivery, the runtime's inbox check, and the effect's transaction. Both ends read the same
 //! clock (one process).
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,9 +32,11 @@ use async_trait::async_trait;
 use chrono::Utc;
 use futures::StreamExt;
 use paystream_amqp::lapin;
-use paystream_amqp::lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use paystream_amqp::lapin::types::{AMQPValue, FieldTable};
-use paystream_amqp::topology::{declare_exchanges, EVENTS_EXCHANGE};
+use paystream_amqp::lapin::options::BasicConsumeOptions;
+
+use crate::bench_relay::Vhost;
+use paystream_amqp::lapin::types::FieldTable;
+use paystream_amqp::topology::declare_listener;
 use paystream_amqp::{RelayOptions, WorkerOptions, RELAY_NAME};
 use paystream_engine::consumers::{EventMessage, HandleError, Inbox, Worker};
 use paystream_engine::db::{Backend, Db};
@@ -43,7 +44,6 @@ use paystream_engine::follow::Checkpoints;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
-use uuid::Uuid;
 
 use crate::bench::BenchArgs;
 use crate::bench_cpu::CpuSample;
@@ -63,7 +63,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--rate and --orders must be positive"
     );
     recreate_database(&args.database_url).await?;
-    let vhost = Vhost::create(&args.amqp_url)?;
+    let vhost = Vhost::create(&args.amqp_url, "paystream-bench-lag")?;
     let result = measure(args, &vhost.url).await;
     vhost.delete();
     result
@@ -371,28 +371,7 @@ impl Probe {
     async fn start(amqp_url: &str) -> anyhow::Result<Probe> {
         let connection = paystream_amqp::connect(amqp_url, "paystream-bench-probe").await?;
         let channel = connection.create_channel().await?;
-        declare_exchanges(&channel).await?;
-        let mut queue_args = FieldTable::default();
-        queue_args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .queue_declare(PROBE_QUEUE, durable, queue_args)
-            .await?;
-        channel
-            .queue_bind(
-                PROBE_QUEUE,
-                EVENTS_EXCHANGE,
-                "PaymentSucceeded",
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        declare_listener(&channel, PROBE_QUEUE, &["PaymentSucceeded"]).await?;
         let no_ack = BasicConsumeOptions {
             no_ack: true,
             ..BasicConsumeOptions::default()
@@ -447,60 +426,5 @@ async fn recreate_database(url: &str) -> anyhow::Result<()> {
         .await
         .context("creating the benchmark database")?;
     admin.pool.close().await;
-    Ok(())
-}
-
-/// A throwaway vhost on the broker of `base_url`, deleted after the run.
-struct Vhost {
-    name: String,
-    url: String,
-}
-
-impl Vhost {
-    fn create(base_url: &str) -> anyhow::Result<Vhost> {
-        let mut url = url::Url::parse(base_url).context("--amqp-url")?;
-        let user = match url.username() {
-            "" => "guest".to_string(),
-            user => user.to_string(),
-        };
-        let name = format!("paystream-bench-lag-{}", Uuid::new_v4().simple());
-        url.set_path(&format!("/{name}"));
-        rabbitmqctl(&["add_vhost", &name])?;
-        let vhost = Vhost {
-            name,
-            url: url.to_string(),
-        };
-        if let Err(e) = rabbitmqctl(&[
-            "set_permissions",
-            "-p",
-            &vhost.name,
-            &user,
-            ".*",
-            ".*",
-            ".*",
-        ]) {
-            vhost.delete();
-            return Err(e);
-        }
-        Ok(vhost)
-    }
-
-    fn delete(&self) {
-        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
-            eprintln!("could not delete vhost {}: {e:#}", self.name);
-        }
-    }
-}
-
-fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .context("running rabbitmqctl (bench lag needs a local RabbitMQ)")?;
-    ensure!(
-        output.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     Ok(())
 }

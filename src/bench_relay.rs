@@ -14,13 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use clap::Args;
 use paystream_amqp::lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
-    QueuePurgeOptions,
+    BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions,
 };
-use paystream_amqp::lapin::types::{AMQPValue, FieldTable};
 use paystream_amqp::lapin::BasicProperties;
 use paystream_amqp::relay::{properties, RELAY_NAME};
-use paystream_amqp::topology::{declare_exchanges, EVENTS_EXCHANGE};
+use paystream_amqp::topology::{declare_listener, EVENTS_EXCHANGE};
 use paystream_amqp::{spawn_relay, RelayOptions};
 use paystream_engine::consumers::EventMessage;
 use paystream_engine::db::{Backend, Db};
@@ -83,7 +81,7 @@ async fn bench(args: &RelayBenchArgs, database_url: &str) -> anyhow::Result<()> 
     );
     let mut ratios = Vec::new();
     for run in 1..=args.runs {
-        let vhost = Vhost::create(&args.amqp_url)?;
+        let vhost = Vhost::create(&args.amqp_url, "paystream-bench")?;
         let options = Options {
             batch_size: args.batch_size,
             batches_in_flight: args.batches_in_flight,
@@ -266,26 +264,7 @@ async fn purge_sink(url: &str) -> anyhow::Result<()> {
 async fn prepare_sink(url: &str) -> anyhow::Result<()> {
     let connection = paystream_amqp::connect(url, "paystream-bench").await?;
     let channel = connection.create_channel().await?;
-    declare_exchanges(&channel).await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel.queue_declare(SINK, durable, args).await?;
-    channel
-        .queue_bind(
-            SINK,
-            EVENTS_EXCHANGE,
-            "#",
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    declare_listener(&channel, SINK, &["#"]).await?;
     let _ = connection.close(200, "bye").await;
     Ok(())
 }
@@ -319,15 +298,15 @@ async fn plain_publish(url: &str, messages: &[Message]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A vhost for one run, on the broker of `base_url`.
-struct Vhost {
-    name: String,
-    url: String,
+/// A throwaway vhost on the broker of `base_url`, for one run (also used by `bench lag`).
+pub struct Vhost {
+    pub name: String,
+    pub url: String,
 }
 
 impl Vhost {
-    fn create(base_url: &str) -> anyhow::Result<Vhost> {
-        let name = format!("paystream-bench-{}", Uuid::new_v4().simple());
+    pub fn create(base_url: &str, prefix: &str) -> anyhow::Result<Vhost> {
+        let name = format!("{prefix}-{}", Uuid::new_v4().simple());
         // Same scheme, credentials and host; another path (the vhost).
         let authority_end = base_url
             .find("://")
@@ -336,19 +315,16 @@ impl Vhost {
         let url = format!("{}/{name}", &base_url[..authority_end]);
         rabbitmqctl(&["add_vhost", &name])?;
         let vhost = Vhost { name, url };
-        rabbitmqctl(&[
-            "set_permissions",
-            "-p",
-            &vhost.name,
-            user_of(base_url),
-            ".*",
-            ".*",
-            ".*",
-        ])?;
+        let user = user_of(base_url);
+        if let Err(e) = rabbitmqctl(&["set_permissions", "-p", &vhost.name, user, ".*", ".*", ".*"])
+        {
+            vhost.delete();
+            return Err(e);
+        }
         Ok(vhost)
     }
 
-    fn delete(&self) {
+    pub fn delete(&self) {
         if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
             eprintln!("could not delete vhost {}: {e}", self.name);
         }
@@ -367,7 +343,7 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("rabbitmqctl")
         .args(args)
         .output()
-        .context("running rabbitmqctl (the relay bench needs a local RabbitMQ)")?;
+        .context("running rabbitmqctl (the RabbitMQ benchmarks need a local broker)")?;
     ensure!(
         output.status.success(),
         "rabbitmqctl {args:?}: {}",

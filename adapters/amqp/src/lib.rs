@@ -7,6 +7,7 @@
 //!   exactly once in effect through the worker's inbox.
 
 pub mod consumer;
+mod handle;
 mod lanes;
 pub mod relay;
 pub mod topology;
@@ -20,6 +21,7 @@ use lapin::{Connection, ConnectionProperties};
 pub use lapin;
 
 pub use consumer::{run_worker, spawn_worker, WorkerHandle, WorkerOptions, WorkerStats};
+pub use handle::Handle;
 pub use relay::{run_relay, spawn_relay, RelayHandle, RelayOptions, RelayStats, RELAY_NAME};
 pub use topology::QueueSpec;
 

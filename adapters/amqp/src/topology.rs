@@ -94,6 +94,31 @@ pub async fn declare_exchanges(channel: &Channel) -> Result<(), lapin::Error> {
         .await
 }
 
+/// A durable quorum queue of anyone else's (an outside consumer, a benchmark's probe or sink)
+/// bound to `paystream.events` with these routing keys (`#` for everything).
+pub async fn declare_listener(
+    channel: &Channel,
+    queue: &str,
+    routing_keys: &[&str],
+) -> Result<(), lapin::Error> {
+    declare_exchanges(channel).await?;
+    let mut args = FieldTable::default();
+    quorum(&mut args);
+    channel.queue_declare(queue, durable(), args).await?;
+    for key in routing_keys {
+        channel
+            .queue_bind(
+                queue,
+                EVENTS_EXCHANGE,
+                key,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// The exchanges plus one worker's queue, bindings and parking queue.
 ///
 /// Declaring a queue that exists with other arguments closes the channel (PRECONDITION_FAILED):

@@ -25,7 +25,6 @@ use lapin::Connection;
 use paystream_engine::consumers::{Inbox, Worker};
 use paystream_engine::db::Db;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::lanes::lane_of_body;
@@ -110,25 +109,7 @@ impl WorkerStats {
 }
 
 /// A running worker.
-pub struct WorkerHandle {
-    pub stats: Arc<WorkerStats>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl WorkerHandle {
-    /// Stops consuming, finishes the messages being handled and waits for the worker to end.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-
-    /// Ends the worker at once, as a crash would.
-    pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
+pub type WorkerHandle = crate::Handle<WorkerStats>;
 
 pub fn spawn_worker(
     worker: Arc<dyn Worker>,
@@ -136,10 +117,10 @@ pub fn spawn_worker(
     amqp_url: String,
     options: WorkerOptions,
 ) -> WorkerHandle {
-    let (stop, stopped) = watch::channel(false);
     let stats = options.stats.clone();
-    let task = tokio::spawn(run_worker(worker, db, amqp_url, options, stopped));
-    WorkerHandle { stats, stop, task }
+    crate::Handle::spawn(stats, |stopped| {
+        run_worker(worker, db, amqp_url, options, stopped)
+    })
 }
 
 /// Consumes `paystream.<worker>` until `stop` turns true (or its sender is dropped), reconnecting

@@ -30,7 +30,6 @@ use paystream_engine::consumers::lease::Lease;
 use paystream_engine::follow::Checkpoints;
 use paystream_engine::store::{Checkpoint, EventStore, StoreError};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::topology::{self, QueueSpec};
@@ -113,26 +112,9 @@ enum SessionEnd {
     LostLease,
 }
 
-/// A running relay.
-pub struct RelayHandle {
-    pub stats: Arc<RelayStats>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl RelayHandle {
-    /// Finishes the batches in flight, releases the lease and waits for the relay to end.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-
-    /// Ends the relay at once, as a crash would: nothing is finished, the lease is not released.
-    pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
+/// A running relay. `stop` finishes the batches in flight and releases the lease; `kill` does
+/// neither.
+pub type RelayHandle = crate::Handle<RelayStats>;
 
 /// Runs the relay on a task of its own.
 pub fn spawn_relay(
@@ -140,10 +122,10 @@ pub fn spawn_relay(
     amqp_url: String,
     options: RelayOptions,
 ) -> RelayHandle {
-    let (stop, stopped) = watch::channel(false);
     let stats = options.stats.clone();
-    let task = tokio::spawn(run_relay(store, amqp_url, options, stopped));
-    RelayHandle { stats, stop, task }
+    crate::Handle::spawn(stats, |stopped| {
+        run_relay(store, amqp_url, options, stopped)
+    })
 }
 
 /// Publishes the log until `stop` turns true (or its sender is dropped).

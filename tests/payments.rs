@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
-use common::{assert_error, spawn_app, spawn_app_with, TestApp};
+use common::{assert_error, count, spawn_app, spawn_app_with, TestApp};
 use paystream_engine::db::Backend;
 use paystream_engine::money::Fen;
 use paystream_engine::order::OrderCommand;
@@ -168,19 +168,6 @@ fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
     move |o| o["status"] == status
 }
 
-async fn events(app: &TestApp, order: &Value) -> Vec<Value> {
-    let admin = app.admin_token().await;
-    let path = format!("/admin/orders/{}/events", order["id"].as_str().unwrap());
-    app.get(&path, Some(&admin)).await.1["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn count(events: &[Value], event_type: &str) -> usize {
-    events.iter().filter(|e| e["type"] == event_type).count()
-}
-
 fn out_trade_no(order: &Value) -> &str {
     order["out_trade_no"].as_str().unwrap()
 }
@@ -243,7 +230,7 @@ async fn happy_path(backend: Backend) {
             .all(|d| d["delivered"] == true && d["attempts"] == 1),
         "{deliveries:?}"
     );
-    let history = events(&app, &order).await;
+    let history = app.order_events(&order).await;
     let types: Vec<_> = history
         .iter()
         .map(|e| e["type"].as_str().unwrap())
@@ -310,7 +297,10 @@ async fn fifty_simultaneous_duplicates_record_one_payment() {
         deliveries.iter().all(|d| d["delivered"] == true),
         "every duplicate is acknowledged: {deliveries:?}"
     );
-    assert_eq!(count(&events(&app, &order).await, "PaymentSucceeded"), 1);
+    assert_eq!(
+        count(&app.order_events(&order).await, "PaymentSucceeded"),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -335,7 +325,7 @@ async fn wrong_amount_is_recorded_once_and_acknowledged() {
         (json!(true), json!(1)),
         "no retry storm"
     );
-    let history = events(&app, &order).await;
+    let history = app.order_events(&order).await;
     assert_eq!(count(&history, "PaymentAmountMismatch"), 1);
     assert_eq!(count(&history, "PaymentSucceeded"), 0);
     let mismatch = history
@@ -490,7 +480,10 @@ async fn forged_tampered_and_replayed_notifications() {
     );
     let (status, _) = deliver(&app, &headers, body).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "a replay is acknowledged");
-    assert_eq!(count(&events(&app, &order).await, "PaymentSucceeded"), 1);
+    assert_eq!(
+        count(&app.order_events(&order).await, "PaymentSucceeded"),
+        1
+    );
 }
 
 /// A client built from the simulator's merchant credentials, as a real merchant would configure.
@@ -715,7 +708,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     assert_error(status, &body, StatusCode::CONFLICT, "order_already_paid");
     let now = wait_for(&app, &token, &order, |_| true).await;
     assert_eq!(now["status"], "paid");
-    let history = events(&app, &order).await;
+    let history = app.order_events(&order).await;
     assert_eq!(count(&history, "OrderClosed"), 0);
     assert_eq!(
         history.last().unwrap()["metadata"]["actor"],
@@ -746,7 +739,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     paystream::jobs::expire_due_orders(&payments, &view, &expiry_checks, later)
         .await
         .unwrap();
-    let history = events(&app, &order3).await;
+    let history = app.order_events(&order3).await;
     assert_eq!(count(&history, "PaymentSucceeded"), 1);
     assert_eq!(count(&history, "OrderClosed"), 0);
 }
@@ -902,7 +895,7 @@ async fn partial_full_and_over_refunds() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let done = wait_for(&app, &token, &order, status_is("refunded")).await;
     assert_eq!(done["refunded_fen"], TOTAL);
-    let history = events(&app, &order).await;
+    let history = app.order_events(&order).await;
     assert_eq!(
         (
             count(&history, "RefundRequested"),
@@ -951,7 +944,7 @@ async fn concurrent_refunds_never_exceed_what_was_paid() {
         })
         .count();
     assert_eq!((accepted, refused), (2, 8), "{answers:?}");
-    let history = events(&app, &order).await;
+    let history = app.order_events(&order).await;
     assert_eq!(count(&history, "RefundRequested"), 2);
 }
 
@@ -1024,7 +1017,7 @@ async fn crash_between_refund_requested_and_the_wechat_call() {
     reconcile_now(&app).await;
     let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 700).await;
     assert_eq!(done["status"], "partially_refunded");
-    let history = events(&app, &order).await;
+    let history = app.order_events(&order).await;
     let succeeded: Vec<_> = history
         .iter()
         .filter(|e| e["type"] == "RefundSucceeded")
@@ -1105,7 +1098,7 @@ async fn a_refund_refused_for_now_is_retried_not_failed() {
     reconcile_now(&app).await;
     let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 800).await;
     assert_eq!(done["status"], "partially_refunded");
-    assert_eq!(count(&events(&app, &order).await, "RefundFailed"), 0);
+    assert_eq!(count(&app.order_events(&order).await, "RefundFailed"), 0);
 }
 
 /// WeChat accepted the refund but its answer was lost; the retry is refused. Only WeChat's own
@@ -1125,7 +1118,7 @@ async fn a_refusal_after_a_lost_acceptance_is_not_a_failure() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 600).await;
     assert_eq!(done["status"], "partially_refunded");
-    let history = events(&app, &order).await;
+    let history = app.order_events(&order).await;
     assert_eq!(
         (
             count(&history, "RefundFailed"),

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::amqp::{Probe, Vhost};
-use common::{spawn_app_with, TestApp};
+use common::spawn_app_with;
 use lapin::message::Delivery;
 use paystream::workers::WorkerKind;
 use paystream_engine::db::Backend;
@@ -22,37 +22,6 @@ template_id = "TPL-PAID"
 character_string1 = "{out_trade_no}"
 amount2 = "{paid_yuan}"
 "#;
-
-async fn sandbox(app: &TestApp, path: &str, body: Value) -> Value {
-    let (status, body) = app
-        .post(&format!("/sandbox/control{path}"), None, body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{path}: {body}");
-    body
-}
-
-async fn history(app: &TestApp, order_id: &str) -> Vec<Value> {
-    let admin = app.admin_token().await;
-    let path = format!("/admin/orders/{order_id}/events");
-    app.get(&path, Some(&admin)).await.1["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-async fn wait_for_event(app: &TestApp, order_id: &str, event_type: &str) -> Vec<Value> {
-    for _ in 0..400 {
-        let events = history(app, order_id).await;
-        if events.iter().any(|e| e["type"] == event_type) {
-            return events;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{event_type} never recorded: {:?}",
-        history(app, order_id).await
-    );
-}
 
 fn body(delivery: &Delivery) -> Value {
     serde_json::from_slice(&delivery.data).unwrap()
@@ -90,8 +59,7 @@ async fn a_checkout_fans_out_over_rabbitmq_to_outside_consumers_and_the_workers(
     app.add_product("tea", 1250, true).await;
     let (token, user) = app.login("rita").await;
     let openid = user["openid"].as_str().unwrap();
-    sandbox(
-        &app,
+    app.sandbox(
         "/subscribe-accept",
         json!({ "openid": openid, "template_ids": ["TPL-PAID"] }),
     )
@@ -104,7 +72,7 @@ async fn a_checkout_fans_out_over_rabbitmq_to_outside_consumers_and_the_workers(
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let card = sandbox(&app, "/cards", json!({ "openid": openid })).await;
+    let card = app.sandbox("/cards", json!({ "openid": openid })).await;
     let (status, order) = app
         .post(
             "/api/orders",
@@ -123,15 +91,14 @@ async fn a_checkout_fans_out_over_rabbitmq_to_outside_consumers_and_the_workers(
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    sandbox(
-        &app,
+    app.sandbox(
         "/wechatpay/pay",
         json!({ "out_trade_no": order["out_trade_no"] }),
     )
     .await;
 
     // The card-verification worker consumed the card through RabbitMQ.
-    let events = wait_for_event(&app, &order_id, "CardConsumed").await;
+    let events = app.wait_for_event(&order, "CardConsumed").await;
     assert_eq!(
         events
             .iter()

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_error, spawn_app_with, TestApp};
+use common::{assert_error, count, spawn_app_with, TestApp};
 use paystream_engine::db::Backend;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -43,14 +43,6 @@ async fn app_with_workers(backend: Backend) -> (TestApp, tempfile::TempDir) {
     (app, dir)
 }
 
-async fn sandbox(app: &TestApp, path: &str, body: Value) -> Value {
-    let (status, body) = app
-        .post(&format!("/sandbox/control{path}"), None, body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{path}: {body}");
-    body
-}
-
 async fn place(app: &TestApp, token: &str, card: Option<&Value>) -> (StatusCode, Value) {
     let mut body = json!({ "items": [{ "sku": "tea", "quantity": 2 }] });
     if let Some(card) = card {
@@ -69,67 +61,29 @@ async fn pay_at_wechat(app: &TestApp, token: &str, order: &Value) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    sandbox(
-        app,
+    app.sandbox(
         "/wechatpay/pay",
         json!({ "out_trade_no": order["out_trade_no"] }),
     )
     .await;
 }
 
-async fn events(app: &TestApp, order: &Value) -> Vec<Value> {
-    let admin = app.admin_token().await;
-    let path = format!("/admin/orders/{}/events", order["id"].as_str().unwrap());
-    app.get(&path, Some(&admin)).await.1["items"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn count(events: &[Value], event_type: &str) -> usize {
-    events.iter().filter(|e| e["type"] == event_type).count()
-}
-
-/// Waits until the order's history holds `event_type` (workers run asynchronously).
-async fn wait_for_event(app: &TestApp, order: &Value, event_type: &str) -> Vec<Value> {
-    for _ in 0..200 {
-        let history = events(app, order).await;
-        if count(&history, event_type) > 0 {
-            return history;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{event_type} never recorded: {:?}",
-        events(app, order).await
-    );
-}
-
-async fn sent_to(app: &TestApp, openid: &str) -> Vec<Value> {
-    let (status, body) = app
-        .get(
-            &format!("/sandbox/control/subscribe-messages?openid={openid}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["messages"].as_array().cloned().unwrap_or_default()
-}
-
 async fn card_order_is_consumed_once_after_payment(backend: Backend) {
     let (app, _dir) = app_with_workers(backend).await;
     let (token, user) = app.login("carla").await;
-    let card = sandbox(&app, "/cards", json!({ "openid": user["openid"] })).await;
+    let card = app
+        .sandbox("/cards", json!({ "openid": user["openid"] }))
+        .await;
 
     let (status, order) = place(&app, &token, Some(&card)).await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!(order["card"]["status"], "pending", "{order}");
     // Not before payment.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count(&events(&app, &order).await, "CardConsumed"), 0);
+    assert_eq!(count(&app.order_events(&order).await, "CardConsumed"), 0);
 
     pay_at_wechat(&app, &token, &order).await;
-    let history = wait_for_event(&app, &order, "CardConsumed").await;
+    let history = app.wait_for_event(&order, "CardConsumed").await;
     assert_eq!(count(&history, "CardConsumed"), 1);
     assert_eq!(count(&history, "CardConsumeFailed"), 0);
     let (_, shown) = app
@@ -161,7 +115,7 @@ async fn card_order_is_consumed_once_after_payment(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let history = events(&app, &order).await;
+    let history = app.order_events(&order).await;
     assert_eq!(count(&history, "CardRefundFlagged"), 1, "{history:?}");
 }
 
@@ -169,7 +123,9 @@ async fn someone_elses_or_a_used_card_is_refused_at_order_time(backend: Backend)
     let (app, _dir) = app_with_workers(backend).await;
     let (token, _) = app.login("dora").await;
     let (_, other) = app.login("eve").await;
-    let theirs = sandbox(&app, "/cards", json!({ "openid": other["openid"] })).await;
+    let theirs = app
+        .sandbox("/cards", json!({ "openid": other["openid"] }))
+        .await;
     let before = app.event_count().await;
     let (status, body) = place(&app, &token, Some(&theirs)).await;
     assert_error(
@@ -180,9 +136,10 @@ async fn someone_elses_or_a_used_card_is_refused_at_order_time(backend: Backend)
     );
 
     let (_, me) = app.login("dora").await;
-    let mine = sandbox(&app, "/cards", json!({ "openid": me["openid"] })).await;
-    sandbox(
-        &app,
+    let mine = app
+        .sandbox("/cards", json!({ "openid": me["openid"] }))
+        .await;
+    app.sandbox(
         "/cards/consume",
         json!({ "card_id": mine["card_id"], "code": mine["code"] }),
     )
@@ -213,12 +170,15 @@ async fn someone_elses_or_a_used_card_is_refused_at_order_time(backend: Backend)
 async fn a_lost_consume_answer_is_checked_not_failed(backend: Backend) {
     let (app, _dir) = app_with_workers(backend).await;
     let (token, user) = app.login("fay").await;
-    let card = sandbox(&app, "/cards", json!({ "openid": user["openid"] })).await;
+    let card = app
+        .sandbox("/cards", json!({ "openid": user["openid"] }))
+        .await;
     let (_, order) = place(&app, &token, Some(&card)).await;
     // WeChat consumes the code but the answer is lost; the retry meets 40099.
-    sandbox(&app, "/faults", json!({ "card_consume_lose_answer": 1 })).await;
+    app.sandbox("/faults", json!({ "card_consume_lose_answer": 1 }))
+        .await;
     pay_at_wechat(&app, &token, &order).await;
-    let history = wait_for_event(&app, &order, "CardConsumed").await;
+    let history = app.wait_for_event(&order, "CardConsumed").await;
     assert_eq!(count(&history, "CardConsumeFailed"), 0, "{history:?}");
 }
 
@@ -227,8 +187,7 @@ async fn a_customer_who_accepted_gets_exactly_one_message(backend: Backend) {
     let (token, user) = app.login("gina").await;
     let openid = user["openid"].as_str().unwrap().to_string();
     // wx.requestSubscribeMessage: WeChat records the accept, the mini-program tells paystream.
-    sandbox(
-        &app,
+    app.sandbox(
         "/subscribe-accept",
         json!({ "openid": openid, "template_ids": ["TPL-PAID"] }),
     )
@@ -246,7 +205,7 @@ async fn a_customer_who_accepted_gets_exactly_one_message(backend: Backend) {
     pay_at_wechat(&app, &token, &order).await;
     let mut sent = Vec::new();
     for _ in 0..200 {
-        sent = sent_to(&app, &openid).await;
+        sent = app.subscribe_messages(&openid).await;
         if !sent.is_empty() {
             break;
         }
@@ -272,7 +231,7 @@ async fn a_customer_who_accepted_gets_exactly_one_message(backend: Backend) {
     let (_, second) = place(&app, &token, None).await;
     pay_at_wechat(&app, &token, &second).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(sent_to(&app, &openid).await.len(), 1);
+    assert_eq!(app.subscribe_messages(&openid).await.len(), 1);
 }
 
 async fn a_customer_who_accepted_nothing_gets_nothing(backend: Backend) {
@@ -292,7 +251,7 @@ async fn a_customer_who_accepted_nothing_gets_nothing(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(sent_to(&app, &openid).await.is_empty());
+    assert!(app.subscribe_messages(&openid).await.is_empty());
 
     let (status, body) = app
         .post(
@@ -317,7 +276,9 @@ async fn card_ext_is_signed_with_the_api_ticket(backend: Backend) {
     let (app, _dir) = app_with_workers(backend).await;
     let (token, user) = app.login("ivy").await;
     // A card the merchant has at WeChat (the sandbox creates it with its first copy).
-    let given = sandbox(&app, "/cards", json!({ "openid": user["openid"] })).await;
+    let given = app
+        .sandbox("/cards", json!({ "openid": user["openid"] }))
+        .await;
     let card_id = given["card_id"].as_str().unwrap();
     assert_eq!(card_id, paystream_sandbox::DEFAULT_CARD_ID);
     let (status, body) = app
@@ -325,8 +286,7 @@ async fn card_ext_is_signed_with_the_api_ticket(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let ext: Value = serde_json::from_str(body["cardExt"].as_str().unwrap()).unwrap();
-    let check = sandbox(
-        &app,
+    let check = app.sandbox(
         "/cards/ext-check",
         json!({ "card_id": card_id, "timestamp": ext["timestamp"], "nonce_str": ext["nonce_str"], "signature": ext["signature"] }),
     )
@@ -397,7 +357,7 @@ async fn accepted_n_times_and_paid(
     let openid = me["openid"].as_str().unwrap().to_string();
     for _ in 0..times {
         let accept = json!({ "openid": openid, "template_ids": ["TPL-PAID"] });
-        sandbox(&app, "/subscribe-accept", accept).await;
+        app.sandbox("/subscribe-accept", accept).await;
         let (status, _) = app
             .post(
                 "/api/subscriptions",
@@ -481,7 +441,7 @@ async fn a_worker_killed_after_sending_does_not_send_twice(backend: Backend) {
     // spent, and the send is recorded as done — the customer got one message.
     worker.handle(&message).await.unwrap();
     worker.handle(&message).await.unwrap();
-    assert_eq!(sent_to(&app, &openid).await.len(), 1);
+    assert_eq!(app.subscribe_messages(&openid).await.len(), 1);
     assert_eq!(send_status(&app).await, vec!["sent_before".to_string()]);
 }
 
@@ -500,7 +460,7 @@ async fn a_worker_killed_mid_send_is_not_resent_when_wechat_could_not_refuse_a_r
     sent_by_a_worker_that_then_died(&deps, &openid).await;
     age_claims(&app).await;
     worker.handle(&message).await.unwrap();
-    assert_eq!(sent_to(&app, &openid).await.len(), 1);
+    assert_eq!(app.subscribe_messages(&openid).await.len(), 1);
     assert_eq!(send_status(&app).await, vec!["unconfirmed".to_string()]);
     assert_eq!(
         deps.subscriptions
@@ -521,11 +481,11 @@ async fn a_worker_killed_before_sending_sends_on_redelivery(backend: Backend) {
         .unwrap();
     // While the claim is fresh another worker leaves it alone (it may still be sending).
     assert!(worker.handle(&message).await.is_err());
-    assert!(sent_to(&app, &openid).await.is_empty());
+    assert!(app.subscribe_messages(&openid).await.is_empty());
     age_claims(&app).await;
     worker.handle(&message).await.unwrap();
     worker.handle(&message).await.unwrap();
-    let sent = sent_to(&app, &openid).await;
+    let sent = app.subscribe_messages(&openid).await;
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["data"]["amount2"]["value"], "25.00");
     assert_eq!(send_status(&app).await, vec!["sent".to_string()]);

@@ -144,6 +144,49 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
+    /// The order's event stream as the back-office shows it (`GET /admin/orders/{id}/events`).
+    pub async fn order_events(&self, order: &Value) -> Vec<Value> {
+        let admin = self.admin_token().await;
+        let path = format!("/admin/orders/{}/events", order["id"].as_str().unwrap());
+        self.get(&path, Some(&admin)).await.1["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits until the order's history holds `event_type` (workers and notifications run
+    /// asynchronously); returns the history.
+    pub async fn wait_for_event(&self, order: &Value, event_type: &str) -> Vec<Value> {
+        for _ in 0..400 {
+            let history = self.order_events(order).await;
+            if count(&history, event_type) > 0 {
+                return history;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{event_type} never recorded: {:?}",
+            self.order_events(order).await
+        );
+    }
+
+    /// A call to the simulator's control API (`/sandbox/control…`) that must succeed.
+    pub async fn sandbox(&self, path: &str, body: Value) -> Value {
+        let (status, body) = self
+            .post(&format!("/sandbox/control{path}"), None, body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    }
+
+    /// The subscribe messages WeChat (the simulator) took for this user.
+    pub async fn subscribe_messages(&self, openid: &str) -> Vec<Value> {
+        let path = format!("/sandbox/control/subscribe-messages?openid={openid}");
+        let (status, body) = self.get(&path, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
     /// How many events the whole log holds.
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM events")
@@ -151,6 +194,11 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// How many of `events` are of this type.
+pub fn count(events: &[Value], event_type: &str) -> usize {
+    events.iter().filter(|e| e["type"] == event_type).count()
 }
 
 pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {

@@ -13,21 +13,31 @@ use crate::error::{Error, Kind};
 
 pub use crate::order::CardRef;
 
-/// What WeChat says of one card code.
+/// Where one card code stands at the card's issuer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodeState {
+    /// In the holder's card bag, not used.
+    Usable,
+    /// Used (by us or elsewhere).
+    Consumed,
+    /// Anything else (expired, being gifted, deleted, …), in the issuer's words.
+    Unusable(String),
+}
+
+/// What the issuer says of one card code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CardCode {
     /// Whose card it is.
     pub openid: String,
-    /// NORMAL, CONSUMED, EXPIRE, GIFTING, GIFT_TIMEOUT, DELETE, UNAVAILABLE, …
-    pub status: String,
-    /// WeChat's own verdict (`can_consume`).
+    pub state: CodeState,
+    /// The issuer's own verdict on consuming it now.
     pub can_consume: bool,
 }
 
 impl CardCode {
     /// Usable by `openid` right now.
     pub fn usable_by(&self, openid: &str) -> bool {
-        self.openid == openid && self.can_consume && self.status == "NORMAL"
+        self.openid == openid && self.can_consume && self.state == CodeState::Usable
     }
 }
 

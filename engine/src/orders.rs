@@ -8,7 +8,7 @@ use serde::Serialize;
 use tracing::{info, instrument};
 use uuid::Uuid;
 
-use crate::cards::Cards;
+use crate::cards::{Cards, CodeState};
 use crate::error::{Error, Kind, Result};
 use crate::order::{self, CardRef, Order, OrderCommand, OrderEvent, OrderId, OrderLine};
 use crate::state_cache::StateCache;
@@ -158,17 +158,20 @@ impl OrderService {
             )
         })?;
         let code = cards.check(card).await?;
-        if !code.usable_by(openid) {
-            return Err(Error::new(
-                Kind::Rule,
-                "card_not_usable",
-                format!(
-                    "the card cannot be used with this order (status {})",
-                    code.status
-                ),
-            ));
+        if code.usable_by(openid) {
+            return Ok(());
         }
-        Ok(())
+        let why = match &code.state {
+            _ if code.openid != openid => "it is not this customer's card".to_string(),
+            CodeState::Consumed => "it is already used".to_string(),
+            CodeState::Unusable(state) => format!("its state is {state}"),
+            CodeState::Usable => "it cannot be consumed now".to_string(),
+        };
+        Err(Error::new(
+            Kind::Rule,
+            "card_not_usable",
+            format!("the card cannot be used with this order: {why}"),
+        ))
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

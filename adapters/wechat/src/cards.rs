@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use paystream_engine::cards::{CardCode, CardError, CardRef, Cards};
+use paystream_engine::cards::{CardCode, CardError, CardRef, Cards, CodeState};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
@@ -116,7 +116,12 @@ impl Cards for MiniProgramClient {
         match (reply.openid, reply.user_card_status) {
             (Some(openid), Some(status)) => Ok(CardCode {
                 openid,
-                status,
+                state: match status.as_str() {
+                    "NORMAL" => CodeState::Usable,
+                    "CONSUMED" => CodeState::Consumed,
+                    // EXPIRE, GIFTING, GIFT_TIMEOUT, DELETE, UNAVAILABLE, …
+                    _ => CodeState::Unusable(status),
+                },
                 can_consume: reply.can_consume,
             }),
             _ => Err(unavailable(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use paystream_engine::accounts::MiniProgram;
-use paystream_engine::cards::{CardError, CardRef, Cards};
+use paystream_engine::cards::{CardError, CardRef, Cards, CodeState};
 use paystream_engine::subscriptions::{SendError, SubscribeMessage, SubscribeMessages};
 use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig, DEFAULT_CARD_ID};
 use paystream_wechat::{card_signature, MiniProgramClient};
@@ -252,13 +252,13 @@ async fn a_card_is_checked_consumed_once_and_then_refused() {
     let (card, openid) = w.give_card("grace").await;
     let code = w.client.check(&card).await.unwrap();
     assert_eq!(code.openid, openid);
-    assert_eq!(code.status, "NORMAL");
+    assert_eq!(code.state, CodeState::Usable);
     assert!(code.can_consume);
     assert!(code.usable_by(&openid));
 
     assert_eq!(w.client.consume(&card).await.unwrap(), openid);
     let after = w.client.check(&card).await.unwrap();
-    assert_eq!(after.status, "CONSUMED");
+    assert_eq!(after.state, CodeState::Consumed);
     assert!(!after.usable_by(&openid));
     let again = w.client.consume(&card).await;
     assert!(

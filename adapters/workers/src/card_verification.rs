@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use paystream_engine::cards::{CardError, Cards, ConsumeAttempts};
+use paystream_engine::cards::{CardError, Cards, CodeState, ConsumeAttempts};
 use paystream_engine::consumers::{EventMessage, HandleError, Worker};
 use paystream_engine::order::{CardRef, CardStatus, OrderCommand, OrderId, OrderStatus};
 use paystream_engine::orders::{Metadata, OrderService};
@@ -49,7 +49,7 @@ impl CardVerificationWorker {
                 // Ours if any other call of ours was made (a lost answer, a concurrent redelivery).
                 if earlier > 0 || self.attempts.count(order_id).await? > 1 {
                     let code = self.cards.check(card).await.map_err(transient)?;
-                    if code.status == "CONSUMED" {
+                    if code.state == CodeState::Consumed {
                         return Ok(Outcome::Consumed);
                     }
                 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{EventMessage, HandleError, Inbox, Parked, Worker};
+use super::{handle_once, EventMessage, HandleError, Inbox, Parked, Worker};
 use crate::follow::Follower;
 use crate::store::{EventStore, StoreError};
 
@@ -89,18 +89,8 @@ async fn handle_until_done(
     let name = worker.name();
     let mut wait = FIRST_RETRY;
     loop {
-        let outcome = match inbox.seen(name, message.event_id).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => worker.handle(message).await,
-            Err(e) => Err(HandleError::from(e)),
-        };
-        match outcome {
-            Ok(()) => match inbox.mark(name, message.event_id).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(worker = name, error = %e, "cannot mark a message handled")
-                }
-            },
+        match handle_once(worker, inbox, message).await {
+            Ok(_) => return Ok(()),
             Err(HandleError::Poison(reason)) => {
                 tracing::error!(
                     worker = name, message_id = %message.event_id, stream_id = %message.stream_id,

@@ -118,6 +118,30 @@ pub trait Worker: Send + Sync {
     async fn handle(&self, message: &EventMessage) -> Result<(), HandleError>;
 }
 
+/// What [`handle_once`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// The worker handled it now.
+    Done,
+    /// The inbox says it was handled before: the worker was not asked.
+    Duplicate,
+}
+
+/// One attempt at a message, as every runtime makes it: skip it if the worker's inbox has it,
+/// otherwise hand it to the worker and mark it handled.
+pub async fn handle_once(
+    worker: &dyn Worker,
+    inbox: &Inbox,
+    message: &EventMessage,
+) -> Result<Handled, HandleError> {
+    if inbox.seen(worker.name(), message.event_id).await? {
+        return Ok(Handled::Duplicate);
+    }
+    worker.handle(message).await?;
+    inbox.mark(worker.name(), message.event_id).await?;
+    Ok(Handled::Done)
+}
+
 /// The broker the log is fanned out to, as far as readiness checks need it.
 #[async_trait]
 pub trait Broker: Send + Sync {

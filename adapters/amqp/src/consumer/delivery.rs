@@ -10,7 +10,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, LongString, ShortString};
 use lapin::Channel;
-use paystream_engine::consumers::{EventMessage, HandleError, Inbox, Worker};
+use paystream_engine::consumers::{handle_once, EventMessage, HandleError, Handled, Inbox, Worker};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -103,25 +103,14 @@ enum Processed {
 
 /// Handles a message with a few attempts in place.
 async fn process(shared: &Shared, message: &EventMessage) -> Processed {
-    let name = shared.worker.name();
     let mut delays = shared.options.retry.delays();
     let attempts = shared.options.attempts.max(1);
     let mut attempt = 1;
     loop {
-        let outcome = match shared.inbox.seen(name, message.event_id).await {
-            Ok(true) => return Processed::Duplicate,
-            Ok(false) => match shared.worker.handle(message).await {
-                Ok(()) => shared
-                    .inbox
-                    .mark(name, message.event_id)
-                    .await
-                    .map_err(HandleError::from),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(HandleError::from(e)),
-        };
+        let outcome = handle_once(shared.worker.as_ref(), &shared.inbox, message).await;
         let reason = match outcome {
-            Ok(()) => return Processed::Done,
+            Ok(Handled::Done) => return Processed::Done,
+            Ok(Handled::Duplicate) => return Processed::Duplicate,
             Err(HandleError::Poison(reason)) => return Processed::Poison(reason),
             Err(HandleError::Transient(reason)) => reason,
         };

@@ -38,7 +38,7 @@ use crate::bench_relay::Vhost;
 use paystream_amqp::lapin::types::FieldTable;
 use paystream_amqp::topology::declare_listener;
 use paystream_amqp::{RelayOptions, WorkerOptions, RELAY_NAME};
-use paystream_engine::consumers::{EventMessage, HandleError, Inbox, Worker};
+use paystream_engine::consumers::{Effect, EventMessage, HandleError, Inbox, Worker};
 use paystream_engine::db::{Backend, Db};
 use paystream_engine::follow::Checkpoints;
 use tokio::sync::Semaphore;
@@ -332,11 +332,12 @@ impl Worker for LagWorker {
         vec!["PaymentSucceeded".into()]
     }
 
-    async fn handle(&self, message: &EventMessage) -> Result<(), HandleError> {
+    async fn handle(&self, message: &EventMessage) -> Result<Effect, HandleError> {
         let called = lag_of(message);
         let mut tx = self.db.begin_write().await?;
         if !Inbox::record(&mut tx, WORKER, message.event_id).await? {
-            return Ok(()); // a concurrent duplicate recorded it first; roll back
+            // A concurrent duplicate recorded it first; roll back.
+            return Ok(Effect::Recorded);
         }
         sqlx::query("INSERT INTO bench_lag_effects (message_id, stream_id) VALUES ($1, $2)")
             .bind(message.event_id.to_string())
@@ -354,7 +355,7 @@ impl Worker for LagWorker {
                 effect,
             });
         self.handled.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(Effect::Recorded)
     }
 }
 

@@ -157,6 +157,27 @@ pub struct Settings {
     )]
     pub wechatpay_cert_refetch_seconds: u32,
 
+    /// Hours between scheduled platform-certificate downloads, so a rotation is seen before the
+    /// new certificate signs anything (the official SDKs do the same).
+    #[arg(
+        long,
+        env = "WECHATPAY_CERT_REFRESH_HOURS",
+        value_name = "WECHATPAY_CERT_REFRESH_HOURS",
+        default_value_t = 12,
+        value_parser = clap::value_parser!(u32).range(1..=720)
+    )]
+    pub wechatpay_cert_refresh_hours: u32,
+
+    /// Seconds after a payment during which a refund answered "no such order" is retried:
+    /// WeChat's refund system learns of a payment a little after the payment itself.
+    #[arg(
+        long,
+        env = "WECHATPAY_REFUND_LAG_SECONDS",
+        value_name = "WECHATPAY_REFUND_LAG_SECONDS",
+        default_value_t = 600
+    )]
+    pub wechatpay_refund_lag_seconds: u32,
+
     /// Sandbox only: multiplies WeChat's notification retry schedule (1.0 = real time).
     #[arg(
         long,
@@ -231,6 +252,8 @@ impl Settings {
             payment_query_after_seconds: 60,
             refund_query_after_seconds: 60,
             wechatpay_cert_refetch_seconds: 60,
+            wechatpay_cert_refresh_hours: 12,
+            wechatpay_refund_lag_seconds: 600,
             sandbox_notify_time_scale: 1.0,
             amqp_url: None,
             subscribe_message_templates: None,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use paystream_engine::order::CloseReason;
 use paystream_engine::orders::Metadata;
-use paystream_engine::payments::Payments;
+use paystream_engine::payments::gateway::TradeState;
+use paystream_engine::payments::{PaymentCheck, Payments};
 use paystream_projections::{Checks, OrdersView};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -50,6 +51,9 @@ pub async fn expire_due_orders(
     }
     Ok(closed)
 }
+
+/// How soon a payment the customer was in the middle of (USERPAYING) is asked about again.
+const USER_PAYING_RECHECK: chrono::Duration = chrono::Duration::seconds(10);
 
 /// First wait before trying again to close an order whose close failed.
 const CLOSE_RETRY: chrono::Duration = chrono::Duration::seconds(30);
@@ -116,16 +120,29 @@ pub async fn reconcile(
         .payments_due(now, timing.payment_after, BATCH)
         .await?
     {
+        let subject = format!("pay:{order_id}");
         match payments.reconcile_payment(order_id).await {
-            Ok(true) => {
+            Ok(PaymentCheck::Recorded) => {
                 tracing::info!(order_id = %order_id, "payment found by query (no notice had arrived)")
             }
-            Ok(false) => {}
+            Ok(PaymentCheck::Nothing(TradeState::UserPaying)) => {
+                // The customer is entering the password: the outcome is seconds away, so look
+                // again soon instead of backing off.
+                tracing::info!(order_id = %order_id, "the customer is paying right now");
+                checks
+                    .recheck_at(&subject, now + USER_PAYING_RECHECK)
+                    .await?;
+                checked += 1;
+                continue;
+            }
+            Ok(PaymentCheck::Nothing(TradeState::PaymentFailed { reason })) => {
+                // Still payable: the customer may try again, and expiry closes it if not.
+                tracing::warn!(order_id = %order_id, %reason, "the customer's payment failed at WeChat Pay")
+            }
+            Ok(PaymentCheck::Nothing(_)) => {}
             Err(e) => tracing::warn!(order_id = %order_id, error = %e, "payment query failed"),
         }
-        checks
-            .checked(&format!("pay:{order_id}"), now, timing.payment_after)
-            .await?;
+        checks.checked(&subject, now, timing.payment_after).await?;
         checked += 1;
     }
     for (order_id, out_refund_no) in checks.refunds_due(now, timing.refund_after, BATCH).await? {
@@ -158,6 +175,24 @@ pub async fn reconcile_loop(
     every_until_stopped(every, stop, || async {
         if let Err(e) = reconcile(&payments, &checks, timing, Utc::now()).await {
             tracing::warn!(error = %e, "reconciliation failed; retrying next tick");
+        }
+    })
+    .await;
+}
+
+/// Downloads WeChat Pay's platform certificates now and every `every` after (an unknown serial
+/// also triggers a download, rate-limited, in the client).
+pub async fn certificate_refresh_loop(
+    client: std::sync::Arc<paystream_wechatpay::client::V3Client>,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    every_until_stopped(every, stop, || async {
+        match client.fetch_certificates().await {
+            Ok(count) => tracing::debug!(count, "WeChat Pay platform certificates refreshed"),
+            // Not fatal: public-key merchants have none, the next tick tries again, and an
+            // unknown serial triggers a download meanwhile.
+            Err(e) => tracing::warn!(error = %e, "WeChat Pay platform certificates not refreshed"),
         }
     })
     .await;

@@ -132,18 +132,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let v3 = match (wechatpay, &sandbox) {
         (Some(merchant), _) => {
             tracing::info!(mchid = %merchant.mchid, api_base = %merchant.api_base, "WeChat Pay configured");
-            wechatpay_client(merchant, &appid, settings.wechatpay_cert_refetch_seconds)?
+            wechatpay_client(merchant, &appid, &settings)?
         }
         (None, Some(sandbox)) => {
             tracing::warn!(
                 "SANDBOX MODE: WECHATPAY_MCHID is unset, payments go to the built-in WeChat Pay \
                  simulator at {sandbox_base} — no real money moves"
             );
-            sandbox_client(
-                sandbox,
-                &sandbox_base,
-                settings.wechatpay_cert_refetch_seconds,
-            )?
+            sandbox_client(sandbox, &sandbox_base, &settings)?
         }
         (None, None) => unreachable!("a sandbox exists whenever WeChat Pay is not configured"),
     };
@@ -210,13 +206,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     }));
-    // After the server is up: in sandbox mode the certificates come from this very process.
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = certificates_client.fetch_certificates().await {
-            // Not fatal: public-key merchants have none, and an unknown serial triggers a refetch.
-            tracing::warn!(error = %e, "WeChat Pay platform certificates not loaded at start-up");
-        }
-    }));
+    // After the server is up (in sandbox mode the certificates come from this very process),
+    // then on a timer, so a rotation is known before the new certificate signs anything.
+    tasks.push(tokio::spawn(jobs::certificate_refresh_loop(
+        certificates_client,
+        std::time::Duration::from_secs(u64::from(settings.wechatpay_cert_refresh_hours) * 3600),
+        signal.clone(),
+    )));
     if !settings.no_background_jobs {
         match &amqp_url {
             // The log is the outbox: the relay publishes it, `paystream worker …` consumes.
@@ -285,7 +281,7 @@ fn read_file(path: &std::path::Path, variable: &str) -> anyhow::Result<String> {
 fn wechatpay_client(
     merchant: WechatPaySettings,
     appid: &str,
-    refetch_seconds: u32,
+    settings: &Settings,
 ) -> anyhow::Result<V3Client> {
     let key = MerchantPrivateKey::from_pem(&read_file(
         &merchant.private_key,
@@ -309,12 +305,17 @@ fn wechatpay_client(
         apiv3_key: ApiV3Key::new(&merchant.apiv3_key)
             .map_err(|e| anyhow!("WECHATPAY_APIV3_KEY: {e}"))?,
         public_key,
-        certificate_refetch_interval: std::time::Duration::from_secs(u64::from(refetch_seconds)),
+        certificate_refetch_interval: std::time::Duration::from_secs(u64::from(
+            settings.wechatpay_cert_refetch_seconds,
+        )),
+        refund_lag_grace: std::time::Duration::from_secs(u64::from(
+            settings.wechatpay_refund_lag_seconds,
+        )),
     }))
 }
 
 /// The client for the in-process simulator's merchant (certificate mode, as most merchants).
-fn sandbox_client(sandbox: &Sandbox, base: &str, refetch_seconds: u32) -> anyhow::Result<V3Client> {
+fn sandbox_client(sandbox: &Sandbox, base: &str, settings: &Settings) -> anyhow::Result<V3Client> {
     let merchant = sandbox.merchant();
     Ok(V3Client::new(V3Config {
         api_base: base.to_string(),
@@ -324,7 +325,12 @@ fn sandbox_client(sandbox: &Sandbox, base: &str, refetch_seconds: u32) -> anyhow
         merchant_key: MerchantPrivateKey::from_pem(&merchant.merchant_private_key_pem)?,
         apiv3_key: ApiV3Key::new(&merchant.apiv3_key)?,
         public_key: None,
-        certificate_refetch_interval: std::time::Duration::from_secs(u64::from(refetch_seconds)),
+        certificate_refetch_interval: std::time::Duration::from_secs(u64::from(
+            settings.wechatpay_cert_refetch_seconds,
+        )),
+        refund_lag_grace: std::time::Duration::from_secs(u64::from(
+            settings.wechatpay_refund_lag_seconds,
+        )),
     }))
 }
 

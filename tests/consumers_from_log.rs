@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use paystream_engine::consumers::{from_log, EventMessage, HandleError, Parked, Worker};
+use paystream_engine::consumers::{from_log, Effect, EventMessage, HandleError, Parked, Worker};
 use paystream_engine::db::Backend;
 use paystream_engine::store::{EventStore, ExpectedVersion, NewEvent};
 use paystream_engine::testing::TestDb;
@@ -31,7 +31,7 @@ impl Worker for Recorder {
         vec!["Wanted".into(), "Poison".into()]
     }
 
-    async fn handle(&self, message: &EventMessage) -> Result<(), HandleError> {
+    async fn handle(&self, message: &EventMessage) -> Result<Effect, HandleError> {
         if self
             .transient_failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -46,7 +46,7 @@ impl Worker for Recorder {
             .lock()
             .unwrap()
             .push((message.stream_id.clone(), message.version));
-        Ok(())
+        Ok(Effect::NotRecorded)
     }
 }
 

@@ -506,6 +506,7 @@ fn merchant_client(merchant: &Value, base: &str, apiv3_key: &str, public_key: bo
         apiv3_key: ApiV3Key::new(apiv3_key).unwrap(),
         public_key,
         certificate_refetch_interval: Duration::ZERO,
+        refund_lag_grace: V3Config::DEFAULT_REFUND_LAG_GRACE,
     })
 }
 

@@ -93,6 +93,19 @@ impl Checks {
         Ok(done.rows_affected())
     }
 
+    /// Checks `subject` again at `at`, without counting this check toward its back-off.
+    pub async fn recheck_at(&self, subject: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO payment_checks (subject, attempts, next_check_at) VALUES ($1, 0, $2) \
+             ON CONFLICT (subject) DO UPDATE SET next_check_at = excluded.next_check_at",
+        )
+        .bind(subject)
+        .bind(millis(at))
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Notes that `subject` was checked now; the next check waits `base × 2^attempts`.
     pub async fn checked(&self, subject: &str, now: DateTime<Utc>, base: Duration) -> Result<()> {
         let attempts: Option<i64> =

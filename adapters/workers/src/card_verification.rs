@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use paystream_engine::cards::{CardError, Cards, CodeState, ConsumeAttempts};
-use paystream_engine::consumers::{EventMessage, HandleError, Worker};
+use paystream_engine::consumers::{Effect, EventMessage, HandleError, Worker};
 use paystream_engine::order::{CardRef, CardStatus, OrderCommand, OrderId, OrderStatus};
 use paystream_engine::orders::{Metadata, OrderService};
 
@@ -81,7 +81,7 @@ impl Worker for CardVerificationWorker {
         vec!["PaymentSucceeded".to_string()]
     }
 
-    async fn handle(&self, message: &EventMessage) -> Result<(), HandleError> {
+    async fn handle(&self, message: &EventMessage) -> Result<Effect, HandleError> {
         let order_id = order_of(message)?;
         let order = self.orders.get(order_id).await?;
         let Some(card) = order
@@ -89,7 +89,7 @@ impl Worker for CardVerificationWorker {
             .as_ref()
             .filter(|c| c.status == CardStatus::Pending)
         else {
-            return Ok(());
+            return Ok(Effect::NotRecorded);
         };
         let card_ref = CardRef {
             card_id: card.card_id.clone(),
@@ -119,6 +119,7 @@ impl Worker for CardVerificationWorker {
                 tracing::warn!(order_id = %order_id, card_id = %card_ref.card_id, %reason, "card not consumed")
             }
         }
-        Ok(())
+        // The effect is the event on the order (a repeat finds the card no longer pending).
+        Ok(Effect::NotRecorded)
     }
 }

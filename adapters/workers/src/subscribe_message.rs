@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use paystream_engine::consumers::{EventMessage, HandleError, Worker};
+use paystream_engine::consumers::{Effect, EventMessage, HandleError, Worker};
 use paystream_engine::orders::OrderService;
 use paystream_engine::subscriptions::{
     Claim, SendError, SendKey, SendResult, SubscribeMessages, Subscriptions,
@@ -53,9 +53,9 @@ impl Worker for SubscribeMessageWorker {
         self.templates.event_types()
     }
 
-    async fn handle(&self, message: &EventMessage) -> Result<(), HandleError> {
+    async fn handle(&self, message: &EventMessage) -> Result<Effect, HandleError> {
         let Some(template) = self.templates.get(&message.event_type) else {
-            return Ok(());
+            return Ok(Effect::NotRecorded);
         };
         let order_id = order_of(message)?;
         // The order as this event left it: a later change must not leak into this message.
@@ -76,7 +76,7 @@ impl Worker for SubscribeMessageWorker {
         let resumed = match claim {
             Claim::New => false,
             Claim::Resumed => true,
-            Claim::Done => return Ok(()),
+            Claim::Done => return Ok(Effect::NotRecorded),
             Claim::Unconfirmed => {
                 tracing::warn!(
                     order_id = %order_id, message_id = %message.event_id,
@@ -84,7 +84,8 @@ impl Worker for SubscribeMessageWorker {
                     "a worker died while sending; not resent, as the customer's other acceptances \
                      would let a repeat through"
                 );
-                return Ok(());
+                // The claim recorded the message id with the "unconfirmed" status.
+                return Ok(Effect::Recorded);
             }
             Claim::Busy => {
                 return Err(HandleError::Transient(
@@ -96,7 +97,7 @@ impl Worker for SubscribeMessageWorker {
                     order_id = %order_id, message_id = %message.event_id,
                     template_id = %key.template_id, "no acceptance of the template: nothing sent"
                 );
-                return Ok(());
+                return Ok(Effect::NotRecorded);
             }
         };
         let result = match self
@@ -130,7 +131,8 @@ impl Worker for SubscribeMessageWorker {
                 template_id = %key.template_id, "subscribe message sent"
             ),
         }
+        // Records the message id with the result.
         self.subscriptions.finish(&key, NAME, &result).await?;
-        Ok(())
+        Ok(Effect::Recorded)
     }
 }

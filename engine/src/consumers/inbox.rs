@@ -52,9 +52,10 @@ impl Inbox {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Marks a message handled after the worker returned (a repeat is then skipped without
-    /// asking the worker). Workers with an effect already recorded the id with it; this mark only
-    /// saves the next delivery a trip through the worker, so on PostgreSQL it does not wait for
+    /// Marks a message handled after a worker returned without recording it (a repeat is then
+    /// skipped without asking the worker). Such workers are idempotent by other means (an event
+    /// on the order, a send row); this mark only saves the next delivery a trip through the
+    /// worker, so on PostgreSQL it does not wait for
     /// its commit to reach the disk: a mark lost in a crash costs one idempotent re-run, while
     /// waiting would cost a WAL flush per message.
     pub async fn mark(&self, worker: &str, message_id: Uuid) -> Result<(), sqlx::Error> {

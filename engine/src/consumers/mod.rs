@@ -114,8 +114,20 @@ pub trait Worker: Send + Sync {
 
     /// Handles one message. Called at least once per event, possibly concurrently for different
     /// orders but never for two events of one order at once. Must be idempotent: record the
-    /// message id with [`Inbox::record`] in the transaction that records the effect.
-    async fn handle(&self, message: &EventMessage) -> Result<(), HandleError>;
+    /// message id with [`Inbox::record`] in the transaction that records the effect, and say so
+    /// with [`Effect::Recorded`].
+    async fn handle(&self, message: &EventMessage) -> Result<Effect, HandleError>;
+}
+
+/// What a worker's `handle` left in its inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// The message id was recorded with the effect (or by an earlier attempt): the runtime has
+    /// nothing to add. Saves a transaction per message on the hot path.
+    Recorded,
+    /// Nothing recorded the message id (nothing to do, or an effect kept elsewhere, such as an
+    /// event on the order): the runtime marks it handled so a repeat skips the worker.
+    NotRecorded,
 }
 
 /// What [`handle_once`] did with a message.
@@ -128,7 +140,7 @@ pub enum Handled {
 }
 
 /// One attempt at a message, as every runtime makes it: skip it if the worker's inbox has it,
-/// otherwise hand it to the worker and mark it handled.
+/// otherwise hand it to the worker and mark it handled unless the worker recorded it itself.
 pub async fn handle_once(
     worker: &dyn Worker,
     inbox: &Inbox,
@@ -137,8 +149,9 @@ pub async fn handle_once(
     if inbox.seen(worker.name(), message.event_id).await? {
         return Ok(Handled::Duplicate);
     }
-    worker.handle(message).await?;
-    inbox.mark(worker.name(), message.event_id).await?;
+    if worker.handle(message).await? == Effect::NotRecorded {
+        inbox.mark(worker.name(), message.event_id).await?;
+    }
     Ok(Handled::Done)
 }
 

@@ -47,8 +47,14 @@ pub struct PaidTransaction {
 pub enum TradeState {
     /// Paid (`SUCCESS`, or `REFUND`: paid and since refunded in part or whole).
     Paid(PaidTransaction),
-    /// Not paid (yet): `NOTPAY`, `USERPAYING`, `PAYERROR`.
+    /// Not paid (yet): `NOTPAY`.
     Unpaid,
+    /// The customer is paying right now (`USERPAYING`: entering the password): neither paid nor
+    /// closable; ask again shortly.
+    UserPaying,
+    /// The last attempt to pay failed (`PAYERROR`, e.g. the bank refused); the customer may try
+    /// again, so the order stays payable.
+    PaymentFailed { reason: String },
     /// `CLOSED` or `REVOKED`: can no longer be paid.
     Closed,
     /// The provider has never heard of it.
@@ -57,9 +63,12 @@ pub enum TradeState {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseOutcome {
+    /// Closed now, or already closed (or never ordered) at the provider.
     Closed,
     /// The order was paid meanwhile: query it and record the payment instead.
     AlreadyPaid,
+    /// The customer is paying right now: not closed; try again later.
+    UserPaying,
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +78,9 @@ pub struct RefundCall {
     pub amount_fen: Fen,
     /// The order's total, which the provider checks.
     pub total_fen: Fen,
+    /// When the payment was made: a provider may not know a payment for a short while after it
+    /// (WeChat's refund system lags), which is "try again" then and "no such payment" later.
+    pub paid_at: DateTime<Utc>,
     pub reason: Option<String>,
     pub notify_url: String,
 }

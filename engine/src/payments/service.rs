@@ -100,12 +100,21 @@ fn known_order(out_trade_no: &str) -> Result<OrderId> {
     })
 }
 
-/// Refund refusals that mean "not now" rather than "never": insufficient balance in the merchant
-/// account, rate limits, WeChat's own trouble.
-fn is_transient_refund_refusal(code: &str) -> bool {
-    matches!(
-        code,
-        "NOT_ENOUGH" | "FREQUENCY_LIMITED" | "SYSTEM_ERROR" | "SYSTEMERROR" | "BIZERR_NEED_RETRY"
+/// What asking the provider about a quiet payment found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PaymentCheck {
+    /// Paid, and recorded now (no notice had arrived).
+    Recorded,
+    /// Nothing recorded: the provider's state as it answered (paid and already known, unpaid,
+    /// being paid, failed, closed, unknown).
+    Nothing(TradeState),
+}
+
+fn payment_in_progress() -> Error {
+    Error::new(
+        Kind::Conflict,
+        "payment_in_progress",
+        "the customer is paying this order right now; try again shortly",
     )
 }
 
@@ -337,16 +346,20 @@ impl Payments {
                 .filter(|_| order.status == OrderStatus::PendingPayment);
             if let Some(channel) = at_provider {
                 let gateway = self.gateway(channel)?.clone();
-                if gateway.close(&order.out_trade_no).await? == CloseOutcome::AlreadyPaid {
-                    return Err(self
-                        .paid_instead_of_closed(
-                            order_id,
-                            &order.out_trade_no,
-                            channel,
-                            gateway.as_ref(),
-                            meta,
-                        )
-                        .await);
+                match gateway.close(&order.out_trade_no).await? {
+                    CloseOutcome::Closed => {}
+                    CloseOutcome::AlreadyPaid => {
+                        return Err(self
+                            .paid_instead_of_closed(
+                                order_id,
+                                &order.out_trade_no,
+                                channel,
+                                gateway.as_ref(),
+                                meta,
+                            )
+                            .await)
+                    }
+                    CloseOutcome::UserPaying => return Err(payment_in_progress()),
                 }
             }
             if let Some(outcome) = self
@@ -384,30 +397,31 @@ impl Payments {
                     Err(e) => e,
                 }
             }
-            Ok(_) => Error::new(
-                Kind::Conflict,
-                "payment_in_progress",
-                "the customer is paying this order right now; try again shortly",
-            ),
+            Ok(_) => payment_in_progress(),
             Err(e) => e.into(),
         }
     }
 
     /// Asks the provider about an unpaid order with a payment request and records a payment
-    /// that arrived without (or before) its notice. Returns whether one was recorded.
-    pub async fn reconcile_payment(&self, order_id: OrderId) -> Result<bool> {
+    /// that arrived without (or before) its notice.
+    pub async fn reconcile_payment(&self, order_id: OrderId) -> Result<PaymentCheck> {
         let order = self.orders.get(order_id).await?;
         let Some(channel) = order.channel else {
-            return Ok(false);
+            return Ok(PaymentCheck::Nothing(TradeState::NotFound));
         };
         let gateway = self.gateway(channel)?.clone();
         match gateway.query(&order.out_trade_no).await? {
             TradeState::Paid(paid) => {
                 let meta = Metadata::actor(format!("{}:query", channel.as_str()));
-                Ok(self.record_payment(order_id, channel, paid, &meta).await?
-                    == NoticeOutcome::Recorded)
+                let outcome = self
+                    .record_payment(order_id, channel, paid.clone(), &meta)
+                    .await?;
+                Ok(match outcome {
+                    NoticeOutcome::Recorded => PaymentCheck::Recorded,
+                    NoticeOutcome::Nothing => PaymentCheck::Nothing(TradeState::Paid(paid)),
+                })
             }
-            _ => Ok(false),
+            state => Ok(PaymentCheck::Nothing(state)),
         }
     }
 
@@ -472,17 +486,14 @@ impl Payments {
             out_refund_no: out_refund_no.to_string(),
             amount_fen: refund.amount_fen,
             total_fen: payment.amount_fen,
+            paid_at: payment.paid_at,
             reason: refund.reason.clone(),
             notify_url: notify_url(&self.public_base_url, channel),
         };
         let meta = Metadata::actor(format!("{}:refund", channel.as_str()));
         let state = match gateway.refund(&call).await {
             Ok(state) => state,
-            // "Try later" answers: the refund stays in flight and the poller asks again.
-            Err(GatewayError::Rejected { code, message }) if is_transient_refund_refusal(&code) => {
-                return Err(GatewayError::Unavailable(format!("{code}: {message}")).into());
-            }
-            // Any other refusal may follow an earlier attempt that WeChat did accept (a lost
+            // Any refusal (the gateway answers "try later" refusals as `Unavailable`) may follow an earlier attempt that WeChat did accept (a lost
             // answer, then a retry refused): only WeChat's own record of the refund is final.
             Err(GatewayError::Rejected { code, message }) => {
                 match gateway.query_refund(out_refund_no).await? {

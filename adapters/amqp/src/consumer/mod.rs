@@ -64,8 +64,8 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> WorkerOptions {
         WorkerOptions {
-            prefetch: 32,
-            lanes: 16,
+            prefetch: 256,
+            lanes: 32,
             attempts: u32::MAX,
             retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
             reconnect: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use paystream_engine::consumers::{EventMessage, HandleError, Inbox, Worker};
+use paystream_engine::consumers::{Effect, EventMessage, HandleError, Inbox, Worker};
 use paystream_engine::db::Db;
 use uuid::Uuid;
 
@@ -72,7 +72,7 @@ impl Worker for RecordingWorker {
         vec!["OrderPlaced".into(), "PaymentSucceeded".into()]
     }
 
-    async fn handle(&self, message: &EventMessage) -> Result<(), HandleError> {
+    async fn handle(&self, message: &EventMessage) -> Result<Effect, HandleError> {
         self.started.fetch_add(1, Ordering::SeqCst);
         let attempt = {
             let mut attempts = self.attempts.lock().expect("attempts");
@@ -84,7 +84,8 @@ impl Worker for RecordingWorker {
         (self.script)(message, attempt)?;
         let mut tx = self.db.begin_write().await?;
         if !Inbox::record(&mut tx, TEST_WORKER, message.event_id).await? {
-            return Ok(()); // a concurrent duplicate recorded it first; roll back
+            // A concurrent duplicate recorded it first; roll back.
+            return Ok(Effect::Recorded);
         }
         sqlx::query(
             "INSERT INTO test_effects (seq, message_id, stream_id, version) VALUES ($1, $2, $3, $4)",
@@ -96,6 +97,6 @@ impl Worker for RecordingWorker {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Effect::Recorded)
     }
 }

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Signed, V3Client, VerifyError};
+use super::{Answer, Signed, V3Client, VerifyError};
 use crate::v3::aead::EncryptedResource;
 use crate::v3::sign::RequestPayment;
 
@@ -35,6 +35,8 @@ struct Transaction {
     out_trade_no: String,
     transaction_id: Option<String>,
     trade_state: String,
+    #[serde(default)]
+    trade_state_desc: Option<String>,
     success_time: Option<String>,
     amount: Option<Amount>,
 }
@@ -111,6 +113,77 @@ fn refund_state(
         _ => RefundState::Processing { refund_id },
     }
 }
+
+/// A query's trade state when the order is not paid.
+fn unpaid_state(t: &Transaction) -> TradeState {
+    match t.trade_state.as_str() {
+        "CLOSED" | "REVOKED" => TradeState::Closed,
+        "USERPAYING" => TradeState::UserPaying,
+        "PAYERROR" => TradeState::PaymentFailed {
+            reason: t
+                .trade_state_desc
+                .clone()
+                .unwrap_or_else(|| "PAYERROR".into()),
+        },
+        // NOTPAY, and any state WeChat adds later: not paid, nothing to record.
+        _ => TradeState::Unpaid,
+    }
+}
+
+/// What a close answer means: 204 closed; 202 `USERPAYING` the customer is entering the password
+/// (not closed: ask again later); `ORDER_CLOSED` (or no such order) closed already; paid → the
+/// caller queries and records the payment.
+fn close_outcome(answer: &Answer) -> Result<CloseOutcome, GatewayError> {
+    let code = answer.error().0;
+    if code == "USERPAYING" {
+        return Ok(CloseOutcome::UserPaying);
+    }
+    if answer.status == StatusCode::ACCEPTED {
+        // A 202 says the close did not happen yet, whatever the code.
+        return Ok(CloseOutcome::UserPaying);
+    }
+    if answer.status.is_success() {
+        return Ok(CloseOutcome::Closed);
+    }
+    match code.as_str() {
+        "ORDERPAID" | "ORDER_PAID" | "TRADE_STATE_ERROR" => Ok(CloseOutcome::AlreadyPaid),
+        // Nothing to close at WeChat (never ordered there, or closed already).
+        code if is_not_found(code) || code == "ORDER_CLOSED" || code == "ORDERCLOSED" => {
+            Ok(CloseOutcome::Closed)
+        }
+        _ => Err(answer.rejected()),
+    }
+}
+
+/// A refused refund: "not now" (`Unavailable`, retried with the same out_refund_no) or "never"
+/// (`Rejected`). Right after a payment WeChat's refund system may not know it yet and answers
+/// `RESOURCE_NOT_EXISTS` ("订单不存在") for a while; the merchant's balance (`NOT_ENOUGH`) and
+/// rate limits pass. Over-refunds and a wrong `amount.total` (`INVALID_REQUEST`, `PARAM_ERROR`)
+/// are final.
+fn refund_refusal(
+    answer: &Answer,
+    since_payment: chrono::Duration,
+    grace: std::time::Duration,
+) -> GatewayError {
+    let (code, message) = answer.error();
+    let lagging = is_not_found(&code) && since_payment.to_std().is_ok_and(|since| since < grace);
+    match code.as_str() {
+        _ if lagging => GatewayError::Unavailable(format!(
+            "{code}: {message} (WeChat's refund system has not seen the payment yet)"
+        )),
+        "NOT_ENOUGH" | "FREQUENCY_LIMITED" | "SYSTEM_ERROR" | "SYSTEMERROR" => {
+            GatewayError::Unavailable(format!("{code}: {message}"))
+        }
+        _ => GatewayError::Rejected { code, message },
+    }
+}
+
+/// Waits between refund attempts while WeChat's refund system has not seen the payment yet.
+const REFUND_LAG_WAITS: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(2),
+];
 
 fn is_not_found(code: &str) -> bool {
     matches!(
@@ -198,10 +271,7 @@ impl PayGateway for V3Client {
         Ok(
             match paid(&transaction).map_err(GatewayError::Unverified)? {
                 Some(paid) => TradeState::Paid(paid),
-                None if matches!(transaction.trade_state.as_str(), "CLOSED" | "REVOKED") => {
-                    TradeState::Closed
-                }
-                None => TradeState::Unpaid,
+                None => unpaid_state(&transaction),
             },
         )
     }
@@ -215,17 +285,7 @@ impl PayGateway for V3Client {
                 Some(&json!({ "mchid": self.config().mchid })),
             )
             .await?;
-        if answer.status.is_success() {
-            return Ok(CloseOutcome::Closed);
-        }
-        match answer.error().0.as_str() {
-            "ORDERPAID" | "ORDER_PAID" | "TRADE_STATE_ERROR" => Ok(CloseOutcome::AlreadyPaid),
-            // Nothing to close at WeChat (never ordered there, or closed already).
-            code if is_not_found(code) || code == "ORDER_CLOSED" || code == "ORDERCLOSED" => {
-                Ok(CloseOutcome::Closed)
-            }
-            _ => Err(answer.rejected()),
-        }
+        close_outcome(&answer)
     }
 
     async fn refund(&self, call: &RefundCall) -> Result<RefundState, GatewayError> {
@@ -238,12 +298,31 @@ impl PayGateway for V3Client {
         if let Some(reason) = &call.reason {
             body["reason"] = json!(reason);
         }
-        let answer = self
-            .call(Method::POST, "/v3/refund/domestic/refunds", Some(&body))
-            .await?;
-        if !answer.status.is_success() {
-            return Err(answer.rejected());
-        }
+        let mut lag_waits = REFUND_LAG_WAITS.iter();
+        let answer = loop {
+            let answer = self
+                .call(Method::POST, "/v3/refund/domestic/refunds", Some(&body))
+                .await?;
+            if answer.status.is_success() {
+                break answer;
+            }
+            let refusal = refund_refusal(
+                &answer,
+                Utc::now() - call.paid_at,
+                self.config().refund_lag_grace,
+            );
+            // WeChat's refund system usually catches up within seconds: wait here a little
+            // (same out_refund_no, same body) before leaving it to the refund poller.
+            match (&refusal, lag_waits.next()) {
+                (GatewayError::Unavailable(reason), Some(wait))
+                    if is_not_found(&answer.error().0) =>
+                {
+                    tracing::info!(out_refund_no = %call.out_refund_no, %reason, ?wait, "refund: WeChat does not know the payment yet; asking again");
+                    tokio::time::sleep(*wait).await;
+                }
+                _ => return Err(refusal),
+            }
+        };
         let refund: Refund = answer.json()?;
         Ok(refund_state(
             &refund.status,

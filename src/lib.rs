@@ -314,9 +314,15 @@ fn wechatpay_client(
     }))
 }
 
-/// The client for the in-process simulator's merchant (certificate mode, as most merchants).
+/// The client for the in-process simulator's merchant. The simulator starts in WeChat's
+/// migration mode (notifications signed by a platform certificate or the public key, at
+/// random), so the client holds both, as a merchant in the migration must.
 fn sandbox_client(sandbox: &Sandbox, base: &str, settings: &Settings) -> anyhow::Result<V3Client> {
     let merchant = sandbox.merchant();
+    let public_key = (
+        merchant.public_key_id.clone(),
+        load_public_key_pem(&merchant.public_key_pem)?,
+    );
     Ok(V3Client::new(V3Config {
         api_base: base.to_string(),
         mchid: merchant.mchid.clone(),
@@ -324,7 +330,7 @@ fn sandbox_client(sandbox: &Sandbox, base: &str, settings: &Settings) -> anyhow:
         merchant_serial: merchant.merchant_serial.clone(),
         merchant_key: MerchantPrivateKey::from_pem(&merchant.merchant_private_key_pem)?,
         apiv3_key: ApiV3Key::new(&merchant.apiv3_key)?,
-        public_key: None,
+        public_key: Some(public_key),
         certificate_refetch_interval: std::time::Duration::from_secs(u64::from(
             settings.wechatpay_cert_refetch_seconds,
         )),

@@ -50,6 +50,8 @@ async fn standalone_wechat() -> StandaloneWechat {
         },
     });
     let merchant = sandbox.merchant();
+    // The customer the tests log in opens the mini-program: this WeChat knows their openid.
+    sandbox.login_code("payer", None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -87,6 +89,16 @@ impl StandaloneWechat {
             .unwrap();
         common::read(response).await
     }
+}
+
+/// A user opens the mini-program (`wx.login` at the simulator): WeChat knows their openid from
+/// then on, as a payer must be known. Returns the openid.
+async fn opened_app(app: &TestApp, user: &str) -> String {
+    let (status, answer) = app
+        .post("/sandbox/control/login-code", None, json!({ "user": user }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer["openid"].as_str().unwrap().to_string()
 }
 
 async fn control_get(app: &TestApp, path: &str) -> Value {
@@ -553,7 +565,7 @@ async fn public_key_mode_and_a_wrong_apiv3_key() {
             out_trade_no: out_trade_no.clone(),
             description: "public key mode".into(),
             total_fen: Fen::new(100).unwrap(),
-            openid: "oPublicKeyModeUser0000000000".into(),
+            openid: opened_app(&app, "public-key-mode").await,
             time_expire: chrono::Utc::now() + chrono::Duration::minutes(30),
             notify_url: format!("{receiver}/notify"),
         })
@@ -644,7 +656,7 @@ async fn unknown_order_is_not_acknowledged() {
             out_trade_no: stranger.clone(),
             description: "not ours".into(),
             total_fen: Fen::new(100).unwrap(),
-            openid: "oStrangerUser000000000000000".into(),
+            openid: opened_app(&app, "stranger").await,
             time_expire: chrono::Utc::now() + chrono::Duration::minutes(30),
             notify_url: app.url("/notify/wechatpay/v3"),
         })

@@ -249,7 +249,7 @@ async fn control_give(State(sb): State<Sandbox>, Json(req): Json<GiveRequest>) -
             end_time: now + CARD_VALIDITY,
         },
     );
-    state.known_openids.insert(openid.clone());
+    sb.openids.insert(&openid);
     Json(json!({ "card_id": card_id, "code": code, "openid": openid })).into_response()
 }
 

@@ -42,6 +42,7 @@
 
 mod cards;
 mod miniprogram;
+mod openids;
 mod subscribe;
 mod tokens;
 pub mod wechatpay;

@@ -1,7 +1,7 @@
 //! Mini-program server API: code2Session and phone numbers, the state every mini-program endpoint
 //! shares, and the fault injection of `/control/faults`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::cards::{self, CardState};
+use crate::openids::KnownOpenids;
 use crate::subscribe::{self, SubscribeState};
 use crate::tokens::{self, TokenState};
 use crate::wechatpay::{MerchantCredentials, Pay, PaySandboxConfig, VerificationMode};
@@ -37,6 +38,7 @@ pub struct Sandbox {
     pub(crate) config: Arc<SandboxConfig>,
     state: Arc<Mutex<State_>>,
     pub(crate) pay: Pay,
+    pub(crate) openids: KnownOpenids,
 }
 
 #[derive(Default)]
@@ -44,9 +46,6 @@ pub(crate) struct State_ {
     login_codes: HashMap<String, LoginCode>,
     phone_codes: HashMap<String, (String, Instant)>,
     pub(crate) tokens: TokenState,
-    /// Openids of this app WeChat knows of: users who logged in, accepted a subscribe-message
-    /// template or were given a card. Subscribe messages go to these only.
-    pub(crate) known_openids: HashSet<String>,
     pub(crate) subscribe: SubscribeState,
     pub(crate) cards: CardState,
     /// errcodes that the next code2Session calls answer with, in order.
@@ -63,11 +62,13 @@ struct LoginCode {
 impl Sandbox {
     /// Generates the WeChat Pay key material (several RSA-2048 keys), so it takes a moment.
     pub fn new(config: SandboxConfig) -> Sandbox {
-        let pay = Pay::new(&config.appid, &config.pay);
+        let openids = KnownOpenids::default();
+        let pay = Pay::new(&config.appid, &config.pay, openids.clone());
         Sandbox {
             config: Arc::new(config),
             state: Arc::new(Mutex::new(State_::default())),
             pay,
+            openids,
         }
     }
 
@@ -90,6 +91,8 @@ impl Sandbox {
     pub fn login_code(&self, user: &str, unionid: Option<String>) -> (String, String) {
         let code = random_token(32);
         let openid = openid_for(&self.config.appid, user);
+        // The user opened the mini-program: WeChat knows them under this app from now on.
+        self.openids.insert(&openid);
         self.lock().login_codes.insert(
             code.clone(),
             LoginCode {
@@ -187,7 +190,8 @@ async fn code2session(State(sb): State<Sandbox>, Query(q): Query<Code2SessionQue
         body["unionid"] = json!(unionid);
     }
     let openid = entry.openid.clone();
-    state.known_openids.insert(openid);
+    drop(state);
+    sb.openids.insert(&openid);
     text_json(body)
 }
 

@@ -127,7 +127,7 @@ async fn send(
         return Json(wechat_error(47001, "data format error"));
     };
     let touser = match req.get("touser").and_then(Value::as_str) {
-        Some(openid) if state.known_openids.contains(openid) => openid.to_string(),
+        Some(openid) if sb.openids.contains(openid) => openid.to_string(),
         _ => return Json(wechat_error(40003, "invalid openid")),
     };
     let template_id = match req.get("template_id").and_then(Value::as_str) {
@@ -188,7 +188,7 @@ async fn control_accept(State(sb): State<Sandbox>, Json(req): Json<AcceptRequest
         return control_error(StatusCode::BAD_REQUEST, "empty template id");
     }
     let mut state = sb.lock();
-    state.known_openids.insert(openid.clone());
+    sb.openids.insert(&openid);
     for template_id in &req.template_ids {
         *state
             .subscribe

@@ -137,6 +137,10 @@ fn jsapi_params(
     if openid.trim().is_empty() || openid.len() > 128 {
         return Err(ApiError::field("payer/openid", "openid格式不正确"));
     }
+    // An openid belongs to one appid: someone else's, or a made-up one, is refused.
+    if !pay.openids.contains(&openid) {
+        return Err(ApiError::param("appid和openid不匹配"));
+    }
     let time_expire = match &req.time_expire {
         None => None,
         Some(t) => {
@@ -203,9 +207,9 @@ fn reorder(
 ) -> Result<String, ApiError> {
     let same = order.params == *params;
     match (&order.status, same) {
-        (OrderStatus::NotPay, false) => Err(ApiError::invalid_request(
-            "商户订单号重复：同一out_trade_no的下单参数与已有订单不一致",
-        )),
+        (OrderStatus::NotPay | OrderStatus::UserPaying | OrderStatus::PayError, false) => Err(
+            ApiError::invalid_request("商户订单号重复：同一out_trade_no的下单参数与已有订单不一致"),
+        ),
         (_, false) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "OUT_TRADE_NO_USED",
@@ -221,7 +225,7 @@ fn reorder(
             "ORDER_CLOSED",
             "该订单已关闭",
         )),
-        (OrderStatus::NotPay, true) => {
+        (OrderStatus::NotPay | OrderStatus::UserPaying | OrderStatus::PayError, true) => {
             if now - order.prepay_issued >= PREPAY_TTL {
                 order.prepay_id = prepay_id(now);
                 order.prepay_issued = now;
@@ -300,13 +304,15 @@ struct CloseRequest {
     mchid: Option<String>,
 }
 
-/// `POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close` → 204. Closing twice is fine;
-/// closing a paid order is not (the merchant must query and refund instead).
+/// `POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close` → 204. While the user is
+/// entering the password: 202 `USERPAYING` (not closed). Closing a closed order: 400
+/// `ORDER_CLOSED`; a paid one: 400 `ORDERPAID` (the merchant must query and refund instead).
 pub(crate) async fn close(
     State(pay): State<Pay>,
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let out_trade_no = path_param(path)?;
     let req: CloseRequest = validate::parse_body(&body)?;
     let mchid = required(req.mchid, "mchid")?;
@@ -324,9 +330,19 @@ pub(crate) async fn close(
             "ORDERPAID",
             "订单已支付，不能关闭",
         )),
-        OrderStatus::NotPay | OrderStatus::Closed => {
+        OrderStatus::Closed => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ORDER_CLOSED",
+            "订单已关闭",
+        )),
+        OrderStatus::UserPaying => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "code": "USERPAYING", "message": "用户支付中，请稍后再试" })),
+        )
+            .into_response()),
+        OrderStatus::NotPay | OrderStatus::PayError => {
             order.status = OrderStatus::Closed;
-            Ok(StatusCode::NO_CONTENT)
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn routes(pay: Pay) -> Router {
         .route("/mode", post(mode))
         .route("/pay", post(pay_order))
         .route("/notify", post(renotify))
+        .route("/trade-state", post(trade_state))
         .route("/faults", post(faults))
         .route("/refunds/{out_refund_no}/settle", post(settle_refund))
         .route("/rotate-certificate", post(rotate_certificate))
@@ -104,7 +105,7 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
             ));
         };
         match order.status {
-            OrderStatus::NotPay => {}
+            OrderStatus::NotPay | OrderStatus::UserPaying | OrderStatus::PayError => {}
             OrderStatus::Paid(_) => {
                 return Err(error(StatusCode::CONFLICT, "the order is already paid"))
             }
@@ -152,6 +153,46 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
         1 + req.duplicates,
     );
     Ok(Json(json!({ "transaction_id": transaction })))
+}
+
+#[derive(Deserialize)]
+struct TradeStateRequest {
+    out_trade_no: String,
+    trade_state: String,
+}
+
+/// The user's side of an unpaid order: `USERPAYING` (entering the password: a close answers 202),
+/// `PAYERROR` (the attempt failed, e.g. the bank refused), `NOTPAY` (the user gave up), or
+/// `CLOSED` (closed at WeChat, as after `time_expire`). Paying goes through `pay`.
+async fn trade_state(State(pay): State<Pay>, body: Bytes) -> ControlResult {
+    let req: TradeStateRequest = parse(&body)?;
+    let status = match req.trade_state.as_str() {
+        "USERPAYING" => OrderStatus::UserPaying,
+        "PAYERROR" => OrderStatus::PayError,
+        "NOTPAY" => OrderStatus::NotPay,
+        "CLOSED" => OrderStatus::Closed,
+        _ => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "trade_state must be USERPAYING, PAYERROR, NOTPAY or CLOSED",
+            ))
+        }
+    };
+    let mut state = pay.lock();
+    let Some(order) = state.orders.get_mut(&req.out_trade_no) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "no order with that out_trade_no",
+        ));
+    };
+    if !order.status.is_open() {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "the order is already paid or closed",
+        ));
+    }
+    order.status = status;
+    Ok(Json(order.transaction_json(&pay.mchid)))
 }
 
 #[derive(Deserialize)]
@@ -205,6 +246,17 @@ struct FaultsRequest {
     delay_ms: Option<u64>,
     hold_refunds: Option<bool>,
     refund_settle_ms: Option<u64>,
+    refund_lag_ms: Option<u64>,
+    probe_share: Option<f64>,
+    unsigned_errors: Option<bool>,
+    /// `null` lifts the limit; absent keeps it.
+    #[serde(default, deserialize_with = "present")]
+    balance_fen: Option<Option<i64>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
 }
 
 /// The error code WeChat uses with each status, for `fail_next` without `code`.
@@ -223,6 +275,9 @@ fn default_code(status: u16) -> &'static str {
 /// to the counters: setting either counter replaces (or, left out, clears) the path filter.
 async fn faults(State(pay): State<Pay>, body: Bytes) -> ControlResult {
     let req: FaultsRequest = parse(&body)?;
+    if req.probe_share.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+        return Err(error(StatusCode::BAD_REQUEST, "probe_share must be 0..=1"));
+    }
     if let Some(status) = req.status {
         if !(400..=599).contains(&status) {
             return Err(error(StatusCode::BAD_REQUEST, "status must be 400..=599"));
@@ -249,6 +304,18 @@ async fn faults(State(pay): State<Pay>, body: Bytes) -> ControlResult {
     }
     if let Some(hold) = req.hold_refunds {
         f.hold_refunds = hold;
+    }
+    if let Some(ms) = req.refund_lag_ms {
+        f.refund_lag_ms = ms;
+    }
+    if let Some(share) = req.probe_share {
+        f.probe_share = share;
+    }
+    if let Some(unsigned) = req.unsigned_errors {
+        f.unsigned_errors = unsigned;
+    }
+    if let Some(balance) = req.balance_fen {
+        f.balance_fen = balance;
     }
     if let Some(ms) = req.refund_settle_ms {
         state.refund_settle = Duration::from_millis(ms);

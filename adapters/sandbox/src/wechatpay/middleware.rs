@@ -16,7 +16,7 @@ use paystream_wechatpay::v3::sign::{
 };
 
 use super::ids::request_id;
-use super::signing::{signature_headers, WECHATPAY_SERIAL};
+use super::signing::{probe, signature_headers, WECHATPAY_SERIAL};
 use super::validate::ApiError;
 use super::Pay;
 
@@ -39,26 +39,81 @@ pub(crate) async fn guard(State(pay): State<Pay>, request: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
 
+    let mut sign_error = false;
     let answer = match axum::body::to_bytes(body, MAX_BODY).await {
         Err(_) => ApiError::param("请求体过大").into_response(),
-        Ok(bytes) => match verify(&pay, &parts, &path_and_query, &bytes) {
+        Ok(bytes) => match check_headers(&parts, &bytes)
+            .and_then(|()| verify(&pay, &parts, &path_and_query, &bytes))
+        {
             Err(e) => {
-                tracing::info!(path = %path_and_query, reason = ?e.detail, "wechatpay sandbox: SIGN_ERROR");
+                tracing::info!(path = %path_and_query, code = %e.code, reason = ?e.detail, "wechatpay sandbox: request refused");
+                sign_error = e.status == StatusCode::UNAUTHORIZED;
                 e.into_response()
             }
             Ok(()) => handle(&pay, parts, bytes, &path_and_query, next).await,
         },
     };
 
-    let (delay_ms, unsigned) = {
+    let (delay_ms, signing) = {
         let mut state = pay.lock();
-        let unsigned = state.faults.take_unsigned(&path_and_query);
-        (state.faults.delay_ms, unsigned)
+        let faults = &mut state.faults;
+        let signing = if faults.take_unsigned(&path_and_query)
+            // WeChat never signs a 401 SIGN_ERROR: it cannot tell whom it is talking to.
+            || sign_error
+            || (faults.unsigned_errors && answer.status().is_client_error())
+        {
+            Signing::None
+        } else if faults.probe_now() {
+            Signing::Probe
+        } else {
+            Signing::Real
+        };
+        (faults.delay_ms, signing)
     };
     if delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
-    seal(&pay, answer, requested_serial.as_deref(), unsigned).await
+    seal(&pay, answer, requested_serial.as_deref(), signing).await
+}
+
+/// How an answer is signed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signing {
+    Real,
+    /// A `WECHATPAY/SIGNTEST/` probe: must fail the merchant's verification.
+    Probe,
+    None,
+}
+
+/// The headers WeChat requires before it looks at the signature: a `User-Agent`, an `Accept`
+/// that takes JSON, and `Content-Type: application/json` on a request with a body.
+fn check_headers(parts: &Parts, body: &[u8]) -> Result<(), ApiError> {
+    let header = |name: axum::http::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if header(axum::http::header::USER_AGENT).is_none() {
+        return Err(ApiError::param("HTTP请求头缺少User-Agent"));
+    }
+    let accepts_json = header(axum::http::header::ACCEPT)
+        .is_some_and(|v| v.contains("application/json") || v.contains("*/*"));
+    if !accepts_json {
+        return Err(ApiError::param("HTTP请求头Accept应为application/json"));
+    }
+    if !body.is_empty() {
+        let json = header(axum::http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !json {
+            return Err(ApiError::param(
+                "HTTP请求头Content-Type应为application/json",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Run the handler, unless an injected failure pre-empts it (or, `after_processing`, replaces
@@ -119,7 +174,7 @@ async fn seal(
     pay: &Pay,
     answer: Response,
     requested_serial: Option<&str>,
-    unsigned: bool,
+    signing: Signing,
 ) -> Response {
     let (mut parts, body) = answer.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
@@ -130,11 +185,15 @@ async fn seal(
             .headers
             .insert(HeaderName::from_static("request-id"), id);
     }
-    if !unsigned {
+    if signing != Signing::None {
         let headers = pay
             .answer_signer(requested_serial)
             .ok_or_else(|| "no signing key".to_string())
-            .and_then(|signer| signature_headers(&signer, &bytes));
+            .and_then(|signer| signature_headers(&signer, &bytes))
+            .map(|headers| match signing {
+                Signing::Probe => probe(headers),
+                _ => headers,
+            });
         match headers {
             Ok(headers) => parts.headers.extend(headers),
             Err(e) => {

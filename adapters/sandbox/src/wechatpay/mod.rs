@@ -6,8 +6,13 @@
 //! Mounted at `/v3/...` under whatever prefix the sandbox router is nested at; point the client's
 //! API base (WeChat's `https://api.mch.weixin.qq.com`) at that prefix. Requests must carry a valid
 //! `Authorization: WECHATPAY2-SHA256-RSA2048 …` signed with the merchant key from
-//! [`MerchantCredentials`] over the path **as sent** (prefix included); every answer, errors and
-//! 204s included, is signed with a platform certificate or the WeChat Pay public key.
+//! [`MerchantCredentials`] over the path **as sent** (prefix included), a `User-Agent`, an
+//! `Accept` that takes JSON and `Content-Type: application/json` on a body (else 400
+//! `PARAM_ERROR`); every answer, errors and 204s included, is signed with a platform certificate
+//! or the WeChat Pay public key — except a 401 `SIGN_ERROR`, which WeChat never signs. In `both`
+//! mode (the default, WeChat's migration period) each notification is signed with either, at
+//! random. A payer's openid must be one this app knows (a `wx.login`, a card or a subscription),
+//! else 400 `PARAM_ERROR`.
 //!
 //! | Method | Path | |
 //! |---|---|---|
@@ -27,7 +32,8 @@
 //! | POST | `mode` | `{"mode":"certificates"\|"public_key"\|"both"}` → `{"mode"}` |
 //! | POST | `pay` | `{"out_trade_no","amount_fen"?,"duplicates"?,"delay_ms"?}` → `{"transaction_id"}`: the user pays. `amount_fen` replaces the amount recorded as paid and notified (a wrong-amount notification); `duplicates` extra identical notifications are sent concurrently; `delay_ms` delays the notification (the order is paid at once, so a query sees it first). 404 without an order, 409 if it is paid, closed or past `time_expire`. |
 //! | POST | `notify` | `{"out_trade_no"}` → sends the order's `TRANSACTION.SUCCESS` notification again, byte for byte (same `id`). |
-//! | POST | `faults` | `{"fail_next"?,"status"?,"code"?,"after_processing"?,"unsigned_next"?,"path_contains"?,"delay_ms"?,"hold_refunds"?,"refund_settle_ms"?}` → the fault settings. The next `fail_next` API calls answer `status` (500) with `code` (`SYSTEM_ERROR`), signed; with `after_processing` the call takes effect first and only the answer is lost. The next `unsigned_next` answers carry no signature headers. `path_contains` limits both counters to matching paths. `delay_ms` delays every API answer; `hold_refunds` keeps refunds `PROCESSING` until settled by control (refunds created while held stay so after the hold is lifted); `refund_settle_ms` (default 200) is how long a refund stays `PROCESSING` otherwise. |
+//! | POST | `trade-state` | `{"out_trade_no","trade_state":"USERPAYING"\|"PAYERROR"\|"NOTPAY"\|"CLOSED"}` → the transaction: the user is entering the password (a close answers 202 `USERPAYING`), the attempt failed, the user gave up, or WeChat closed the order. 409 once paid or closed. |
+//! | POST | `faults` | `{"fail_next"?,"status"?,"code"?,"after_processing"?,"unsigned_next"?,"path_contains"?,"delay_ms"?,"hold_refunds"?,"refund_settle_ms"?}` → the fault settings. The next `fail_next` API calls answer `status` (500) with `code` (`SYSTEM_ERROR`), signed; with `after_processing` the call takes effect first and only the answer is lost. The next `unsigned_next` answers carry no signature headers. `path_contains` limits both counters to matching paths. `delay_ms` delays every API answer; `hold_refunds` keeps refunds `PROCESSING` until settled by control (refunds created while held stay so after the hold is lifted); `refund_settle_ms` (default 200) is how long a refund stays `PROCESSING` otherwise. `refund_lag_ms`: refunds within that long of the payment answer 404 `RESOURCE_NOT_EXISTS`. `probe_share` (0..=1): that share of answers and notifications carry a `WECHATPAY/SIGNTEST/` probe signature. `unsigned_errors`: every 4xx goes out unsigned. `balance_fen` (`null` = unlimited): refunds beyond the merchant's balance answer 403 `NOT_ENOUGH`. |
 //! | POST | `refunds/{out_refund_no}/settle` | `{"status":"SUCCESS"\|"CLOSED"\|"ABNORMAL"}` → the refund; notifies its `notify_url`. |
 //! | POST | `rotate-certificate` | → `{"serial_no"}`: a new platform certificate; both are served, the new one signs. |
 //! | GET | `transactions/{out_trade_no}` | → `{"transaction","prepay_id","notify_url","refunds"}` |
@@ -117,6 +123,8 @@ pub(crate) struct PayInner {
     /// Used for notifications only: no proxies (the receiver is usually local), no redirects
     /// (WeChat does not follow them), WeChat's 5 s answer deadline.
     pub http: reqwest::Client,
+    /// A payer's openid must be one of this appid's.
+    pub openids: crate::openids::KnownOpenids,
     state: Mutex<state::PayState>,
 }
 
@@ -129,7 +137,11 @@ impl Deref for Pay {
 
 impl Pay {
     /// Generates every key (three RSA-2048 pairs), so it takes a moment.
-    pub(crate) fn new(appid: &str, config: &PaySandboxConfig) -> Pay {
+    pub(crate) fn new(
+        appid: &str,
+        config: &PaySandboxConfig,
+        openids: crate::openids::KnownOpenids,
+    ) -> Pay {
         let merchant = keys::rsa_2048();
         let platform = keys::generate_platform_cert(chrono::Utc::now())
             .expect("self-signed platform certificate");
@@ -156,6 +168,7 @@ impl Pay {
             apiv2_key: ApiV2Key::new(keys::alphanumeric(32)),
             public_key: keys::generate_public_key(),
             http,
+            openids,
             state: Mutex::new(state::PayState::new(platform)),
         }))
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::ids::wechat_time;
 use super::keys::alphanumeric;
-use super::signing::signature_headers;
+use super::signing::{probe, signature_headers};
 use super::state::{Delivery, Notification};
 use super::Pay;
 
@@ -176,10 +176,11 @@ async fn deliver(pay: Pay, index: usize, url: String, body: Bytes, delay: Durati
 
 /// One POST, signed afresh: a retry hours later must carry a current timestamp to verify.
 async fn attempt_once(pay: &Pay, url: &str, body: &Bytes) -> Result<u16, String> {
-    // Signed as an answer to a merchant that named no serial: the newest certificate, or the
-    // public key when that is all there is.
-    let signer = pay.answer_signer(None).ok_or("no signing key")?;
-    let headers = signature_headers(&signer, body)?;
+    let signer = pay.notification_signer().ok_or("no signing key")?;
+    let mut headers = signature_headers(&signer, body)?;
+    if pay.lock().faults.probe_now() {
+        headers = probe(headers);
+    }
     let response = pay
         .http
         .post(url)

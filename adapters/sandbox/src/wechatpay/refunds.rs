@@ -125,8 +125,13 @@ pub(crate) async fn create(State(pay): State<Pay>, body: Bytes) -> Result<Json<V
         let OrderStatus::Paid(payment) = &order.status else {
             return Err(ApiError::invalid_request("订单未支付，不能退款"));
         };
+        let since_payment = (now - payment.success_time).num_milliseconds();
+        if since_payment < i64::try_from(state.faults.refund_lag_ms).unwrap_or(i64::MAX) {
+            // WeChat's refund system has not heard of the payment yet.
+            return Err(not_exists("订单不存在"));
+        }
         if req.total != payment.total {
-            return Err(ApiError::param("订单金额total与原订单金额不一致"));
+            return Err(ApiError::invalid_request("订单金额total与原订单金额不一致"));
         }
         if now - payment.success_time > chrono::Duration::days(365) {
             return Err(ApiError::invalid_request("订单已超过退款期限（一年）"));
@@ -141,12 +146,20 @@ pub(crate) async fn create(State(pay): State<Pay>, body: Bytes) -> Result<Json<V
             .map(|r| r.refund)
             .sum();
         if committed + req.refund > payment.total {
+            return Err(ApiError::invalid_request("申请退款金额超过订单可退金额"));
+        }
+        if state
+            .faults
+            .balance_fen
+            .is_some_and(|balance| balance < req.refund)
+        {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "NOT_ENOUGH",
-                "退款金额超过订单可退金额",
+                "基本账户余额不足，请充值后重新发起",
             ));
         }
+
         let refund = Refund {
             refund_id: refund_id(now),
             out_refund_no: req.out_refund_no.clone(),
@@ -161,6 +174,9 @@ pub(crate) async fn create(State(pay): State<Pay>, body: Bytes) -> Result<Json<V
             success_time: None,
         };
         let answer = refund.api_json();
+        if let Some(balance) = &mut state.faults.balance_fen {
+            *balance -= req.refund;
+        }
         state.refunds.insert(req.out_refund_no.clone(), refund);
         (answer, state.faults.hold_refunds, state.refund_settle)
     };

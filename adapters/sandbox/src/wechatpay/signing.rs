@@ -34,6 +34,17 @@ impl Pay {
         }
     }
 
+    /// For a notification: in the migration period (`both`) WeChat signs each one with the
+    /// certificate or the public key, at random.
+    pub(crate) fn notification_signer(&self) -> Option<Signer> {
+        // Read apart from the match: the guard must not live while `answer_signer` locks.
+        let mode = self.lock().mode;
+        match mode {
+            VerificationMode::Both if rand::random::<bool>() => Some(self.public_key_signer()),
+            _ => self.answer_signer(None),
+        }
+    }
+
     /// For an API answer. The merchant says what it can verify with `Wechatpay-Serial`:
     /// * our `PUB_KEY_ID_…` → the public key (unless the merchant is in certificate-only mode);
     /// * a platform-certificate serial, known or not, or nothing → the newest certificate, so a
@@ -71,4 +82,19 @@ pub(crate) fn signature_headers(signer: &Signer, body: &[u8]) -> Result<HeaderMa
         headers.insert(HeaderName::from_static(name), value);
     }
     Ok(headers)
+}
+
+/// The same headers with the signature replaced by a `WECHATPAY/SIGNTEST/` probe (random bytes
+/// after the prefix), which no key verifies.
+pub(crate) fn probe(mut headers: HeaderMap) -> HeaderMap {
+    use base64::Engine as _;
+    let junk: [u8; 32] = rand::random();
+    let value = format!(
+        "WECHATPAY/SIGNTEST/{}",
+        base64::engine::general_purpose::STANDARD.encode(junk)
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static(WECHATPAY_SIGNATURE), value);
+    }
+    headers
 }

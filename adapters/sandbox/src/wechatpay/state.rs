@@ -99,8 +99,22 @@ pub(crate) struct Notification {
 
 pub(crate) enum OrderStatus {
     NotPay,
+    /// The user is entering the password right now (control API): not paid, and not closable.
+    UserPaying,
+    /// The last attempt to pay failed (control API); the user may try again.
+    PayError,
     Closed,
     Paid(Payment),
+}
+
+impl OrderStatus {
+    /// Whether the user may still pay (and the merchant still close) the order.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(
+            self,
+            OrderStatus::NotPay | OrderStatus::UserPaying | OrderStatus::PayError
+        )
+    }
 }
 
 pub(crate) struct Payment {
@@ -122,6 +136,8 @@ impl Order {
     pub(crate) fn trade_state(&self) -> (&'static str, &'static str) {
         match (&self.status, self.refunded) {
             (OrderStatus::NotPay, _) => ("NOTPAY", "订单未支付"),
+            (OrderStatus::UserPaying, _) => ("USERPAYING", "用户支付中（输入密码中）"),
+            (OrderStatus::PayError, _) => ("PAYERROR", "支付失败，请重新下单支付"),
             (OrderStatus::Closed, _) => ("CLOSED", "订单已关闭"),
             (OrderStatus::Paid(_), false) => ("SUCCESS", "支付成功"),
             (OrderStatus::Paid(_), true) => ("REFUND", "转入退款"),
@@ -277,6 +293,17 @@ pub(crate) struct Faults {
     pub path_contains: Option<String>,
     pub delay_ms: u64,
     pub hold_refunds: bool,
+    /// For this long after a payment, refunds of it answer 404 `RESOURCE_NOT_EXISTS` (WeChat's
+    /// refund system learns of payments late).
+    pub refund_lag_ms: u64,
+    /// The share (0..=1) of answers and notifications signed with a `WECHATPAY/SIGNTEST/` probe
+    /// instead of a real signature, as WeChat does to check merchants verify.
+    pub probe_share: f64,
+    /// Error answers (4xx) go out unsigned, as WeChat leaves some.
+    pub unsigned_errors: bool,
+    /// The merchant's available balance in fen for refunds; `None` = unlimited. A refund beyond
+    /// it answers 403 `NOT_ENOUGH`.
+    pub balance_fen: Option<i64>,
 }
 
 impl Default for Faults {
@@ -290,6 +317,10 @@ impl Default for Faults {
             path_contains: None,
             delay_ms: 0,
             hold_refunds: false,
+            refund_lag_ms: 0,
+            probe_share: 0.0,
+            unsigned_errors: false,
+            balance_fen: None,
         }
     }
 }
@@ -308,6 +339,11 @@ impl Faults {
         }
         self.fail_next -= 1;
         Some((self.status, self.code.clone(), self.after_processing))
+    }
+
+    /// Whether this answer or notification carries a probe signature instead of a real one.
+    pub(crate) fn probe_now(&self) -> bool {
+        self.probe_share > 0.0 && rand::random::<f64>() < self.probe_share
     }
 
     /// Consumes one `unsigned_next` if it applies to this call.

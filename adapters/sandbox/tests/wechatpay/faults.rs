@@ -150,3 +150,123 @@ async fn merchant_credentials_over_control_match_the_handle() {
     }
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_while_the_user_pays_is_202_and_a_closed_order_is_order_closed() {
+    let h = start().await;
+    h.order("FLT0000010", NOTIFY).await;
+    let close = "/v3/pay/transactions/out-trade-no/FLT0000010/close";
+    let state = h
+        .control_ok(
+            "trade-state",
+            json!({ "out_trade_no": "FLT0000010", "trade_state": "USERPAYING" }),
+        )
+        .await;
+    assert_eq!(state["trade_state"], "USERPAYING");
+    let paying = h.merchant.post(close, &json!({ "mchid": MCHID })).await;
+    assert_eq!((paying.status, paying.code()), (202, "USERPAYING".into()));
+    h.merchant.verify_answer(&paying).await.unwrap();
+    // Not closed: the user can still finish paying.
+    h.control_ok("pay", json!({ "out_trade_no": "FLT0000010" }))
+        .await;
+
+    h.order("FLT0000011", NOTIFY).await;
+    let close = "/v3/pay/transactions/out-trade-no/FLT0000011/close";
+    h.control_ok(
+        "trade-state",
+        json!({ "out_trade_no": "FLT0000011", "trade_state": "PAYERROR" }),
+    )
+    .await;
+    assert_eq!(
+        h.merchant
+            .post(close, &json!({ "mchid": MCHID }))
+            .await
+            .status,
+        204
+    );
+    // Unsigned errors, when switched on, carry no signature headers at all.
+    h.control_ok("faults", json!({ "unsigned_errors": true }))
+        .await;
+    let again = h.merchant.post(close, &json!({ "mchid": MCHID })).await;
+    assert_eq!((again.status, again.code()), (400, "ORDER_CLOSED".into()));
+    assert!(again.header("wechatpay-signature").is_none());
+    // A success is still signed.
+    let query = h
+        .merchant
+        .get(&format!(
+            "/v3/pay/transactions/out-trade-no/FLT0000011?mchid={MCHID}"
+        ))
+        .await;
+    assert_eq!(query.json()["trade_state"], "CLOSED");
+    h.merchant.verify_answer(&query).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_signatures_never_verify() {
+    let h = start().await;
+    h.merchant.refresh_certificates().await.unwrap();
+    h.order("FLT0000020", NOTIFY).await;
+    h.control_ok("faults", json!({ "probe_share": 1.0 })).await;
+    let path = format!("/v3/pay/transactions/out-trade-no/FLT0000020?mchid={MCHID}");
+    let probed = h.merchant.get(&path).await;
+    assert_eq!(probed.status, 200);
+    assert!(probed
+        .header("wechatpay-signature")
+        .is_some_and(|s| s.starts_with("WECHATPAY/SIGNTEST/")));
+    assert!(h.merchant.verify_answer(&probed).await.is_err());
+    h.control_ok("faults", json!({ "probe_share": 0.0 })).await;
+    h.merchant
+        .verify_answer(&h.merchant.get(&path).await)
+        .await
+        .unwrap();
+    let (status, _) = h
+        .control("POST", "faults", json!({ "probe_share": 1.5 }))
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_need_user_agent_accept_and_json_content_type_and_a_known_openid() {
+    let h = start().await;
+    let url = format!("{}/sandbox/v3/pay/transactions/jsapi", h.origin);
+    let body = jsapi_body("FLT0000030", 100, NOTIFY).to_string();
+    let http = reqwest::Client::new();
+    // Checked before the signature, so no Authorization is needed to see these.
+    let no_agent = http
+        .post(&url)
+        .header("Accept", "application/json")
+        .header("Content-Type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_agent.status(), 400);
+    let text = no_agent.text().await.unwrap();
+    assert!(text.contains("User-Agent"), "{text}");
+    let form = http
+        .post(&url)
+        .header("User-Agent", "t/1")
+        .header("Accept", "application/json")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 400);
+    let xml = http
+        .post(&url)
+        .header("User-Agent", "t/1")
+        .header("Accept", "text/xml")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(xml.status(), 400);
+
+    // An openid this app never saw (another app's user, or made up) cannot pay.
+    let mut stranger = jsapi_body("FLT0000031", 100, NOTIFY);
+    stranger["payer"]["openid"] = json!("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o");
+    let answer = h.merchant.post(JSAPI, &stranger).await;
+    assert_eq!((answer.status, answer.code()), (400, "PARAM_ERROR".into()));
+}

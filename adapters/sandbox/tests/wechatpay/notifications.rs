@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{eventually, start, start_scaled, Receiver, APPID, MCHID};
+use crate::support::{eventually, start, start_scaled, Receiver, APPID, MCHID, PAYER};
+use paystream_sandbox::openid_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paying_notifies_the_merchant() {
@@ -18,11 +19,8 @@ async fn paying_notifies_the_merchant() {
     let got = receiver.wait_for(1).await;
     let n = &got[0];
     assert_eq!(n.headers["content-type"], "application/json");
-    let serial = h.merchant.verify(&n.headers, &n.body).await.unwrap();
-    assert!(
-        !serial.starts_with("PUB_KEY_ID_"),
-        "both-mode notifications use the certificate"
-    );
+    // In the migration period (`both`) either key may sign; the merchant verifies with either.
+    h.merchant.verify(&n.headers, &n.body).await.unwrap();
     let (envelope, tx) = h.merchant.open_notification(&n.body, "transaction");
     assert_eq!(envelope["event_type"], "TRANSACTION.SUCCESS");
     assert_eq!(envelope["summary"], "支付成功");
@@ -36,7 +34,7 @@ async fn paying_notifies_the_merchant() {
     );
     assert_eq!(tx["amount"]["total"], 100);
     assert_eq!(tx["amount"]["payer_total"], 100);
-    assert_eq!(tx["payer"]["openid"], "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o");
+    assert_eq!(tx["payer"]["openid"], openid_for(APPID, PAYER).as_str());
 
     // The notification tampered with no longer verifies.
     let mut forged = n.body.to_vec();
@@ -218,4 +216,27 @@ async fn public_key_mode_notifications_use_the_public_key() {
         .await
         .unwrap();
     assert_eq!(serial, rotated["serial_no"].as_str().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_mode_notifications_are_signed_by_either_key_at_random() {
+    let h = start().await;
+    h.merchant.refresh_certificates().await.unwrap();
+    let receiver = Receiver::start(&[]).await;
+    for i in 0..16 {
+        let no = format!("MIX{i:07}");
+        h.order(&no, &receiver.url).await;
+        h.control_ok("pay", json!({ "out_trade_no": no })).await;
+    }
+    let got = receiver.wait_for(16).await;
+    let mut public_key = 0;
+    for n in &got {
+        let serial = h.merchant.verify(&n.headers, &n.body).await.unwrap();
+        public_key += usize::from(serial.starts_with("PUB_KEY_ID_"));
+    }
+    // 16 fair coin tosses all alike: 1 in 32,768.
+    assert!(
+        (1..16).contains(&public_key),
+        "{public_key} of 16 signed with the public key"
+    );
 }

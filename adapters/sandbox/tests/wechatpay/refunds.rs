@@ -140,7 +140,8 @@ async fn refunds_are_idempotent_and_never_exceed_the_total() {
         .merchant
         .post(REFUNDS, &refund_body("REF0000002", "R2-b", 41, None))
         .await;
-    assert_eq!((over.status, over.code()), (403, "NOT_ENOUGH".into()));
+    // Asking for more than is left is a bad request, final; NOT_ENOUGH is the merchant's balance.
+    assert_eq!((over.status, over.code()), (400, "INVALID_REQUEST".into()));
     h.merchant.verify_answer(&over).await.unwrap();
 
     // By transaction_id instead of out_trade_no: the remaining 40 fen.
@@ -153,12 +154,15 @@ async fn refunds_are_idempotent_and_never_exceed_the_total() {
         .merchant
         .post(REFUNDS, &refund_body("REF0000002", "R2-d", 1, None))
         .await;
-    assert_eq!(again.code(), "NOT_ENOUGH");
+    assert_eq!(again.code(), "INVALID_REQUEST");
 
     let mut wrong_total = refund_body("REF0000002", "R2-e", 1, None);
     wrong_total["amount"]["total"] = json!(99);
     let answer = h.merchant.post(REFUNDS, &wrong_total).await;
-    assert_eq!((answer.status, answer.code()), (400, "PARAM_ERROR".into()));
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "INVALID_REQUEST".into())
+    );
     let mut no_currency = refund_body("REF0000002", "R2-f", 1, None);
     no_currency["amount"]
         .as_object_mut()
@@ -310,4 +314,63 @@ async fn at_most_fifty_refunds_per_order() {
         (answer.status, answer.code()),
         (400, "INVALID_REQUEST".into())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merchants_balance_is_not_enough_and_the_refund_system_lags() {
+    let h = start().await;
+    h.paid_order("REF0000050", "https://shop.example.com/n")
+        .await;
+
+    // The merchant's account holds 30 fen: 40 is refused for now, 30 goes through.
+    h.control_ok("faults", json!({ "balance_fen": 30 })).await;
+    let short = h
+        .merchant
+        .post(REFUNDS, &refund_body("REF0000050", "R50-a", 40, None))
+        .await;
+    assert_eq!((short.status, short.code()), (403, "NOT_ENOUGH".into()));
+    let fits = h
+        .merchant
+        .post(REFUNDS, &refund_body("REF0000050", "R50-b", 30, None))
+        .await;
+    assert_eq!(fits.status, 200, "{}", fits.text());
+    let empty = h
+        .merchant
+        .post(REFUNDS, &refund_body("REF0000050", "R50-c", 1, None))
+        .await;
+    assert_eq!(empty.code(), "NOT_ENOUGH", "the balance went down by 30");
+    // Topped up (no limit): the same out_refund_no now succeeds.
+    h.control_ok("faults", json!({ "balance_fen": null })).await;
+    let retried = h
+        .merchant
+        .post(REFUNDS, &refund_body("REF0000050", "R50-a", 40, None))
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.text());
+
+    // Right after a payment, the refund system does not know it yet.
+    h.control_ok("faults", json!({ "refund_lag_ms": 400 }))
+        .await;
+    h.paid_order("REF0000051", "https://shop.example.com/n")
+        .await;
+    let early = h
+        .merchant
+        .post(REFUNDS, &refund_body("REF0000051", "R51", 10, None))
+        .await;
+    assert_eq!(
+        (early.status, early.code()),
+        (404, "RESOURCE_NOT_EXISTS".into())
+    );
+    let (_, t) = h
+        .control("GET", "transactions/REF0000051", Value::Null)
+        .await;
+    assert!(
+        t["refunds"].as_array().unwrap().is_empty(),
+        "nothing refunded"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    let later = h
+        .merchant
+        .post(REFUNDS, &refund_body("REF0000051", "R51", 10, None))
+        .await;
+    assert_eq!(later.status, 200, "{}", later.text());
 }

@@ -40,6 +40,9 @@ pub struct Harness {
     pub merchant: Merchant,
 }
 
+/// The simulated user who pays every order.
+pub const PAYER: &str = "payer";
+
 pub async fn start() -> Harness {
     start_scaled(0.001).await
 }
@@ -56,6 +59,8 @@ pub async fn start_scaled(notify_time_scale: f64) -> Harness {
     let origin =
         serve(Router::new().nest(PREFIX, paystream_sandbox::router(sandbox.clone()))).await;
     let merchant = Merchant::new(&origin, sandbox.merchant());
+    // The payer opens the mini-program (`wx.login`), so WeChat knows their openid under APPID.
+    sandbox.login_code(PAYER, None);
     Harness {
         sandbox,
         origin,
@@ -113,7 +118,7 @@ pub fn jsapi_body(out_trade_no: &str, total: i64, notify_url: &str) -> Value {
         "out_trade_no": out_trade_no,
         "notify_url": notify_url,
         "amount": { "total": total, "currency": "CNY" },
-        "payer": { "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o" },
+        "payer": { "openid": paystream_sandbox::openid_for(APPID, PAYER) },
     })
 }
 

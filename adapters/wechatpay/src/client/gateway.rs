@@ -409,3 +409,86 @@ impl PayGateway for V3Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn error(status: u16, code: &str) -> Answer {
+        answer(
+            status,
+            &json!({ "code": code, "message": "message" }).to_string(),
+        )
+    }
+
+    #[test]
+    fn close_answers_are_read_as_wechat_means_them() {
+        let outcome = |a: Answer| close_outcome(&a).unwrap();
+        assert_eq!(outcome(answer(204, "")), CloseOutcome::Closed);
+        assert_eq!(outcome(error(202, "USERPAYING")), CloseOutcome::UserPaying);
+        assert_eq!(outcome(answer(202, "")), CloseOutcome::UserPaying);
+        assert_eq!(outcome(error(400, "USERPAYING")), CloseOutcome::UserPaying);
+        assert_eq!(outcome(error(400, "ORDER_CLOSED")), CloseOutcome::Closed);
+        assert_eq!(outcome(error(404, "ORDER_NOT_EXIST")), CloseOutcome::Closed);
+        assert_eq!(outcome(error(400, "ORDERPAID")), CloseOutcome::AlreadyPaid);
+        assert!(matches!(
+            close_outcome(&error(403, "NO_AUTH")),
+            Err(GatewayError::Rejected { code, .. }) if code == "NO_AUTH"
+        ));
+    }
+
+    #[test]
+    fn refund_refusals_pass_or_are_final() {
+        let grace = std::time::Duration::from_secs(600);
+        let just_paid = chrono::Duration::seconds(5);
+        let long_ago = chrono::Duration::hours(1);
+        let transient = |a: Answer, since| {
+            matches!(
+                refund_refusal(&a, since, grace),
+                GatewayError::Unavailable(_)
+            )
+        };
+        // WeChat's refund system lags just after the payment; an hour later the payment really
+        // is unknown.
+        assert!(transient(error(404, "RESOURCE_NOT_EXISTS"), just_paid));
+        assert!(!transient(error(404, "RESOURCE_NOT_EXISTS"), long_ago));
+        // The balance and rate limits pass; over-refunds and a wrong total never do.
+        assert!(transient(error(403, "NOT_ENOUGH"), long_ago));
+        assert!(transient(error(429, "FREQUENCY_LIMITED"), long_ago));
+        assert!(!transient(error(400, "INVALID_REQUEST"), just_paid));
+        assert!(!transient(error(400, "PARAM_ERROR"), just_paid));
+        // An unreadable error body is not a lag.
+        assert!(!transient(answer(404, "<html>"), just_paid));
+    }
+
+    #[test]
+    fn unpaid_trade_states() {
+        let t = |state: &str, desc: Option<&str>| Transaction {
+            mchid: String::new(),
+            appid: String::new(),
+            out_trade_no: "T1".into(),
+            transaction_id: None,
+            trade_state: state.into(),
+            trade_state_desc: desc.map(str::to_string),
+            success_time: None,
+            amount: None,
+        };
+        assert_eq!(unpaid_state(&t("NOTPAY", None)), TradeState::Unpaid);
+        assert_eq!(unpaid_state(&t("USERPAYING", None)), TradeState::UserPaying);
+        assert_eq!(unpaid_state(&t("CLOSED", None)), TradeState::Closed);
+        assert_eq!(unpaid_state(&t("REVOKED", None)), TradeState::Closed);
+        assert_eq!(
+            unpaid_state(&t("PAYERROR", Some("银行返回失败"))),
+            TradeState::PaymentFailed {
+                reason: "银行返回失败".into()
+            }
+        );
+    }
+}

@@ -1140,3 +1140,53 @@ async fn a_refusal_after_a_lost_acceptance_is_not_a_failure() {
         (0, 1)
     );
 }
+
+/// Platform certificates are also downloaded on a timer: after WeChat rotates, the new serial is
+/// known before anything signed with it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn platform_certificates_are_refreshed_on_a_timer() {
+    let app = spawn_app(Backend::Postgres).await;
+    let merchant = control_get(&app, "/merchant").await;
+    let base = app.url("/sandbox");
+    let client = Arc::new(merchant_client(
+        &merchant,
+        &base,
+        merchant["apiv3_key"].as_str().unwrap(),
+        false,
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let timer = tokio::spawn(paystream::jobs::certificate_refresh_loop(
+        client.clone(),
+        Duration::from_millis(200),
+        stopped,
+    ));
+    // The first download is at once; the rotation comes after it, so only a later tick can
+    // bring the new certificate.
+    for _ in 0..50 {
+        if client.verifier().preferred_serial().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = client
+        .verifier()
+        .preferred_serial()
+        .expect("first download");
+    let (_, rotated) = control(&app, "/rotate-certificate", json!({})).await;
+    let serial = rotated["serial_no"].as_str().unwrap().to_string();
+    let mut known = false;
+    for _ in 0..50 {
+        if client.verifier().knows(&serial) {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    timer.await.unwrap();
+    assert!(
+        known,
+        "the rotated certificate {serial} was never downloaded"
+    );
+    assert_ne!(before, serial);
+}

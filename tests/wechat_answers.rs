@@ -119,6 +119,17 @@ async fn reconcile_now(app: &TestApp) {
         .unwrap();
 }
 
+/// One expiry sweep as if every order's time were up; returns how many it closed.
+async fn expire_all_now(app: &TestApp) -> usize {
+    let payments = app.running().payments.clone();
+    let view = paystream_projections::OrdersView::new(app.running().db.clone());
+    let checks = paystream_projections::Checks::new(app.running().db.clone());
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1801);
+    paystream::jobs::expire_due_orders(&payments, &view, &checks, later)
+        .await
+        .unwrap()
+}
+
 /// WeChat closed the order already (say at `time_expire`) and answers the close with an
 /// unsigned 400 ORDER_CLOSED: read as "closed", not as a forgery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -147,13 +158,7 @@ async fn an_unsigned_order_closed_closes_the_order() {
         json!({ "out_trade_no": out_trade_no(&order2), "trade_state": "CLOSED" }),
     )
     .await;
-    let payments = app.running().payments.clone();
-    let view = paystream_projections::OrdersView::new(app.running().db.clone());
-    let checks = paystream_projections::Checks::new(app.running().db.clone());
-    let later = chrono::Utc::now() + chrono::Duration::seconds(1801);
-    let closed = paystream::jobs::expire_due_orders(&payments, &view, &checks, later)
-        .await
-        .unwrap();
+    let closed = expire_all_now(&app).await;
     assert_eq!(closed, 1);
     assert_eq!(status_of(&app, &token2, &order2).await["status"], "closed");
 }
@@ -175,13 +180,7 @@ async fn a_close_while_the_customer_pays_leaves_the_order_pending() {
     );
     assert_eq!(count(&app.order_events(&order).await, "OrderClosed"), 0);
     // Neither does the expiry sweep close it meanwhile.
-    let payments = app.running().payments.clone();
-    let view = paystream_projections::OrdersView::new(app.running().db.clone());
-    let checks = paystream_projections::Checks::new(app.running().db.clone());
-    let later = chrono::Utc::now() + chrono::Duration::seconds(1801);
-    let closed = paystream::jobs::expire_due_orders(&payments, &view, &checks, later)
-        .await
-        .unwrap();
+    let closed = expire_all_now(&app).await;
     assert_eq!(closed, 0);
     assert_eq!(
         at_wechat(&app, &order).await["transaction"]["trade_state"],

@@ -55,9 +55,8 @@ impl Inbox {
     /// Marks a message handled after a worker returned without recording it (a repeat is then
     /// skipped without asking the worker). Such workers are idempotent by other means (an event
     /// on the order, a send row); this mark only saves the next delivery a trip through the
-    /// worker, so on PostgreSQL it does not wait for
-    /// its commit to reach the disk: a mark lost in a crash costs one idempotent re-run, while
-    /// waiting would cost a WAL flush per message.
+    /// worker, so on PostgreSQL it does not wait for its commit to reach the disk: a mark lost in
+    /// a crash costs one idempotent re-run, while waiting would cost a WAL flush per message.
     pub async fn mark(&self, worker: &str, message_id: Uuid) -> Result<(), sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
         if self.db.backend == Backend::Postgres {

@@ -493,8 +493,9 @@ impl Payments {
         let meta = Metadata::actor(format!("{}:refund", channel.as_str()));
         let state = match gateway.refund(&call).await {
             Ok(state) => state,
-            // Any refusal (the gateway answers "try later" refusals as `Unavailable`) may follow an earlier attempt that WeChat did accept (a lost
-            // answer, then a retry refused): only WeChat's own record of the refund is final.
+            // Any refusal (the gateway answers "try later" ones as `Unavailable`) may follow an
+            // earlier attempt that WeChat did accept (a lost answer, then a retry refused): only
+            // WeChat's own record of the refund is final.
             Err(GatewayError::Rejected { code, message }) => {
                 match gateway.query_refund(out_refund_no).await? {
                     RefundState::NotFound => RefundState::Failed {

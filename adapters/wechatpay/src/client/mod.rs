@@ -73,6 +73,11 @@ impl Answer {
             .unwrap_or_else(|_| (format!("HTTP_{}", self.status.as_u16()), String::new()))
     }
 
+    /// Whether the body is WeChat's `{"code","message"}` with a code.
+    fn is_wechat_error(&self) -> bool {
+        serde_json::from_slice::<ErrorBody>(&self.body).is_ok_and(|e| !e.code.is_empty())
+    }
+
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, GatewayError> {
         serde_json::from_slice(&self.body)
             .map_err(|e| GatewayError::Unavailable(format!("unreadable WeChat Pay answer: {e}")))
@@ -187,11 +192,16 @@ impl V3Client {
             // probe signature on an error is as suspect as on a success).
             self.verify_answer(&headers, &answer, path_and_query)
                 .await?;
-        } else {
+        } else if answer.is_wechat_error() {
             // WeChat leaves some errors unsigned (a 401 SIGN_ERROR never is signed, others vary),
             // and the official SDKs read `code` of any error without a signature. What we
             // do with one is at most "not done" (ORDER_CLOSED, NOT_FOUND), never "paid".
             tracing::debug!(%status, code = %answer.error().0, "WeChat Pay error answer without a signature; read as WeChat's");
+        } else {
+            // Not WeChat's error shape (a proxy's page, say): nothing in it is WeChat's word.
+            return Err(GatewayError::Unavailable(format!(
+                "WeChat Pay {status} without a signature and without WeChat's error body"
+            )));
         }
         if !status.is_success()
             && matches!(answer.error().0.as_str(), "SYSTEM_ERROR" | "SYSTEMERROR")

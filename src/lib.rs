@@ -129,17 +129,27 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }
     // One client for every mini-program API, so all of them share one access-token cache.
     let wechat = mini_program_client(&mode, &sandbox_base);
+    let public_base_url = settings
+        .public_base_url
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| local_base.clone());
+    let notify_url = format!(
+        "{}{}",
+        public_base_url.trim_end_matches('/'),
+        paystream_http::WECHATPAY_V3_PATH
+    );
     let v3 = match (wechatpay, &sandbox) {
         (Some(merchant), _) => {
             tracing::info!(mchid = %merchant.mchid, api_base = %merchant.api_base, "WeChat Pay configured");
-            wechatpay_client(merchant, &appid, &settings)?
+            wechatpay_client(merchant, &appid, notify_url, &settings)?
         }
         (None, Some(sandbox)) => {
             tracing::warn!(
                 "SANDBOX MODE: WECHATPAY_MCHID is unset, payments go to the built-in WeChat Pay \
                  simulator at {sandbox_base} — no real money moves"
             );
-            sandbox_client(sandbox, &sandbox_base, &settings)?
+            sandbox_client(sandbox, &sandbox_base, notify_url, &settings)?
         }
         (None, None) => unreachable!("a sandbox exists whenever WeChat Pay is not configured"),
     };
@@ -157,17 +167,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         templates,
     };
     let orders_view = OrdersView::new(db.clone());
-    let public_base_url = settings
-        .public_base_url
-        .as_ref()
-        .map(|u| u.to_string())
-        .unwrap_or_else(|| local_base.clone());
-    let payments = Payments::new(
-        db.clone(),
-        orders.clone(),
-        vec![v3 as Arc<dyn PayGateway>],
-        public_base_url,
-    );
+    let payments = Payments::new(db.clone(), orders.clone(), vec![v3 as Arc<dyn PayGateway>]);
     let running_payments = payments.clone();
     let secret = accounts.token_secret().await?;
     let state = AppState::new(Services {
@@ -281,6 +281,7 @@ fn read_file(path: &std::path::Path, variable: &str) -> anyhow::Result<String> {
 fn wechatpay_client(
     merchant: WechatPaySettings,
     appid: &str,
+    notify_url: String,
     settings: &Settings,
 ) -> anyhow::Result<V3Client> {
     let key = MerchantPrivateKey::from_pem(&read_file(
@@ -305,6 +306,7 @@ fn wechatpay_client(
         apiv3_key: ApiV3Key::new(&merchant.apiv3_key)
             .map_err(|e| anyhow!("WECHATPAY_APIV3_KEY: {e}"))?,
         public_key,
+        notify_url,
         certificate_refetch_interval: std::time::Duration::from_secs(u64::from(
             settings.wechatpay_cert_refetch_seconds,
         )),
@@ -317,7 +319,12 @@ fn wechatpay_client(
 /// The client for the in-process simulator's merchant. The simulator starts in WeChat's
 /// migration mode (notifications signed by a platform certificate or the public key, at
 /// random), so the client holds both, as a merchant in the migration must.
-fn sandbox_client(sandbox: &Sandbox, base: &str, settings: &Settings) -> anyhow::Result<V3Client> {
+fn sandbox_client(
+    sandbox: &Sandbox,
+    base: &str,
+    notify_url: String,
+    settings: &Settings,
+) -> anyhow::Result<V3Client> {
     let merchant = sandbox.merchant();
     let public_key = (
         merchant.public_key_id.clone(),
@@ -331,6 +338,7 @@ fn sandbox_client(sandbox: &Sandbox, base: &str, settings: &Settings) -> anyhow:
         merchant_key: MerchantPrivateKey::from_pem(&merchant.merchant_private_key_pem)?,
         apiv3_key: ApiV3Key::new(&merchant.apiv3_key)?,
         public_key: Some(public_key),
+        notify_url,
         certificate_refetch_interval: std::time::Duration::from_secs(u64::from(
             settings.wechatpay_cert_refetch_seconds,
         )),

@@ -14,7 +14,7 @@ use paystream_engine::db::Backend;
 use paystream_engine::money::Fen;
 use paystream_engine::order::OrderCommand;
 use paystream_engine::orders::{Metadata, OrderService};
-use paystream_engine::payments::gateway::{Notice, NotifyHeaders, PayGateway, PrepayRequest};
+use paystream_engine::payments::gateway::{Notice, PayGateway, PrepayRequest, RawNotice};
 use paystream_projections::Checks;
 use paystream_wechatpay::client::{V3Client, V3Config};
 use paystream_wechatpay::v3::keys::{load_public_key_pem, MerchantPrivateKey};
@@ -499,7 +499,13 @@ async fn forged_tampered_and_replayed_notifications() {
 }
 
 /// A client built from the simulator's merchant credentials, as a real merchant would configure.
-fn merchant_client(merchant: &Value, base: &str, apiv3_key: &str, public_key: bool) -> V3Client {
+fn merchant_client(
+    merchant: &Value,
+    base: &str,
+    apiv3_key: &str,
+    public_key: bool,
+    notify_url: &str,
+) -> V3Client {
     let public_key = public_key.then(|| {
         (
             merchant["public_key_id"].as_str().unwrap().to_string(),
@@ -517,24 +523,19 @@ fn merchant_client(merchant: &Value, base: &str, apiv3_key: &str, public_key: bo
         .unwrap(),
         apiv3_key: ApiV3Key::new(apiv3_key).unwrap(),
         public_key,
+        notify_url: notify_url.to_string(),
         certificate_refetch_interval: Duration::ZERO,
         refund_lag_grace: V3Config::DEFAULT_REFUND_LAG_GRACE,
     })
 }
 
-fn notify_headers(headers: &HeaderMap) -> NotifyHeaders {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    NotifyHeaders {
-        timestamp: get("wechatpay-timestamp"),
-        nonce: get("wechatpay-nonce"),
-        signature: get("wechatpay-signature"),
-        serial: get("wechatpay-serial"),
-        signature_type: get("wechatpay-signature-type"),
+fn raw_notice<'a>(headers: &HeaderMap, body: &'a [u8]) -> RawNotice<'a> {
+    RawNotice {
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap().to_string()))
+            .collect(),
+        body,
     }
 }
 
@@ -552,6 +553,7 @@ async fn public_key_mode_and_a_wrong_apiv3_key() {
         &base,
         merchant["apiv3_key"].as_str().unwrap(),
         true,
+        &format!("{receiver}/notify"),
     );
     assert_eq!(
         client.fetch_certificates().await.unwrap(),
@@ -567,7 +569,6 @@ async fn public_key_mode_and_a_wrong_apiv3_key() {
             total_fen: Fen::new(100).unwrap(),
             openid: opened_app(&app, "public-key-mode").await,
             time_expire: chrono::Utc::now() + chrono::Duration::minutes(30),
-            notify_url: format!("{receiver}/notify"),
         })
         .await
         .expect("a prepay verified with the public key");
@@ -580,7 +581,7 @@ async fn public_key_mode_and_a_wrong_apiv3_key() {
         .starts_with("PUB_KEY_ID_"));
 
     match client
-        .verify_notify(&notify_headers(&headers), &body)
+        .verify_notify(&raw_notice(&headers, &body))
         .await
         .unwrap()
     {
@@ -594,10 +595,16 @@ async fn public_key_mode_and_a_wrong_apiv3_key() {
         }
         other => panic!("unexpected notice {other:?}"),
     }
-    let wrong_key = merchant_client(&merchant, &base, "0123456789abcdef0123456789abcdef", true);
+    let wrong_key = merchant_client(
+        &merchant,
+        &base,
+        "0123456789abcdef0123456789abcdef",
+        true,
+        &format!("{receiver}/notify"),
+    );
     assert!(
         wrong_key
-            .verify_notify(&notify_headers(&headers), &body)
+            .verify_notify(&raw_notice(&headers, &body))
             .await
             .is_err(),
         "a wrong APIv3 key must not decrypt"
@@ -608,9 +615,10 @@ async fn public_key_mode_and_a_wrong_apiv3_key() {
         &base,
         merchant["apiv3_key"].as_str().unwrap(),
         false,
+        &format!("{receiver}/notify"),
     );
     assert!(cert_only
-        .verify_notify(&notify_headers(&headers), &body)
+        .verify_notify(&raw_notice(&headers, &body))
         .await
         .is_err());
 }
@@ -648,6 +656,7 @@ async fn unknown_order_is_not_acknowledged() {
         &app.url("/sandbox"),
         merchant["apiv3_key"].as_str().unwrap(),
         false,
+        &app.url("/notify/wechatpay/v3"),
     );
     client.fetch_certificates().await.unwrap();
     let stranger = Uuid::now_v7().simple().to_string();
@@ -658,7 +667,6 @@ async fn unknown_order_is_not_acknowledged() {
             total_fen: Fen::new(100).unwrap(),
             openid: opened_app(&app, "stranger").await,
             time_expire: chrono::Utc::now() + chrono::Duration::minutes(30),
-            notify_url: app.url("/notify/wechatpay/v3"),
         })
         .await
         .unwrap();
@@ -1153,6 +1161,7 @@ async fn platform_certificates_are_refreshed_on_a_timer() {
         &base,
         merchant["apiv3_key"].as_str().unwrap(),
         false,
+        &app.url("/notify/wechatpay/v3"),
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let timer = tokio::spawn(paystream::jobs::certificate_refresh_loop(

@@ -9,59 +9,61 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use paystream_engine::order::PayChannel;
-use paystream_engine::payments::gateway::{NotifyError, NotifyHeaders};
+use paystream_engine::payments::gateway::RawNotice;
+use paystream_engine::payments::NoticeError;
 use serde_json::json;
 
 use crate::error::status_of;
 use crate::AppState;
 
+/// Where WeChat Pay APIv3 sends notifications (the wiring gives the gateway this URL).
+pub const WECHATPAY_V3_PATH: &str = "/notify/wechatpay/v3";
+
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/notify/wechatpay/v3", post(wechatpay_v3))
+    Router::new().route(WECHATPAY_V3_PATH, post(wechatpay_v3))
 }
 
 fn fail(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "code": "FAIL", "message": message }))).into_response()
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+/// Every header, as the gateway decides which ones carry its proof.
+fn raw_notice<'a>(headers: &HeaderMap, body: &'a [u8]) -> RawNotice<'a> {
+    RawNotice {
+        headers: headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect(),
+        body,
+    }
 }
 
 async fn wechatpay_v3(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Ok(gateway) = state.payments.gateway(PayChannel::WechatpayV3) else {
-        return fail(StatusCode::NOT_FOUND, "WeChat Pay v3 is not configured");
-    };
-    let signed = NotifyHeaders {
-        timestamp: header(&headers, "wechatpay-timestamp"),
-        nonce: header(&headers, "wechatpay-nonce"),
-        signature: header(&headers, "wechatpay-signature"),
-        serial: header(&headers, "wechatpay-serial"),
-        signature_type: header(&headers, "wechatpay-signature-type"),
-    };
-    let notice = match gateway.verify_notify(&signed, &body).await {
-        Ok(notice) => notice,
-        Err(NotifyError::Unverified(reason)) => {
-            tracing::warn!(%reason, "rejected an unverifiable WeChat Pay notification");
-            return fail(StatusCode::UNAUTHORIZED, "signature verification failed");
-        }
-        Err(NotifyError::Malformed(reason)) => {
-            tracing::warn!(%reason, "rejected a malformed WeChat Pay notification");
-            return fail(StatusCode::BAD_REQUEST, "malformed notification");
-        }
-    };
+    let raw = raw_notice(&headers, &body);
     match state
         .payments
-        .on_notice(PayChannel::WechatpayV3, notice)
+        .receive_notice(PayChannel::WechatpayV3, &raw)
         .await
     {
         Ok(outcome) => {
             tracing::debug!(?outcome, "WeChat Pay notification handled");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => {
+        Err(NoticeError::Unverifiable(reason)) => {
+            tracing::warn!(%reason, "rejected an unverifiable WeChat Pay notification");
+            fail(StatusCode::UNAUTHORIZED, "signature verification failed")
+        }
+        Err(NoticeError::Malformed(reason)) => {
+            tracing::warn!(%reason, "rejected a malformed WeChat Pay notification");
+            fail(StatusCode::BAD_REQUEST, "malformed notification")
+        }
+        Err(NoticeError::NotOurs(reason)) => {
+            tracing::warn!(%reason, "WeChat Pay notification not ours; not acknowledged");
+            fail(StatusCode::NOT_FOUND, "not ours")
+        }
+        Err(NoticeError::Failed(e)) => {
             tracing::warn!(error = %e, code = e.code(), "WeChat Pay notification not acknowledged");
             fail(status_of(e.kind()), e.code())
         }

@@ -16,7 +16,6 @@ pub struct PrepayRequest {
     pub total_fen: Fen,
     pub openid: String,
     pub time_expire: DateTime<Utc>,
-    pub notify_url: String,
 }
 
 /// Exactly what `wx.requestPayment` takes.
@@ -82,7 +81,6 @@ pub struct RefundCall {
     /// (WeChat's refund system lags), which is "try again" then and "no such payment" later.
     pub paid_at: DateTime<Utc>,
     pub reason: Option<String>,
-    pub notify_url: String,
 }
 
 /// The state of a refund at the provider.
@@ -145,14 +143,23 @@ pub enum NotifyError {
     Malformed(String),
 }
 
-/// The headers a v3 notification is verified with.
+/// A notification as it arrived, before anything in it is believed: the raw body bytes (what
+/// signatures are made over) and every header. Which headers matter is the provider's business.
 #[derive(Clone, Debug, Default)]
-pub struct NotifyHeaders {
-    pub timestamp: Option<String>,
-    pub nonce: Option<String>,
-    pub signature: Option<String>,
-    pub serial: Option<String>,
-    pub signature_type: Option<String>,
+pub struct RawNotice<'a> {
+    /// (name, value); names compare without regard to case.
+    pub headers: Vec<(String, String)>,
+    pub body: &'a [u8],
+}
+
+impl RawNotice<'_> {
+    /// The first value of the header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[async_trait]
@@ -160,15 +167,33 @@ pub trait PayGateway: Send + Sync {
     fn channel(&self) -> PayChannel;
     fn mchid(&self) -> &str;
     fn appid(&self) -> &str;
+    /// How long a prepay id stays usable at the provider.
+    fn prepay_lifetime(&self) -> chrono::Duration;
     async fn prepay(&self, request: &PrepayRequest) -> Result<String, GatewayError>;
     fn pay_params(&self, prepay_id: &str) -> Result<PayParams, GatewayError>;
     async fn query(&self, out_trade_no: &str) -> Result<TradeState, GatewayError>;
     async fn close(&self, out_trade_no: &str) -> Result<CloseOutcome, GatewayError>;
     async fn refund(&self, call: &RefundCall) -> Result<RefundState, GatewayError>;
     async fn query_refund(&self, out_refund_no: &str) -> Result<RefundState, GatewayError>;
-    async fn verify_notify(
-        &self,
-        headers: &NotifyHeaders,
-        body: &[u8],
-    ) -> Result<Notice, NotifyError>;
+    /// Verifies and decrypts a notification as it arrived.
+    async fn verify_notify(&self, notice: &RawNotice<'_>) -> Result<Notice, NotifyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notice_headers_are_found_in_any_case() {
+        let raw = RawNotice {
+            headers: vec![
+                ("wechatpay-serial".into(), "ABC".into()),
+                ("Content-Type".into(), "application/json".into()),
+            ],
+            body: b"{}",
+        };
+        assert_eq!(raw.header("Wechatpay-Serial"), Some("ABC"));
+        assert_eq!(raw.header("content-type"), Some("application/json"));
+        assert_eq!(raw.header("Wechatpay-Nonce"), None);
+    }
 }

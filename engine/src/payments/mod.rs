@@ -5,4 +5,4 @@ pub mod gateway;
 mod prepays;
 pub mod service;
 
-pub use service::{order_id_of, NoticeOutcome, PaymentCheck, Payments};
+pub use service::{order_id_of, NoticeError, NoticeOutcome, PaymentCheck, Payments};

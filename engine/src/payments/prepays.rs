@@ -6,8 +6,6 @@ use chrono::{DateTime, Duration, Utc};
 use crate::db::{from_millis, millis, Db};
 use crate::order::PayChannel;
 
-/// A prepay id is valid for two hours at WeChat.
-const PREPAY_LIFETIME: Duration = Duration::hours(2);
 /// Don't hand out an id that would expire while the user is still on the payment sheet.
 const SAFETY_MARGIN: Duration = Duration::minutes(5);
 
@@ -45,6 +43,7 @@ impl Prepays {
         channel: PayChannel,
         prepay_id: &str,
         now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO prepays (out_trade_no, channel, prepay_id, created_at, expires_at) \
@@ -56,7 +55,7 @@ impl Prepays {
         .bind(channel.as_str())
         .bind(prepay_id)
         .bind(millis(now))
-        .bind(millis(now + PREPAY_LIFETIME))
+        .bind(millis(expires_at))
         .execute(&self.db.pool)
         .await?;
         Ok(())

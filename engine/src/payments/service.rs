@@ -8,8 +8,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::gateway::{
-    CloseOutcome, GatewayError, Notice, PaidTransaction, PayGateway, PayParams, PrepayRequest,
-    RefundCall, RefundState, TradeState,
+    CloseOutcome, GatewayError, Notice, NotifyError, PaidTransaction, PayGateway, PayParams,
+    PrepayRequest, RawNotice, RefundCall, RefundState, TradeState,
 };
 use super::prepays::Prepays;
 use crate::db::Db;
@@ -36,7 +36,7 @@ impl From<GatewayError> for Error {
     }
 }
 
-/// What became of a verified notice; everything but `Unknown` is acknowledged to the provider.
+/// What became of a verified notice; both are acknowledged to the provider.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NoticeOutcome {
     /// Recorded now.
@@ -45,21 +45,28 @@ pub enum NoticeOutcome {
     Nothing,
 }
 
+/// Why a notice was not acknowledged (the provider sends it again, or gives up).
+#[derive(Debug, thiserror::Error)]
+pub enum NoticeError {
+    /// The signature or the decryption failed: nothing in it is believed.
+    #[error("unverifiable notice: {0}")]
+    Unverifiable(String),
+    /// Verified bytes that do not read as a notice.
+    #[error("malformed notice: {0}")]
+    Malformed(String),
+    /// Genuine, but for another merchant or app, or an order that is not ours.
+    #[error("not ours: {0}")]
+    NotOurs(String),
+    /// Ours and believed, but not recorded now (the database, a conflict): try again.
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
 #[derive(Clone)]
 pub struct Payments {
     orders: OrderService,
     prepays: Prepays,
     gateways: Vec<Arc<dyn PayGateway>>,
-    /// Base of notify URLs, e.g. `https://shop.example.com` → `/notify/wechatpay/v3`.
-    public_base_url: String,
-}
-
-fn notify_url(base: &str, channel: PayChannel) -> String {
-    let path = match channel {
-        PayChannel::WechatpayV3 => "/notify/wechatpay/v3",
-        PayChannel::WechatpayV2 => "/notify/wechatpay/v2",
-    };
-    format!("{}{path}", base.trim_end_matches('/'))
 }
 
 /// WeChat's `description` (≤ 127 characters) from the order's items.
@@ -90,13 +97,20 @@ pub fn order_id_of(out_trade_no: &str) -> Option<OrderId> {
 /// The order a notice names. out_trade_no is the order id in simple form, so the mapping needs
 /// no lookup; for an order that does not exist the command itself fails with not-found (and the
 /// notice is not acknowledged), saving a read on the hot path.
-fn known_order(out_trade_no: &str) -> Result<OrderId> {
+fn known_order(out_trade_no: &str) -> std::result::Result<OrderId, NoticeError> {
     order_id_of(out_trade_no).ok_or_else(|| {
         tracing::error!(%out_trade_no, "notice for an out_trade_no that is not ours; not acknowledged");
-        Error::not_found(
-            "order_not_found",
-            format!("no order has out_trade_no {out_trade_no}"),
-        )
+        NoticeError::NotOurs(format!("no order has out_trade_no {out_trade_no}"))
+    })
+}
+
+/// A notice for an order id of our form that no order has is not ours either.
+fn not_ours_if_unknown(
+    recorded: Result<NoticeOutcome>,
+) -> std::result::Result<NoticeOutcome, NoticeError> {
+    recorded.map_err(|e| match e.kind() {
+        Kind::NotFound => NoticeError::NotOurs(e.to_string()),
+        _ => NoticeError::Failed(e),
     })
 }
 
@@ -119,17 +133,11 @@ fn payment_in_progress() -> Error {
 }
 
 impl Payments {
-    pub fn new(
-        db: Db,
-        orders: OrderService,
-        gateways: Vec<Arc<dyn PayGateway>>,
-        public_base_url: String,
-    ) -> Payments {
+    pub fn new(db: Db, orders: OrderService, gateways: Vec<Arc<dyn PayGateway>>) -> Payments {
         Payments {
             orders,
             prepays: Prepays::new(db),
             gateways,
-            public_base_url,
         }
     }
 
@@ -183,11 +191,11 @@ impl Payments {
                     total_fen: order.total_fen,
                     openid: order.openid.clone(),
                     time_expire: order.expires_at,
-                    notify_url: notify_url(&self.public_base_url, channel),
                 };
                 let id = gateway.prepay(&request).await?;
+                let expires_at = now + gateway.prepay_lifetime();
                 self.prepays
-                    .save(&order.out_trade_no, channel, &id, now)
+                    .save(&order.out_trade_no, channel, &id, now, expires_at)
                     .await?;
                 tracing::info!(order_id = %order.id, channel = channel.as_str(), "prepay created");
                 id
@@ -212,10 +220,29 @@ impl Payments {
         Ok(gateway.pay_params(&prepay_id)?)
     }
 
-    /// Records what a verified notice says, after checking it belongs to this merchant and
-    /// this order. Errors mean "do not acknowledge": the provider will send it again.
-    pub async fn on_notice(&self, channel: PayChannel, notice: Notice) -> Result<NoticeOutcome> {
+    /// A notice as it arrived on `channel`: verified by the provider's gateway, checked to be
+    /// for this merchant and one of our orders, then recorded. Errors mean "do not acknowledge".
+    pub async fn receive_notice(
+        &self,
+        channel: PayChannel,
+        raw: &RawNotice<'_>,
+    ) -> std::result::Result<NoticeOutcome, NoticeError> {
         let gateway = self.gateway(channel)?.clone();
+        let notice = gateway.verify_notify(raw).await.map_err(|e| match e {
+            NotifyError::Unverified(reason) => NoticeError::Unverifiable(reason),
+            NotifyError::Malformed(reason) => NoticeError::Malformed(reason),
+        })?;
+        self.on_notice(channel, gateway.as_ref(), notice).await
+    }
+
+    /// Records what a verified notice says, after checking it belongs to this merchant and
+    /// this order.
+    async fn on_notice(
+        &self,
+        channel: PayChannel,
+        gateway: &dyn PayGateway,
+        notice: Notice,
+    ) -> std::result::Result<NoticeOutcome, NoticeError> {
         let meta = Metadata::actor(format!("{}:notify", channel.as_str()));
         match notice {
             Notice::Payment {
@@ -226,16 +253,15 @@ impl Payments {
             } => {
                 if mchid != gateway.mchid() || appid != gateway.appid() {
                     tracing::error!(%out_trade_no, %mchid, %appid, "payment notice for another merchant or app; ignored");
-                    return Err(Error::invalid(
-                        "merchant_mismatch",
-                        "the notice is for another merchant or app",
+                    return Err(NoticeError::NotOurs(
+                        "the notice is for another merchant or app".into(),
                     ));
                 }
                 let order_id = known_order(&out_trade_no)?;
                 let Some(paid) = paid else {
                     return Ok(NoticeOutcome::Nothing);
                 };
-                self.record_payment(order_id, channel, paid, &meta).await
+                not_ours_if_unknown(self.record_payment(order_id, channel, paid, &meta).await)
             }
             Notice::Ignored { .. } => Ok(NoticeOutcome::Nothing),
             Notice::Refund {
@@ -246,14 +272,15 @@ impl Payments {
             } => {
                 if mchid != gateway.mchid() {
                     tracing::error!(%out_trade_no, %mchid, "refund notice for another merchant; ignored");
-                    return Err(Error::invalid(
-                        "merchant_mismatch",
-                        "the notice is for another merchant",
+                    return Err(NoticeError::NotOurs(
+                        "the notice is for another merchant".into(),
                     ));
                 }
                 let order_id = known_order(&out_trade_no)?;
-                self.record_refund_state(order_id, &out_refund_no, state, &meta)
-                    .await
+                not_ours_if_unknown(
+                    self.record_refund_state(order_id, &out_refund_no, state, &meta)
+                        .await,
+                )
             }
         }
     }
@@ -488,7 +515,6 @@ impl Payments {
             total_fen: payment.amount_fen,
             paid_at: payment.paid_at,
             reason: refund.reason.clone(),
-            notify_url: notify_url(&self.public_base_url, channel),
         };
         let meta = Metadata::actor(format!("{}:refund", channel.as_str()));
         let state = match gateway.refund(&call).await {
@@ -553,18 +579,6 @@ mod tests {
             order_id_of(&upper),
             None,
             "an uppercase variant is not ours"
-        );
-    }
-
-    #[test]
-    fn notify_urls_have_no_query_and_no_double_slash() {
-        assert_eq!(
-            notify_url("https://shop.example/", PayChannel::WechatpayV3),
-            "https://shop.example/notify/wechatpay/v3"
-        );
-        assert_eq!(
-            notify_url("http://127.0.0.1:8080", PayChannel::WechatpayV2),
-            "http://127.0.0.1:8080/notify/wechatpay/v2"
         );
     }
 }

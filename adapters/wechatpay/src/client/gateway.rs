@@ -5,8 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use paystream_engine::money::Fen;
 use paystream_engine::order::PayChannel;
 use paystream_engine::payments::gateway::{
-    CloseOutcome, GatewayError, Notice, NotifyError, NotifyHeaders, PaidTransaction, PayGateway,
-    PayParams, PrepayRequest, RefundCall, RefundState, TradeState,
+    CloseOutcome, GatewayError, Notice, NotifyError, PaidTransaction, PayGateway, PayParams,
+    PrepayRequest, RawNotice, RefundCall, RefundState, TradeState,
 };
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -178,6 +178,9 @@ fn refund_refusal(
     }
 }
 
+/// A prepay id is valid for two hours at WeChat.
+const PREPAY_LIFETIME: chrono::Duration = chrono::Duration::hours(2);
+
 /// Waits between refund attempts while WeChat's refund system has not seen the payment yet.
 const REFUND_LAG_WAITS: [std::time::Duration; 3] = [
     std::time::Duration::from_millis(500),
@@ -210,6 +213,10 @@ impl PayGateway for V3Client {
         &self.config().appid
     }
 
+    fn prepay_lifetime(&self) -> chrono::Duration {
+        PREPAY_LIFETIME
+    }
+
     async fn prepay(&self, request: &PrepayRequest) -> Result<String, GatewayError> {
         let body = json!({
             "appid": self.config().appid,
@@ -217,7 +224,7 @@ impl PayGateway for V3Client {
             "description": request.description,
             "out_trade_no": request.out_trade_no,
             "time_expire": request.time_expire.to_rfc3339_opts(SecondsFormat::Secs, false),
-            "notify_url": request.notify_url,
+            "notify_url": self.config().notify_url,
             "amount": { "total": request.total_fen.get(), "currency": "CNY" },
             "payer": { "openid": request.openid },
         });
@@ -292,7 +299,7 @@ impl PayGateway for V3Client {
         let mut body = json!({
             "out_trade_no": call.out_trade_no,
             "out_refund_no": call.out_refund_no,
-            "notify_url": call.notify_url,
+            "notify_url": self.config().notify_url,
             "amount": { "refund": call.amount_fen.get(), "total": call.total_fen.get(), "currency": "CNY" },
         });
         if let Some(reason) = &call.reason {
@@ -349,17 +356,14 @@ impl PayGateway for V3Client {
         ))
     }
 
-    async fn verify_notify(
-        &self,
-        headers: &NotifyHeaders,
-        body: &[u8],
-    ) -> Result<Notice, NotifyError> {
+    async fn verify_notify(&self, notice: &RawNotice<'_>) -> Result<Notice, NotifyError> {
+        let body = notice.body;
         let signed = Signed {
-            timestamp: headers.timestamp.as_deref(),
-            nonce: headers.nonce.as_deref(),
-            signature: headers.signature.as_deref(),
-            serial: headers.serial.as_deref(),
-            signature_type: headers.signature_type.as_deref(),
+            timestamp: notice.header("Wechatpay-Timestamp"),
+            nonce: notice.header("Wechatpay-Nonce"),
+            signature: notice.header("Wechatpay-Signature"),
+            serial: notice.header("Wechatpay-Serial"),
+            signature_type: notice.header("Wechatpay-Signature-Type"),
             body,
         };
         self.verify_signed(&signed, true)

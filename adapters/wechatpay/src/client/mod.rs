@@ -34,6 +34,8 @@ pub struct V3Config {
     pub public_key: Option<(String, RsaPublicKey)>,
     /// Minimum time between certificate downloads triggered by an unknown serial.
     pub certificate_refetch_interval: Duration,
+    /// Where WeChat Pay sends this merchant's payment and refund notifications (https, no query).
+    pub notify_url: String,
     /// How long after a payment a refund answered "no such order" is WeChat's refund system
     /// lagging (retried) rather than a final refusal.
     pub refund_lag_grace: Duration,

@@ -18,13 +18,19 @@ pub enum V2Answer {
     Success(BTreeMap<String, String>),
     /// `result_code` FAIL with WeChat's `err_code` (verified: signed like a success).
     Refused {
+        /// WeChat's business error code (`ORDERPAID`, `SYSTEMERROR`, …).
         err_code: String,
+        /// Its description, for people.
         err_code_des: String,
+        /// Every field received.
         fields: BTreeMap<String, String>,
     },
     /// `return_code` FAIL: WeChat did not take the request (signature, parameters, its own
     /// trouble). Unsigned, so only ever read as "nothing happened".
-    NotTaken { return_msg: String },
+    NotTaken {
+        /// Why, in WeChat's words.
+        return_msg: String,
+    },
 }
 
 impl V2Answer {
@@ -45,10 +51,13 @@ impl V2Answer {
 /// Why an answer is not believed at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum V2AnswerError {
+    /// Not well-formed flat XML (or a DTD, an entity, an oversized body).
     #[error("unreadable APIv2 answer: {0}")]
     Unreadable(String),
+    /// No `return_code`: not an APIv2 answer.
     #[error("APIv2 answer without return_code")]
     NoReturnCode,
+    /// A SUCCESS whose `sign` does not verify: forged, altered, or signed another way.
     #[error("APIv2 answer signature does not verify")]
     BadSignature,
 }

@@ -2,5 +2,6 @@
 
 pub mod answer;
 pub mod refund_notify;
+pub mod request;
 pub mod sign;
 pub mod xml;

@@ -529,11 +529,11 @@ fn merchant_client(
     })
 }
 
-fn raw_notice<'a>(headers: &HeaderMap, body: &'a [u8]) -> RawNotice<'a> {
+fn raw_notice<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> RawNotice<'a> {
     RawNotice {
         headers: headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap().to_string()))
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
             .collect(),
         body,
     }

@@ -28,13 +28,11 @@ fn fail(status: StatusCode, message: &str) -> Response {
 }
 
 /// Every header, as the gateway decides which ones carry its proof.
-fn raw_notice<'a>(headers: &HeaderMap, body: &'a [u8]) -> RawNotice<'a> {
+fn raw_notice<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> RawNotice<'a> {
     RawNotice {
         headers: headers
             .iter()
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
-            })
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
             .collect(),
         body,
     }

@@ -147,18 +147,18 @@ pub enum NotifyError {
 /// signatures are made over) and every header. Which headers matter is the provider's business.
 #[derive(Clone, Debug, Default)]
 pub struct RawNotice<'a> {
-    /// (name, value); names compare without regard to case.
-    pub headers: Vec<(String, String)>,
+    /// (name, value), borrowed from the request; names compare without regard to case.
+    pub headers: Vec<(&'a str, &'a str)>,
     pub body: &'a [u8],
 }
 
-impl RawNotice<'_> {
+impl<'a> RawNotice<'a> {
     /// The first value of the header `name` (any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| *v)
     }
 }
 
@@ -187,8 +187,8 @@ mod tests {
     fn notice_headers_are_found_in_any_case() {
         let raw = RawNotice {
             headers: vec![
-                ("wechatpay-serial".into(), "ABC".into()),
-                ("Content-Type".into(), "application/json".into()),
+                ("wechatpay-serial", "ABC"),
+                ("Content-Type", "application/json"),
             ],
             body: b"{}",
         };

@@ -155,8 +155,15 @@ fn close_outcome(answer: &Answer) -> Result<CloseOutcome, GatewayError> {
     }
 }
 
-/// A refused refund: "not now" (`Unavailable`, retried with the same out_refund_no) or "never"
-/// (`Rejected`). Right after a payment WeChat's refund system may not know it yet and answers
+/// A refused refund, read.
+struct RefundRefusal {
+    /// "Not now" (`Unavailable`, retried with the same out_refund_no) or "never" (`Rejected`).
+    error: GatewayError,
+    /// WeChat's refund system has not seen the payment yet: worth asking again in seconds.
+    lagging: bool,
+}
+
+/// Right after a payment WeChat's refund system may not know it yet and answers
 /// `RESOURCE_NOT_EXISTS` ("订单不存在") for a while; the merchant's balance (`NOT_ENOUGH`) and
 /// rate limits pass. Over-refunds and a wrong `amount.total` (`INVALID_REQUEST`, `PARAM_ERROR`)
 /// are final.
@@ -164,10 +171,10 @@ fn refund_refusal(
     answer: &Answer,
     since_payment: chrono::Duration,
     grace: std::time::Duration,
-) -> GatewayError {
+) -> RefundRefusal {
     let (code, message) = answer.error();
     let lagging = is_not_found(&code) && since_payment.to_std().is_ok_and(|since| since < grace);
-    match code.as_str() {
+    let error = match code.as_str() {
         _ if lagging => GatewayError::Unavailable(format!(
             "{code}: {message} (WeChat's refund system has not seen the payment yet)"
         )),
@@ -175,7 +182,8 @@ fn refund_refusal(
             GatewayError::Unavailable(format!("{code}: {message}"))
         }
         _ => GatewayError::Rejected { code, message },
-    }
+    };
+    RefundRefusal { error, lagging }
 }
 
 /// A prepay id is valid for two hours at WeChat.
@@ -320,14 +328,12 @@ impl PayGateway for V3Client {
             );
             // WeChat's refund system usually catches up within seconds: wait here a little
             // (same out_refund_no, same body) before leaving it to the refund poller.
-            match (&refusal, lag_waits.next()) {
-                (GatewayError::Unavailable(reason), Some(wait))
-                    if is_not_found(&answer.error().0) =>
-                {
-                    tracing::info!(out_refund_no = %call.out_refund_no, %reason, ?wait, "refund: WeChat does not know the payment yet; asking again");
+            match lag_waits.next() {
+                Some(wait) if refusal.lagging => {
+                    tracing::info!(out_refund_no = %call.out_refund_no, reason = %refusal.error, ?wait, "refund: WeChat does not know the payment yet; asking again");
                     tokio::time::sleep(*wait).await;
                 }
-                _ => return Err(refusal),
+                _ => return Err(refusal.error),
             }
         };
         let refund: Refund = answer.json()?;
@@ -455,7 +461,7 @@ mod tests {
         let long_ago = chrono::Duration::hours(1);
         let transient = |a: Answer, since| {
             matches!(
-                refund_refusal(&a, since, grace),
+                refund_refusal(&a, since, grace).error,
                 GatewayError::Unavailable(_)
             )
         };

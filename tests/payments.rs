@@ -145,18 +145,6 @@ async fn pay_with_a_late_notice(app: &TestApp, order: &Value) {
     .await;
 }
 
-/// One pass of the payment and refund pollers, asking about everything at once.
-async fn reconcile_now(app: &TestApp) -> usize {
-    let timing = paystream::jobs::ReconcileTiming {
-        payment_after: chrono::Duration::zero(),
-        refund_after: chrono::Duration::zero(),
-    };
-    let checks = Checks::new(app.running().db.clone());
-    paystream::jobs::reconcile(&app.running().payments, &checks, timing, chrono::Utc::now())
-        .await
-        .unwrap()
-}
-
 /// Polls the order until `done` holds (notifications arrive asynchronously).
 async fn wait_for(
     app: &TestApp,
@@ -739,16 +727,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     // Expiry takes the same path.
     let order2 = another_order(&app, &token).await;
     pay(&app, &token, &order2).await;
-    let payments = app.running().payments.clone();
-    let view = paystream_projections::OrdersView::new(app.running().db.clone());
-    let expiry_checks = paystream_projections::Checks::new(app.running().db.clone());
-    let later = chrono::Utc::now() + chrono::Duration::seconds(1801);
-    assert_eq!(
-        paystream::jobs::expire_due_orders(&payments, &view, &expiry_checks, later)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(app.expire_all_now().await, 1);
     let at_wechat = control_get(&app, &format!("/transactions/{}", out_trade_no(&order2))).await;
     assert_eq!(at_wechat["transaction"]["trade_state"], "CLOSED");
 
@@ -757,9 +736,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     let order3 = another_order(&app, &token).await;
     pay(&app, &token, &order3).await;
     pay_with_a_late_notice(&app, &order3).await;
-    paystream::jobs::expire_due_orders(&payments, &view, &expiry_checks, later)
-        .await
-        .unwrap();
+    app.expire_all_now().await;
     let history = app.order_events(&order3).await;
     assert_eq!(count(&history, "PaymentSucceeded"), 1);
     assert_eq!(count(&history, "OrderClosed"), 0);
@@ -772,13 +749,13 @@ async fn query_finds_a_payment_whose_notice_is_late() {
     let (token, order) = customer_with_order(&app).await;
     pay(&app, &token, &order).await;
     pay_with_a_late_notice(&app, &order).await;
-    assert_eq!(reconcile_now(&app).await, 1);
+    assert_eq!(app.reconcile_now().await, 1);
     assert_eq!(
         wait_for(&app, &token, &order, |_| true).await["status"],
         "paid"
     );
     // Paid: not asked about again.
-    assert_eq!(reconcile_now(&app).await, 0);
+    assert_eq!(app.reconcile_now().await, 0);
     let attempts = |subject: String| {
         let pool = app.running().db.pool.clone();
         async move {
@@ -1035,7 +1012,7 @@ async fn crash_between_refund_requested_and_the_wechat_call() {
         .await
         .unwrap();
     app.restart().await;
-    reconcile_now(&app).await;
+    app.reconcile_now().await;
     let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 700).await;
     assert_eq!(done["status"], "partially_refunded");
     let history = app.order_events(&order).await;
@@ -1116,7 +1093,7 @@ async fn a_refund_refused_for_now_is_retried_not_failed() {
         (StatusCode::ACCEPTED, Some("processing")),
         "{accepted}"
     );
-    reconcile_now(&app).await;
+    app.reconcile_now().await;
     let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 800).await;
     assert_eq!(done["status"], "partially_refunded");
     assert_eq!(count(&app.order_events(&order).await, "RefundFailed"), 0);

@@ -12,12 +12,15 @@ use paystream_engine::db::Backend;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// A WeChat Pay control call of the simulator that must succeed.
 async fn control(app: &TestApp, path: &str, body: Value) -> Value {
-    let (status, answer) = app
-        .post(&format!("/sandbox/control/wechatpay{path}"), None, body)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{path}: {answer}");
-    answer
+    app.sandbox(&format!("/wechatpay{path}"), body).await
+}
+
+/// The customer's side of the order at WeChat (control `trade-state`).
+async fn set_trade_state(app: &TestApp, order: &Value, trade_state: &str) {
+    let body = json!({ "out_trade_no": out_trade_no(order), "trade_state": trade_state });
+    control(app, "/trade-state", body).await;
 }
 
 async fn at_wechat(app: &TestApp, order: &Value) -> Value {
@@ -108,40 +111,13 @@ async fn refund(app: &TestApp, admin: &str, order: &Value, amount: i64) -> (Stat
     .await
 }
 
-async fn reconcile_now(app: &TestApp) {
-    let timing = paystream::jobs::ReconcileTiming {
-        payment_after: chrono::Duration::zero(),
-        refund_after: chrono::Duration::zero(),
-    };
-    let checks = paystream_projections::Checks::new(app.running().db.clone());
-    paystream::jobs::reconcile(&app.running().payments, &checks, timing, chrono::Utc::now())
-        .await
-        .unwrap();
-}
-
-/// One expiry sweep as if every order's time were up; returns how many it closed.
-async fn expire_all_now(app: &TestApp) -> usize {
-    let payments = app.running().payments.clone();
-    let view = paystream_projections::OrdersView::new(app.running().db.clone());
-    let checks = paystream_projections::Checks::new(app.running().db.clone());
-    let later = chrono::Utc::now() + chrono::Duration::seconds(1801);
-    paystream::jobs::expire_due_orders(&payments, &view, &checks, later)
-        .await
-        .unwrap()
-}
-
 /// WeChat closed the order already (say at `time_expire`) and answers the close with an
 /// unsigned 400 ORDER_CLOSED: read as "closed", not as a forgery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unsigned_order_closed_closes_the_order() {
     let app = spawn_app(Backend::Postgres).await;
     let (token, order) = order_at_wechat(&app, "closed-at-wechat").await;
-    control(
-        &app,
-        "/trade-state",
-        json!({ "out_trade_no": out_trade_no(&order), "trade_state": "CLOSED" }),
-    )
-    .await;
+    set_trade_state(&app, &order, "CLOSED").await;
     control(&app, "/faults", json!({ "unsigned_errors": true })).await;
     let (status, closed) = cancel(&app, &token, &order).await;
     assert_eq!(
@@ -152,13 +128,8 @@ async fn an_unsigned_order_closed_closes_the_order() {
 
     // The expiry sweep takes the same path, once.
     let (token2, order2) = order_at_wechat(&app, "closed-at-wechat-2").await;
-    control(
-        &app,
-        "/trade-state",
-        json!({ "out_trade_no": out_trade_no(&order2), "trade_state": "CLOSED" }),
-    )
-    .await;
-    let closed = expire_all_now(&app).await;
+    set_trade_state(&app, &order2, "CLOSED").await;
+    let closed = app.expire_all_now().await;
     assert_eq!(closed, 1);
     assert_eq!(status_of(&app, &token2, &order2).await["status"], "closed");
 }
@@ -169,8 +140,7 @@ async fn an_unsigned_order_closed_closes_the_order() {
 async fn a_close_while_the_customer_pays_leaves_the_order_pending() {
     let app = spawn_app(Backend::Postgres).await;
     let (token, order) = order_at_wechat(&app, "paying").await;
-    let paying = json!({ "out_trade_no": out_trade_no(&order), "trade_state": "USERPAYING" });
-    control(&app, "/trade-state", paying).await;
+    set_trade_state(&app, &order, "USERPAYING").await;
     let (status, body) = cancel(&app, &token, &order).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "payment_in_progress");
@@ -180,7 +150,7 @@ async fn a_close_while_the_customer_pays_leaves_the_order_pending() {
     );
     assert_eq!(count(&app.order_events(&order).await, "OrderClosed"), 0);
     // Neither does the expiry sweep close it meanwhile.
-    let closed = expire_all_now(&app).await;
+    let closed = app.expire_all_now().await;
     assert_eq!(closed, 0);
     assert_eq!(
         at_wechat(&app, &order).await["transaction"]["trade_state"],
@@ -188,8 +158,7 @@ async fn a_close_while_the_customer_pays_leaves_the_order_pending() {
     );
 
     // The customer gives up; the next cancel closes the order here and at WeChat.
-    let gave_up = json!({ "out_trade_no": out_trade_no(&order), "trade_state": "NOTPAY" });
-    control(&app, "/trade-state", gave_up).await;
+    set_trade_state(&app, &order, "NOTPAY").await;
     let (status, closed) = cancel(&app, &token, &order).await;
     assert_eq!(
         (status, closed["status"].as_str()),
@@ -226,7 +195,7 @@ async fn a_refund_right_after_payment_is_retried_not_failed() {
         "{accepted}"
     );
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    reconcile_now(&app).await;
+    app.reconcile_now().await;
     let done = wait_for_status(&app, &token2, &order2, "partially_refunded").await;
     assert_eq!(done["refunded_fen"], 700);
     for order in [&order, &order2] {
@@ -265,7 +234,7 @@ async fn final_and_passing_refund_refusals() {
         "NOT_ENOUGH is the balance: {waiting}"
     );
     control(&app, "/faults", json!({ "balance_fen": null })).await;
-    reconcile_now(&app).await;
+    app.reconcile_now().await;
     let done = wait_for_status(&app, &token, &order, "partially_refunded").await;
     assert_eq!(done["refunded_fen"], 500);
 }
@@ -286,13 +255,8 @@ async fn failed_and_in_progress_payments_are_not_recorded() {
     let (token, order) = order_at_wechat(&app, "payerror").await;
     // PAYERROR first: a USERPAYING answer puts the next query 10 s away.
     for state in ["PAYERROR", "USERPAYING"] {
-        control(
-            &app,
-            "/trade-state",
-            json!({ "out_trade_no": out_trade_no(&order), "trade_state": state }),
-        )
-        .await;
-        reconcile_now(&app).await;
+        set_trade_state(&app, &order, state).await;
+        app.reconcile_now().await;
         assert_eq!(
             status_of(&app, &token, &order).await["status"],
             "pending_payment",
@@ -322,12 +286,7 @@ async fn probe_signatures_are_refused_on_errors_and_notifications() {
     let (token, order) = order_at_wechat(&app, "probed").await;
     // Ordered before the probes start: a probe-signed prepay answer is refused too (503).
     let (token2, order2) = order_at_wechat(&app, "probed-2").await;
-    control(
-        &app,
-        "/trade-state",
-        json!({ "out_trade_no": out_trade_no(&order), "trade_state": "CLOSED" }),
-    )
-    .await;
+    set_trade_state(&app, &order, "CLOSED").await;
     control(&app, "/faults", json!({ "probe_share": 1.0 })).await;
     let (status, body) = cancel(&app, &token, &order).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

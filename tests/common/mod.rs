@@ -179,6 +179,35 @@ impl TestApp {
         body
     }
 
+    /// One pass of the payment and refund pollers, asking about everything at once; returns
+    /// how many items were checked.
+    pub async fn reconcile_now(&self) -> usize {
+        let timing = paystream::jobs::ReconcileTiming {
+            payment_after: chrono::Duration::zero(),
+            refund_after: chrono::Duration::zero(),
+        };
+        let checks = paystream_projections::Checks::new(self.running().db.clone());
+        paystream::jobs::reconcile(
+            &self.running().payments,
+            &checks,
+            timing,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// One expiry sweep as if every order's time were up; returns how many it closed.
+    pub async fn expire_all_now(&self) -> usize {
+        let running = self.running();
+        let view = paystream_projections::OrdersView::new(running.db.clone());
+        let checks = paystream_projections::Checks::new(running.db.clone());
+        let later = chrono::Utc::now() + chrono::Duration::seconds(1801);
+        paystream::jobs::expire_due_orders(&running.payments, &view, &checks, later)
+            .await
+            .unwrap()
+    }
+
     /// The subscribe messages WeChat (the simulator) took for this user.
     pub async fn subscribe_messages(&self, openid: &str) -> Vec<Value> {
         let path = format!("/sandbox/control/subscribe-messages?openid={openid}");

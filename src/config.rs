@@ -137,6 +137,41 @@ pub struct Settings {
     )]
     pub wechatpay_public_key_id: Option<String>,
 
+    /// APIv2 key (v2 signing, v2 refund-notify decryption); set, it enables `wechatpay_v2`.
+    #[arg(
+        long,
+        env = "WECHATPAY_API_KEY",
+        value_name = "WECHATPAY_API_KEY",
+        hide_env_values = true
+    )]
+    pub wechatpay_api_key: Option<String>,
+
+    /// APIv2 sign type: `MD5` or `HMAC-SHA256`.
+    #[arg(
+        long,
+        env = "WECHATPAY_V2_SIGN_TYPE",
+        value_name = "WECHATPAY_V2_SIGN_TYPE",
+        default_value = "HMAC-SHA256",
+        value_parser = ["MD5", "HMAC-SHA256"]
+    )]
+    pub wechatpay_v2_sign_type: String,
+
+    /// The merchant API certificate (PEM) for APIv2's mutual-TLS `secapi` calls (refunds).
+    #[arg(
+        long,
+        env = "WECHATPAY_V2_CLIENT_CERT",
+        value_name = "WECHATPAY_V2_CLIENT_CERT"
+    )]
+    pub wechatpay_v2_client_cert: Option<std::path::PathBuf>,
+
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "WECHATPAY_V2_CLIENT_KEY",
+        value_name = "WECHATPAY_V2_CLIENT_KEY"
+    )]
+    pub wechatpay_v2_client_key: Option<std::path::PathBuf>,
+
     /// A payment with no notify by then is queried at WeChat Pay (then with back-off).
     #[arg(long, env = "PAYMENT_QUERY_AFTER_SECONDS", value_name = "PAYMENT_QUERY_AFTER_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -249,6 +284,10 @@ impl Settings {
             wechatpay_mch_serial: None,
             wechatpay_public_key: None,
             wechatpay_public_key_id: None,
+            wechatpay_api_key: None,
+            wechatpay_v2_sign_type: "HMAC-SHA256".into(),
+            wechatpay_v2_client_cert: None,
+            wechatpay_v2_client_key: None,
             payment_query_after_seconds: 60,
             refund_query_after_seconds: 60,
             wechatpay_cert_refetch_seconds: 60,
@@ -309,30 +348,27 @@ impl Settings {
         }
     }
 
-    /// The WeChat Pay merchant, or `None` for the built-in simulator.
+    /// The WeChat Pay merchant, or `None` for the built-in simulator. A merchant speaks APIv3
+    /// (its key, the merchant key and serial), APIv2 (its key), or both.
     pub fn wechatpay(&self) -> Result<Option<WechatPaySettings>, String> {
         let Some(mchid) = self.wechatpay_mchid.clone() else {
             return Ok(None);
         };
-        let need = |value: &Option<String>, name: &str| {
-            value
-                .clone()
-                .ok_or_else(|| format!("{name} must be set when WECHATPAY_MCHID is"))
+        let v3 = match &self.wechatpay_apiv3_key {
+            Some(apiv3_key) => Some(self.wechatpay_v3(apiv3_key)?),
+            None => None,
         };
-        let apiv3_key = need(&self.wechatpay_apiv3_key, "WECHATPAY_APIV3_KEY")?;
-        if apiv3_key.len() != 32 {
-            return Err("WECHATPAY_APIV3_KEY must be exactly 32 characters".into());
+        let v2 = match &self.wechatpay_api_key {
+            Some(api_key) => Some(self.wechatpay_v2(api_key)?),
+            None => None,
+        };
+        if v3.is_none() && v2.is_none() {
+            return Err(
+                "WECHATPAY_APIV3_KEY (APIv3) or WECHATPAY_API_KEY (APIv2) must be set \
+                        when WECHATPAY_MCHID is"
+                    .into(),
+            );
         }
-        let private_key = self
-            .wechatpay_mch_private_key
-            .clone()
-            .ok_or("WECHATPAY_MCH_PRIVATE_KEY must be set when WECHATPAY_MCHID is")?;
-        let serial = need(&self.wechatpay_mch_serial, "WECHATPAY_MCH_SERIAL")?;
-        let public_key = match (&self.wechatpay_public_key, &self.wechatpay_public_key_id) {
-            (Some(path), Some(id)) => Some((id.clone(), path.clone())),
-            (None, None) => None,
-            _ => return Err("WECHATPAY_PUBLIC_KEY and WECHATPAY_PUBLIC_KEY_ID go together".into()),
-        };
         Ok(Some(WechatPaySettings {
             mchid,
             api_base: self
@@ -340,11 +376,57 @@ impl Settings {
                 .as_ref()
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| "https://api.mch.weixin.qq.com".into()),
-            apiv3_key,
+            v3,
+            v2,
+        }))
+    }
+
+    fn wechatpay_v3(&self, apiv3_key: &str) -> Result<WechatPayV3Settings, String> {
+        if apiv3_key.len() != 32 {
+            return Err("WECHATPAY_APIV3_KEY must be exactly 32 characters".into());
+        }
+        let private_key = self
+            .wechatpay_mch_private_key
+            .clone()
+            .ok_or("WECHATPAY_MCH_PRIVATE_KEY must be set when WECHATPAY_APIV3_KEY is")?;
+        let serial = self
+            .wechatpay_mch_serial
+            .clone()
+            .ok_or("WECHATPAY_MCH_SERIAL must be set when WECHATPAY_APIV3_KEY is")?;
+        let public_key = match (&self.wechatpay_public_key, &self.wechatpay_public_key_id) {
+            (Some(path), Some(id)) => Some((id.clone(), path.clone())),
+            (None, None) => None,
+            _ => return Err("WECHATPAY_PUBLIC_KEY and WECHATPAY_PUBLIC_KEY_ID go together".into()),
+        };
+        Ok(WechatPayV3Settings {
+            apiv3_key: apiv3_key.to_string(),
             private_key,
             serial,
             public_key,
-        }))
+        })
+    }
+
+    fn wechatpay_v2(&self, api_key: &str) -> Result<WechatPayV2Settings, String> {
+        if api_key.len() != 32 {
+            return Err("WECHATPAY_API_KEY must be exactly 32 characters".into());
+        }
+        let client_certificate = match (
+            &self.wechatpay_v2_client_cert,
+            &self.wechatpay_v2_client_key,
+        ) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "WECHATPAY_V2_CLIENT_CERT and WECHATPAY_V2_CLIENT_KEY go together".into(),
+                )
+            }
+        };
+        Ok(WechatPayV2Settings {
+            api_key: api_key.to_string(),
+            sign_type: self.wechatpay_v2_sign_type.clone(),
+            client_certificate,
+        })
     }
 
     pub fn admin_account(&self) -> Result<Option<(String, String)>, String> {
@@ -357,15 +439,31 @@ impl Settings {
     }
 }
 
-/// A real WeChat Pay merchant. No `Debug`: it holds the APIv3 key.
+/// A real WeChat Pay merchant. No `Debug`: it holds keys.
 #[derive(Clone)]
 pub struct WechatPaySettings {
     pub mchid: String,
     pub api_base: String,
+    pub v3: Option<WechatPayV3Settings>,
+    pub v2: Option<WechatPayV2Settings>,
+}
+
+/// APIv3: its key, the merchant API key and serial, and maybe WeChat Pay's public key.
+#[derive(Clone)]
+pub struct WechatPayV3Settings {
     pub apiv3_key: String,
     pub private_key: std::path::PathBuf,
     pub serial: String,
     pub public_key: Option<(String, std::path::PathBuf)>,
+}
+
+/// APIv2: its key, the sign type, and the merchant certificate for refunds.
+#[derive(Clone)]
+pub struct WechatPayV2Settings {
+    pub api_key: String,
+    /// `MD5` or `HMAC-SHA256` (checked by the argument parser).
+    pub sign_type: String,
+    pub client_certificate: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[cfg(test)]
@@ -448,6 +546,15 @@ mod tests {
             .contains("WECHATPAY_APIV3_KEY"));
         settings.wechatpay_apiv3_key = Some("short".into());
         assert!(settings.wechatpay().err().unwrap().contains("32"));
+        settings.wechatpay_apiv3_key = None;
+        settings.wechatpay_api_key = Some("k".repeat(32));
+        assert!(settings.wechatpay().unwrap().unwrap().v3.is_none());
+        settings.wechatpay_v2_client_cert = Some("/cert.pem".into());
+        assert!(settings
+            .wechatpay()
+            .err()
+            .unwrap()
+            .contains("WECHATPAY_V2_CLIENT_KEY"));
         let mut settings = Settings::local("sqlite://x.db");
         settings.admin_username = Some("admin".into());
         assert!(settings

@@ -16,6 +16,33 @@ pub struct DemoArgs {
     /// Database to use; default: a temporary SQLite file, removed afterwards.
     #[arg(long, env = "DEMO_DATABASE_URL", value_name = "DEMO_DATABASE_URL")]
     database_url: Option<String>,
+    /// Which WeChat Pay API the checkout goes through.
+    #[arg(long, value_enum, default_value_t = Channel::WechatpayV3)]
+    channel: Channel,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Channel {
+    #[value(name = "wechatpay_v3")]
+    WechatpayV3,
+    #[value(name = "wechatpay_v2")]
+    WechatpayV2,
+}
+
+impl Channel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Channel::WechatpayV3 => "wechatpay_v3",
+            Channel::WechatpayV2 => "wechatpay_v2",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Channel::WechatpayV3 => "JSAPI prepay at WeChat Pay APIv3 (JSON, RSA-signed)",
+            Channel::WechatpayV2 => "unifiedorder at WeChat Pay APIv2 (XML, HMAC-SHA256-signed)",
+        }
+    }
 }
 
 fn step(n: u32, what: &str) {
@@ -44,12 +71,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "paystream demo — engine at {} (SQLite, built-in WeChat simulator)",
         client.base
     );
-    let result = walk(&client).await;
+    let result = walk(&client, args.channel).await;
     running.stop().await;
     result
 }
 
-async fn walk(c: &ApiClient) -> anyhow::Result<()> {
+async fn walk(c: &ApiClient, channel: Channel) -> anyhow::Result<()> {
     step(1, "Staff log in and put green tea in the catalogue");
     let admin = c
         .post(
@@ -97,13 +124,16 @@ async fn walk(c: &ApiClient) -> anyhow::Result<()> {
 
     step(
         4,
-        "Checkout: JSAPI prepay at WeChat Pay v3, parameters for wx.requestPayment",
+        &format!(
+            "Checkout: {}, parameters for wx.requestPayment",
+            channel.describe()
+        ),
     );
     let params = c
         .post(
             &format!("/api/orders/{id}/pay"),
             Some(&token),
-            json!({ "channel": "wechatpay_v3" }),
+            json!({ "channel": channel.as_str() }),
         )
         .await?;
     show("wx.requestPayment", &params);
@@ -116,7 +146,7 @@ async fn walk(c: &ApiClient) -> anyhow::Result<()> {
         .post(
             "/sandbox/control/wechatpay/pay",
             None,
-            json!({ "out_trade_no": order["out_trade_no"] }),
+            json!({ "out_trade_no": order["out_trade_no"], "channel": channel.as_str() }),
         )
         .await?;
     show("transaction_id", &paid["transaction_id"]);
@@ -126,7 +156,10 @@ async fn walk(c: &ApiClient) -> anyhow::Result<()> {
         &json!({ "status": order["status"], "paid_fen": order["paid_fen"], "paid_at": order["paid_at"] }),
     );
 
-    step(6, "Staff refund half (recorded first, then asked of WeChat Pay; the outcome arrives by notify)");
+    step(6, match channel {
+        Channel::WechatpayV3 => "Staff refund half (recorded first, then asked of WeChat Pay; the outcome arrives by notify)",
+        Channel::WechatpayV2 => "Staff refund half (recorded first, then /secapi/pay/refund over mutual TLS; the outcome arrives by an encrypted notify)",
+    });
     let refund = c
         .post(
             &format!("/admin/orders/{id}/refunds"),

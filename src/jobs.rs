@@ -10,6 +10,7 @@ use paystream_engine::order::CloseReason;
 use paystream_engine::orders::Metadata;
 use paystream_engine::payments::gateway::TradeState;
 use paystream_engine::payments::{PaymentCheck, Payments};
+use paystream_engine::ErrorCode;
 use paystream_projections::{Checks, OrdersView};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -71,7 +72,7 @@ async fn close_expired(payments: &Payments, id: Uuid) -> Option<bool> {
         }
         Ok(_) => Some(false),
         // Paid between the query and the close (the payment is recorded by `close`).
-        Err(e) if e.code() == "order_already_paid" => {
+        Err(e) if e.code() == ErrorCode::OrderAlreadyPaid => {
             tracing::info!(order_id = %id, "expiry found the order paid at WeChat Pay");
             Some(false)
         }

@@ -21,14 +21,18 @@ use paystream_http::{AppState, Services, Tokens};
 use paystream_projections::{Checks, OrdersProjection, OrdersView};
 use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig};
 use paystream_wechat::MiniProgramClient;
-use paystream_wechatpay::client::{V3Client, V3Config};
+use paystream_wechatpay::client::{ClientCertificate, V2Client, V2Config, V3Client, V3Config};
+use paystream_wechatpay::v2::sign::SignType;
 use paystream_wechatpay::v3::keys::{load_public_key_pem, MerchantPrivateKey};
-use paystream_wechatpay::ApiV3Key;
+use paystream_wechatpay::{ApiV2Key, ApiV3Key};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{MiniProgramMode, Settings, WechatPaySettings, SANDBOX_APPID, SANDBOX_SECRET};
+use crate::config::{
+    MiniProgramMode, Settings, WechatPaySettings, WechatPayV3Settings, SANDBOX_APPID,
+    SANDBOX_SECRET,
+};
 
 /// The event store with every inline projection attached.
 pub fn event_store(db: &Db) -> Arc<dyn EventStore> {
@@ -134,27 +138,32 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .as_ref()
         .map(|u| u.to_string())
         .unwrap_or_else(|| local_base.clone());
-    let notify_url = format!(
-        "{}{}",
-        public_base_url.trim_end_matches('/'),
-        paystream_http::WECHATPAY_V3_PATH
-    );
-    let v3 = match (wechatpay, &sandbox) {
+    let notify_urls = NotifyUrls::under(&public_base_url);
+    let mut tasks = Vec::new();
+    let (shutdown, signal) = watch::channel(false);
+    let clients = match (wechatpay, &sandbox) {
         (Some(merchant), _) => {
-            tracing::info!(mchid = %merchant.mchid, api_base = %merchant.api_base, "WeChat Pay configured");
-            wechatpay_client(merchant, &appid, notify_url, &settings)?
+            tracing::info!(mchid = %merchant.mchid, api_base = %merchant.api_base, v3 = merchant.v3.is_some(), v2 = merchant.v2.is_some(), "WeChat Pay configured");
+            merchant_clients(merchant, &appid, &notify_urls, &settings)?
         }
         (None, Some(sandbox)) => {
             tracing::warn!(
                 "SANDBOX MODE: WECHATPAY_MCHID is unset, payments go to the built-in WeChat Pay \
                  simulator at {sandbox_base} — no real money moves"
             );
-            sandbox_client(sandbox, &sandbox_base, notify_url, &settings)?
+            let secapi_base =
+                serve_sandbox_secapi(sandbox, settings.listen_addr, &signal, &mut tasks).await?;
+            sandbox_clients(
+                sandbox,
+                &sandbox_base,
+                &secapi_base,
+                &notify_urls,
+                &settings,
+            )?
         }
         (None, None) => unreachable!("a sandbox exists whenever WeChat Pay is not configured"),
     };
-    let v3 = Arc::new(v3);
-    let certificates_client = v3.clone();
+    let certificates_client = clients.v3.clone();
 
     let store = event_store(&db);
     let orders = OrderService::new(store.clone()).with_cards(wechat.clone());
@@ -167,7 +176,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         templates,
     };
     let orders_view = OrdersView::new(db.clone());
-    let payments = Payments::new(db.clone(), orders.clone(), vec![v3 as Arc<dyn PayGateway>]);
+    let payments = Payments::new(db.clone(), orders.clone(), clients.gateways());
     let running_payments = payments.clone();
     let secret = accounts.token_secret().await?;
     let state = AppState::new(Services {
@@ -193,10 +202,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         app = app.nest("/sandbox", paystream_sandbox::router(sandbox.clone()));
     }
 
-    let (shutdown, signal) = watch::channel(false);
-    let mut tasks = Vec::new();
     let mut server_signal = signal.clone();
     tasks.push(tokio::spawn(async move {
+        // The peer's address is APIv2's `spbill_create_ip` when no proxy says otherwise.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = server_signal.wait_for(|stop| *stop).await;
@@ -208,11 +217,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }));
     // After the server is up (in sandbox mode the certificates come from this very process),
     // then on a timer, so a rotation is known before the new certificate signs anything.
-    tasks.push(tokio::spawn(jobs::certificate_refresh_loop(
-        certificates_client,
-        std::time::Duration::from_secs(u64::from(settings.wechatpay_cert_refresh_hours) * 3600),
-        signal.clone(),
-    )));
+    if let Some(client) = certificates_client {
+        tasks.push(tokio::spawn(jobs::certificate_refresh_loop(
+            client,
+            std::time::Duration::from_secs(u64::from(settings.wechatpay_cert_refresh_hours) * 3600),
+            signal.clone(),
+        )));
+    }
     if !settings.no_background_jobs {
         match &amqp_url {
             // The log is the outbox: the relay publishes it, `paystream worker …` consumes.
@@ -277,19 +288,121 @@ fn read_file(path: &std::path::Path, variable: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{variable}={}: cannot read", path.display()))
 }
 
-/// The client for a real merchant, from files and settings.
-fn wechatpay_client(
+/// Where WeChat Pay is told to send notifications (https in production: PUBLIC_BASE_URL).
+struct NotifyUrls {
+    v3: String,
+    v2: String,
+    v2_refund: String,
+}
+
+impl NotifyUrls {
+    fn under(public_base_url: &str) -> NotifyUrls {
+        let base = public_base_url.trim_end_matches('/');
+        NotifyUrls {
+            v3: format!("{base}{}", paystream_http::WECHATPAY_V3_PATH),
+            v2: format!("{base}{}", paystream_http::WECHATPAY_V2_PATH),
+            v2_refund: format!("{base}{}", paystream_http::WECHATPAY_V2_REFUND_PATH),
+        }
+    }
+}
+
+/// The WeChat Pay clients of this merchant: APIv3, APIv2, or both.
+struct PayClients {
+    v3: Option<Arc<V3Client>>,
+    v2: Option<Arc<V2Client>>,
+}
+
+impl PayClients {
+    fn gateways(&self) -> Vec<Arc<dyn PayGateway>> {
+        let mut gateways: Vec<Arc<dyn PayGateway>> = Vec::new();
+        if let Some(v3) = &self.v3 {
+            gateways.push(v3.clone());
+        }
+        if let Some(v2) = &self.v2 {
+            gateways.push(v2.clone());
+        }
+        gateways
+    }
+}
+
+fn refund_lag_grace(settings: &Settings) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(settings.wechatpay_refund_lag_seconds))
+}
+
+fn sign_type(settings: &Settings) -> anyhow::Result<SignType> {
+    settings
+        .wechatpay_v2_sign_type
+        .parse()
+        .map_err(|e| anyhow!("WECHATPAY_V2_SIGN_TYPE: {e}"))
+}
+
+/// The clients for a real merchant, from files and settings.
+fn merchant_clients(
     merchant: WechatPaySettings,
     appid: &str,
-    notify_url: String,
+    urls: &NotifyUrls,
+    settings: &Settings,
+) -> anyhow::Result<PayClients> {
+    let v3 = match merchant.v3 {
+        Some(v3) => Some(Arc::new(v3_client(
+            v3,
+            &merchant.mchid,
+            &merchant.api_base,
+            appid,
+            urls,
+            settings,
+        )?)),
+        None => None,
+    };
+    let v2 = match merchant.v2 {
+        Some(v2) => {
+            let client_certificate = match &v2.client_certificate {
+                Some((cert, key)) => Some(ClientCertificate {
+                    cert_pem: read_file(cert, "WECHATPAY_V2_CLIENT_CERT")?,
+                    key_pem: read_file(key, "WECHATPAY_V2_CLIENT_KEY")?,
+                }),
+                None => {
+                    tracing::warn!(
+                        "WECHATPAY_V2_CLIENT_CERT/KEY unset: WeChat refuses APIv2 refunds without \
+                         the merchant certificate; they wait, in flight, until it is configured"
+                    );
+                    None
+                }
+            };
+            Some(Arc::new(
+                V2Client::new(V2Config {
+                    api_base: merchant.api_base.clone(),
+                    secapi_base: None,
+                    mchid: merchant.mchid.clone(),
+                    appid: appid.to_string(),
+                    api_key: ApiV2Key::new(v2.api_key),
+                    sign_type: sign_type(settings)?,
+                    client_certificate,
+                    extra_root_ca_pem: None,
+                    notify_url: urls.v2.clone(),
+                    refund_notify_url: urls.v2_refund.clone(),
+                    refund_lag_grace: refund_lag_grace(settings),
+                })
+                .context("WECHATPAY_V2_CLIENT_CERT/WECHATPAY_V2_CLIENT_KEY")?,
+            ))
+        }
+        None => None,
+    };
+    Ok(PayClients { v3, v2 })
+}
+
+fn v3_client(
+    v3: WechatPayV3Settings,
+    mchid: &str,
+    api_base: &str,
+    appid: &str,
+    urls: &NotifyUrls,
     settings: &Settings,
 ) -> anyhow::Result<V3Client> {
-    let key = MerchantPrivateKey::from_pem(&read_file(
-        &merchant.private_key,
-        "WECHATPAY_MCH_PRIVATE_KEY",
-    )?)
-    .map_err(|e| anyhow!("WECHATPAY_MCH_PRIVATE_KEY: {e}"))?;
-    let public_key = match &merchant.public_key {
+    let key =
+        MerchantPrivateKey::from_pem(&read_file(&v3.private_key, "WECHATPAY_MCH_PRIVATE_KEY")?)
+            .map_err(|e| anyhow!("WECHATPAY_MCH_PRIVATE_KEY: {e}"))?;
+    let public_key = match &v3.public_key {
         Some((id, path)) => Some((
             id.clone(),
             load_public_key_pem(&read_file(path, "WECHATPAY_PUBLIC_KEY")?)
@@ -298,39 +411,62 @@ fn wechatpay_client(
         None => None,
     };
     Ok(V3Client::new(V3Config {
-        api_base: merchant.api_base,
-        mchid: merchant.mchid,
+        api_base: api_base.to_string(),
+        mchid: mchid.to_string(),
         appid: appid.to_string(),
-        merchant_serial: merchant.serial,
+        merchant_serial: v3.serial,
         merchant_key: key,
-        apiv3_key: ApiV3Key::new(&merchant.apiv3_key)
-            .map_err(|e| anyhow!("WECHATPAY_APIV3_KEY: {e}"))?,
+        apiv3_key: ApiV3Key::new(&v3.apiv3_key).map_err(|e| anyhow!("WECHATPAY_APIV3_KEY: {e}"))?,
         public_key,
-        notify_url,
+        notify_url: urls.v3.clone(),
         certificate_refetch_interval: std::time::Duration::from_secs(u64::from(
             settings.wechatpay_cert_refetch_seconds,
         )),
-        refund_lag_grace: std::time::Duration::from_secs(u64::from(
-            settings.wechatpay_refund_lag_seconds,
-        )),
+        refund_lag_grace: refund_lag_grace(settings),
     }))
 }
 
-/// The client for the in-process simulator's merchant. The simulator starts in WeChat's
+/// The simulator's `/secapi/...` (mutual TLS, like WeChat's) on a port of its own beside
+/// LISTEN_ADDR; returns its base URL.
+async fn serve_sandbox_secapi(
+    sandbox: &Sandbox,
+    listen_addr: SocketAddr,
+    signal: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(loopback(listen_addr).ip(), 0))
+        .await
+        .context("sandbox secapi: cannot listen")?;
+    let addr = listener.local_addr()?;
+    let sandbox = sandbox.clone();
+    let mut stop = signal.clone();
+    tasks.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = sandbox.serve_secapi(listener, shutdown).await {
+            tracing::error!(error = %e, "sandbox secapi server failed");
+        }
+    }));
+    Ok(format!("https://{addr}"))
+}
+
+/// The clients for the in-process simulator's merchant. The simulator starts in WeChat's
 /// migration mode (notifications signed by a platform certificate or the public key, at
-/// random), so the client holds both, as a merchant in the migration must.
-fn sandbox_client(
+/// random), so the v3 client holds both, as a merchant in the migration must.
+fn sandbox_clients(
     sandbox: &Sandbox,
     base: &str,
-    notify_url: String,
+    secapi_base: &str,
+    urls: &NotifyUrls,
     settings: &Settings,
-) -> anyhow::Result<V3Client> {
+) -> anyhow::Result<PayClients> {
     let merchant = sandbox.merchant();
     let public_key = (
         merchant.public_key_id.clone(),
         load_public_key_pem(&merchant.public_key_pem)?,
     );
-    Ok(V3Client::new(V3Config {
+    let v3 = V3Client::new(V3Config {
         api_base: base.to_string(),
         mchid: merchant.mchid.clone(),
         appid: merchant.appid.clone(),
@@ -338,14 +474,32 @@ fn sandbox_client(
         merchant_key: MerchantPrivateKey::from_pem(&merchant.merchant_private_key_pem)?,
         apiv3_key: ApiV3Key::new(&merchant.apiv3_key)?,
         public_key: Some(public_key),
-        notify_url,
+        notify_url: urls.v3.clone(),
         certificate_refetch_interval: std::time::Duration::from_secs(u64::from(
             settings.wechatpay_cert_refetch_seconds,
         )),
-        refund_lag_grace: std::time::Duration::from_secs(u64::from(
-            settings.wechatpay_refund_lag_seconds,
-        )),
-    }))
+        refund_lag_grace: refund_lag_grace(settings),
+    });
+    let v2 = V2Client::new(V2Config {
+        api_base: base.to_string(),
+        secapi_base: Some(secapi_base.to_string()),
+        mchid: merchant.mchid.clone(),
+        appid: merchant.appid.clone(),
+        api_key: ApiV2Key::new(merchant.apiv2_key.clone()),
+        sign_type: sign_type(settings)?,
+        client_certificate: Some(ClientCertificate {
+            cert_pem: merchant.apiv2_client_cert_pem.clone(),
+            key_pem: merchant.apiv2_client_key_pem.clone(),
+        }),
+        extra_root_ca_pem: Some(merchant.secapi_ca_pem.clone()),
+        notify_url: urls.v2.clone(),
+        refund_notify_url: urls.v2_refund.clone(),
+        refund_lag_grace: refund_lag_grace(settings),
+    })?;
+    Ok(PayClients {
+        v3: Some(Arc::new(v3)),
+        v2: Some(Arc::new(v2)),
+    })
 }
 
 /// The mini-program API client for this mode (the in-process simulator sits under `/sandbox`).

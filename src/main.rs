@@ -146,13 +146,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen_addr)
                 .await
                 .with_context(|| format!("SANDBOX_LISTEN_ADDR={listen_addr}: cannot listen"))?;
+            // WeChat takes `/secapi/...` (v2 refunds) only over mutual TLS: on a port of its own.
+            let secapi = tokio::net::TcpListener::bind(SocketAddr::new(listen_addr.ip(), 0))
+                .await
+                .context("sandbox secapi: cannot listen")?;
+            let secapi_addr = secapi.local_addr()?;
             tracing::warn!(
                 %listen_addr, appid = SANDBOX_APPID,
-                "WeChat simulator running; point WECHAT_API_BASE at http://{listen_addr}"
+                "WeChat simulator running; point WECHAT_API_BASE and WECHATPAY_API_BASE at \
+                 http://{listen_addr}; APIv2 /secapi/... is served over mutual TLS at \
+                 https://{secapi_addr}; the merchant's keys: GET /control/wechatpay/merchant"
             );
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let secapi_server = {
+                let sandbox = sandbox.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    sandbox
+                        .serve_secapi(secapi, async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        })
+                        .await
+                })
+            };
             axum::serve(listener, paystream_sandbox::router(sandbox))
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
+            let _ = stop.send(true);
+            secapi_server.await??;
         }
         Command::RebuildProjections(db) => {
             let db = paystream::connect(&db.database_url).await?;

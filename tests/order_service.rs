@@ -14,6 +14,7 @@ use paystream_engine::order::{
 use paystream_engine::orders::{Metadata, OrderService, PlaceOrder};
 use paystream_engine::store::{EventStore, SqlEventStore};
 use paystream_engine::testing::TestDb;
+use paystream_engine::ErrorCode;
 use paystream_projections::{OrderFilter, OrderView, OrdersProjection, OrdersView};
 use uuid::Uuid;
 
@@ -254,7 +255,7 @@ async fn concurrent_commands_keep_the_view_equal_to_the_log(backend: Backend) {
                         .await
                     {
                         Ok(_) => {}
-                        Err(e) if e.code() == "order_already_paid" => {}
+                        Err(e) if e.code() == ErrorCode::OrderAlreadyPaid => {}
                         Err(e) => panic!("{id}: {e}"),
                     }
                 })

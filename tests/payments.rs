@@ -557,6 +557,7 @@ async fn public_key_mode_and_a_wrong_apiv3_key() {
             total_fen: Fen::new(100).unwrap(),
             openid: opened_app(&app, "public-key-mode").await,
             time_expire: chrono::Utc::now() + chrono::Duration::minutes(30),
+            payer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         })
         .await
         .expect("a prepay verified with the public key");
@@ -655,6 +656,7 @@ async fn unknown_order_is_not_acknowledged() {
             total_fen: Fen::new(100).unwrap(),
             openid: opened_app(&app, "stranger").await,
             time_expire: chrono::Utc::now() + chrono::Duration::minutes(30),
+            payer_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         })
         .await
         .unwrap();

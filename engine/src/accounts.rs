@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::db::{millis, Db};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, ErrorCode, Kind, Result};
 
 /// What `code2Session` gives for a `wx.login` code.
 #[derive(Debug)]
@@ -50,14 +50,16 @@ impl From<WechatError> for Error {
         let message = e.to_string();
         match e {
             WechatError::InvalidCode { .. } => {
-                Error::new(Kind::Unauthenticated, "invalid_code", message)
+                Error::new(Kind::Unauthenticated, ErrorCode::InvalidCode, message)
             }
             WechatError::RateLimited => {
-                Error::new(Kind::RateLimited, "wechat_rate_limited", message)
+                Error::new(Kind::RateLimited, ErrorCode::WechatRateLimited, message)
             }
-            WechatError::Refused { .. } => Error::new(Kind::Forbidden, "wechat_refused", message),
+            WechatError::Refused { .. } => {
+                Error::new(Kind::Forbidden, ErrorCode::WechatRefused, message)
+            }
             WechatError::Unavailable(_) => {
-                Error::new(Kind::Unavailable, "wechat_unavailable", message)
+                Error::new(Kind::Unavailable, ErrorCode::WechatUnavailable, message)
             }
         }
     }
@@ -116,7 +118,8 @@ pub struct Staff {
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s).map_err(|e| Error::new(Kind::Internal, "internal_error", e.to_string()))
+    Uuid::parse_str(s)
+        .map_err(|e| Error::new(Kind::Internal, ErrorCode::InternalError, e.to_string()))
 }
 
 fn decode_staff(row: &AnyRow) -> Result<(Staff, String)> {
@@ -140,8 +143,8 @@ async fn hash_password(password: SecretString) -> Result<String> {
             .map(|h| h.to_string())
     })
     .await
-    .map_err(|e| Error::new(Kind::Internal, "internal_error", e.to_string()))?
-    .map_err(|e| Error::new(Kind::Internal, "internal_error", e.to_string()))
+    .map_err(|e| Error::new(Kind::Internal, ErrorCode::InternalError, e.to_string()))?
+    .map_err(|e| Error::new(Kind::Internal, ErrorCode::InternalError, e.to_string()))
 }
 
 async fn password_matches(password: SecretString, hash: String) -> bool {
@@ -181,7 +184,7 @@ impl Accounts {
         self.hashing.clone().try_acquire_owned().map_err(|_| {
             Error::new(
                 Kind::RateLimited,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 "too many login attempts at once; try again shortly",
             )
         })
@@ -278,7 +281,7 @@ impl Accounts {
         tx.commit().await?;
         self.user(appid, parse_uuid(&user_id)?)
             .await?
-            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "user vanished"))
+            .ok_or_else(|| Error::new(Kind::Internal, ErrorCode::InternalError, "user vanished"))
     }
 
     /// The user as seen from one mini-program (its openid there).
@@ -324,13 +327,13 @@ impl Accounts {
         let username = username.trim();
         if username.is_empty() || username.len() > 64 || username.chars().any(char::is_control) {
             return Err(Error::invalid(
-                "invalid_username",
+                ErrorCode::InvalidUsername,
                 "username must be 1-64 characters",
             ));
         }
         if password.expose_secret().chars().count() < 8 {
             return Err(Error::invalid(
-                "weak_password",
+                ErrorCode::WeakPassword,
                 "a staff password needs at least 8 characters",
             ));
         }
@@ -355,7 +358,7 @@ impl Accounts {
         if inserted.rows_affected() == 0 {
             return Err(Error::new(
                 Kind::Conflict,
-                "staff_exists",
+                ErrorCode::StaffExists,
                 format!("staff account {username} already exists"),
             ));
         }
@@ -367,7 +370,7 @@ impl Accounts {
     pub async fn ensure_admin(&self, username: &str, password: SecretString) -> Result<bool> {
         match self.create_staff(username, password, Role::Admin).await {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == "staff_exists" => Ok(false),
+            Err(e) if e.code() == ErrorCode::StaffExists => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -376,7 +379,7 @@ impl Accounts {
         let invalid = || {
             Error::new(
                 Kind::Unauthenticated,
-                "invalid_credentials",
+                ErrorCode::InvalidCredentials,
                 "wrong username or password",
             )
         };

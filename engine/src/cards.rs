@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::db::{millis, Db};
 
-use crate::error::{Error, Kind};
+use crate::error::{Error, ErrorCode, Kind};
 
 pub use crate::order::CardRef;
 
@@ -62,10 +62,10 @@ impl From<CardError> for Error {
         let message = e.to_string();
         match e {
             CardError::Unknown | CardError::AlreadyConsumed | CardError::Refused { .. } => {
-                Error::new(Kind::Rule, "card_not_usable", message)
+                Error::new(Kind::Rule, ErrorCode::CardNotUsable, message)
             }
             CardError::Unavailable(_) => {
-                Error::new(Kind::Unavailable, "wechat_unavailable", message)
+                Error::new(Kind::Unavailable, ErrorCode::WechatUnavailable, message)
             }
         }
     }

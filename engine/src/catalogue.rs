@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::{millis, Db};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, ErrorCode, Kind, Result};
 use crate::money::Fen;
 use crate::order::{OrderLine, MAX_LINES, MAX_ORDER_TOTAL_FEN, MAX_QUANTITY};
 
@@ -54,13 +54,13 @@ impl ProductInput {
     fn validate(self, sku: &str) -> Result<Product> {
         if !valid_sku(sku) {
             return Err(Error::invalid(
-                "invalid_sku",
+                ErrorCode::InvalidSku,
                 "sku must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
             ));
         }
         if self.sku.as_deref().is_some_and(|s| s != sku) {
             return Err(Error::invalid(
-                "sku_mismatch",
+                ErrorCode::SkuMismatch,
                 "the sku in the body differs from the one in the path",
             ));
         }
@@ -68,7 +68,7 @@ impl ProductInput {
         // WeChat Pay's `description` holds at most 127 characters and is built from names.
         if name.is_empty() || name.chars().count() > 127 {
             return Err(Error::invalid(
-                "invalid_name",
+                ErrorCode::InvalidName,
                 "name must be 1-127 characters",
             ));
         }
@@ -76,7 +76,7 @@ impl ProductInput {
             .filter(|p| p.get() > 0 && p.get() <= MAX_ORDER_TOTAL_FEN)
             .ok_or_else(|| {
                 Error::invalid(
-                    "invalid_price",
+                    ErrorCode::InvalidPrice,
                     format!("price_fen must be between 1 and {MAX_ORDER_TOTAL_FEN}"),
                 )
             })?;
@@ -145,7 +145,7 @@ impl Catalogue {
         if inserted.rows_affected() == 0 {
             return Err(Error::new(
                 Kind::Conflict,
-                "product_exists",
+                ErrorCode::ProductExists,
                 format!("a product with sku {} already exists", product.sku),
             ));
         }
@@ -177,7 +177,7 @@ impl Catalogue {
     pub async fn price(&self, requested: &[LineRequest]) -> Result<Vec<OrderLine>> {
         if requested.is_empty() {
             return Err(Error::invalid(
-                "empty_order",
+                ErrorCode::EmptyOrder,
                 "an order needs at least one item",
             ));
         }
@@ -185,7 +185,7 @@ impl Catalogue {
         for line in requested {
             if !valid_sku(&line.sku) {
                 return Err(Error::invalid(
-                    "invalid_sku",
+                    ErrorCode::InvalidSku,
                     "sku must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
                 ));
             }
@@ -194,7 +194,7 @@ impl Catalogue {
                 .filter(|q| (1..=MAX_QUANTITY).contains(q))
                 .ok_or_else(|| {
                     Error::invalid(
-                        "invalid_quantity",
+                        ErrorCode::InvalidQuantity,
                         format!(
                             "quantity of {} must be between 1 and {MAX_QUANTITY}",
                             line.sku
@@ -205,14 +205,14 @@ impl Catalogue {
             *total = total.saturating_add(quantity);
             if *total > MAX_QUANTITY {
                 return Err(Error::invalid(
-                    "invalid_quantity",
+                    ErrorCode::InvalidQuantity,
                     format!("quantity of {} must be at most {MAX_QUANTITY}", line.sku),
                 ));
             }
         }
         if quantities.len() > MAX_LINES {
             return Err(Error::invalid(
-                "too_many_lines",
+                ErrorCode::TooManyLines,
                 format!("an order holds at most {MAX_LINES} different items"),
             ));
         }
@@ -221,14 +221,14 @@ impl Catalogue {
             let product = self.get(sku).await?.ok_or_else(|| {
                 Error::new(
                     Kind::Rule,
-                    "unknown_sku",
+                    ErrorCode::UnknownSku,
                     format!("no product has sku {sku}"),
                 )
             })?;
             if !product.active {
                 return Err(Error::new(
                     Kind::Rule,
-                    "product_inactive",
+                    ErrorCode::ProductInactive,
                     format!("{sku} is not for sale at the moment"),
                 ));
             }
@@ -261,31 +261,34 @@ mod tests {
         assert!(input("Tea", 100).validate("tea-1").is_ok());
         assert_eq!(
             input("Tea", 100).validate("").unwrap_err().code(),
-            "invalid_sku"
+            ErrorCode::InvalidSku
         );
         assert_eq!(
             input("Tea", 100).validate("tea 1").unwrap_err().code(),
-            "invalid_sku"
+            ErrorCode::InvalidSku
         );
         assert_eq!(
             input("  ", 100).validate("t").unwrap_err().code(),
-            "invalid_name"
+            ErrorCode::InvalidName
         );
         assert_eq!(
             input("Tea", 0).validate("t").unwrap_err().code(),
-            "invalid_price"
+            ErrorCode::InvalidPrice
         );
         assert_eq!(
             input("Tea", -5).validate("t").unwrap_err().code(),
-            "invalid_price"
+            ErrorCode::InvalidPrice
         );
         let long = "名".repeat(128);
         assert_eq!(
             input(&long, 1).validate("t").unwrap_err().code(),
-            "invalid_name"
+            ErrorCode::InvalidName
         );
         let mut other = input("Tea", 1);
         other.sku = Some("b".into());
-        assert_eq!(other.validate("a").unwrap_err().code(), "sku_mismatch");
+        assert_eq!(
+            other.validate("a").unwrap_err().code(),
+            ErrorCode::SkuMismatch
+        );
     }
 }

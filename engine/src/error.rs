@@ -1,7 +1,8 @@
 //! The application layer's error: what a command or query on the engine can fail with.
-//! Every variant carries a stable snake_case code; the HTTP adapter maps kinds to statuses in one
+//! Every variant carries a stable [`ErrorCode`]; the HTTP adapter maps kinds to statuses in one
 //! place and never shows the text of an internal error.
 
+pub use crate::error_code::ErrorCode;
 use crate::order::{ErrorKind as OrderErrorKind, OrderError};
 use crate::store::StoreError;
 
@@ -36,7 +37,7 @@ pub enum Error {
     #[error("{message}")]
     Rejected {
         kind: Kind,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     #[error(transparent)]
@@ -44,7 +45,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Error {
+    pub fn new(kind: Kind, code: ErrorCode, message: impl Into<String>) -> Error {
         Error::Rejected {
             kind,
             code,
@@ -52,11 +53,11 @@ impl Error {
         }
     }
 
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Error {
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Error {
         Error::new(Kind::Invalid, code, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Error {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Error {
         Error::new(Kind::NotFound, code, message)
     }
 
@@ -75,13 +76,13 @@ impl Error {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             Error::Order(e) => e.code(),
-            Error::Rejected { code, .. } => code,
-            Error::Store(StoreError::Conflict { .. }) => "concurrent_update",
-            Error::Store(e) if e.is_unavailable() => "database_unavailable",
-            Error::Store(_) => "internal_error",
+            Error::Rejected { code, .. } => *code,
+            Error::Store(StoreError::Conflict { .. }) => ErrorCode::ConcurrentUpdate,
+            Error::Store(e) if e.is_unavailable() => ErrorCode::DatabaseUnavailable,
+            Error::Store(_) => ErrorCode::InternalError,
         }
     }
 }

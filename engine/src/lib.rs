@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod consumers;
 pub mod db;
 pub mod error;
+pub mod error_code;
 pub mod follow;
 pub mod money;
 pub mod order;
@@ -18,4 +19,4 @@ pub mod subscriptions;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::{Error, Kind, Result};
+pub use error::{Error, ErrorCode, Kind, Result};

@@ -9,7 +9,7 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 
 use crate::cards::{Cards, CodeState};
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, ErrorCode, Kind, Result};
 use crate::order::{self, CardRef, Order, OrderCommand, OrderEvent, OrderId, OrderLine};
 use crate::state_cache::StateCache;
 use crate::store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError};
@@ -153,7 +153,7 @@ impl OrderService {
         let cards = self.cards.as_ref().ok_or_else(|| {
             Error::new(
                 Kind::Rule,
-                "card_not_usable",
+                ErrorCode::CardNotUsable,
                 "cards are not enabled on this engine",
             )
         })?;
@@ -169,7 +169,7 @@ impl OrderService {
         };
         Err(Error::new(
             Kind::Rule,
-            "card_not_usable",
+            ErrorCode::CardNotUsable,
             format!("the card cannot be used with this order: {why}"),
         ))
     }
@@ -259,8 +259,9 @@ impl OrderService {
             }
             Err(e) => return Err(e.into()),
         };
-        let order = order::replay(decode_all(&appended)?.iter())
-            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "order not placed"))?;
+        let order = order::replay(decode_all(&appended)?.iter()).ok_or_else(|| {
+            Error::new(Kind::Internal, ErrorCode::InternalError, "order not placed")
+        })?;
         self.states
             .put(order_id, order.clone(), appended.len() as i64);
         info!(order_id = %order.id, total_fen = order.total_fen.get(), "order placed");
@@ -296,12 +297,12 @@ impl OrderService {
         if first_hash != Some(request_hash) {
             return Err(Error::new(
                 Kind::Rule,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was already used for a different request",
             ));
         }
         order::replay(decode_all(stored)?.iter())
-            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "order not found"))
+            .ok_or_else(|| Error::new(Kind::Internal, ErrorCode::InternalError, "order not found"))
     }
 
     /// Runs one command against the state at exactly `version`, for callers that acted on that
@@ -333,7 +334,7 @@ impl OrderService {
         }
         Err(Error::new(
             Kind::Conflict,
-            "concurrent_update",
+            ErrorCode::ConcurrentUpdate,
             "the order is being changed by many requests at once; try again",
         ))
     }
@@ -410,7 +411,7 @@ impl OrderService {
         let order = new
             .iter()
             .fold(Some(state), order::evolve)
-            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "lost order"))?;
+            .ok_or_else(|| Error::new(Kind::Internal, ErrorCode::InternalError, "lost order"))?;
         self.states.put(id, order.clone(), appended.version);
         for event in &appended.events {
             info!(order_id = %id, event = %event.event_type, version = event.version, "event recorded");

@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use paystream_engine::db::{from_millis, millis, Backend, Db};
-use paystream_engine::error::{Error, Kind, Result};
+use paystream_engine::error::{Error, ErrorCode, Kind, Result};
 use paystream_engine::order::{
     self, Order, OrderCard, OrderEvent, OrderLine, OrderStatus, PayChannel,
 };
@@ -74,7 +74,11 @@ impl From<&Order> for OrderView {
 }
 
 fn internal(message: impl std::fmt::Display) -> Error {
-    Error::new(Kind::Internal, "internal_error", message.to_string())
+    Error::new(
+        Kind::Internal,
+        ErrorCode::InternalError,
+        message.to_string(),
+    )
 }
 
 fn decode(row: &AnyRow) -> Result<OrderView> {

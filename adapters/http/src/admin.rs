@@ -9,7 +9,7 @@ use chrono::{DateTime, Days, FixedOffset, NaiveDate, Utc};
 use paystream_engine::catalogue::ProductInput;
 use paystream_engine::money::Fen;
 use paystream_engine::orders::Metadata;
-use paystream_engine::Kind;
+use paystream_engine::{ErrorCode, Kind};
 use paystream_projections::{OrderFilter, OrderView};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -123,7 +123,7 @@ fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<D
     let date = NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
         ApiError::new(
             Kind::Invalid,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("{name} must be YYYY-MM-DD or an RFC 3339 time"),
         )
     })?;
@@ -148,7 +148,7 @@ fn text_filter(v: Option<String>, name: &str) -> ApiResult<Option<String>> {
     {
         return Err(ApiError::new(
             Kind::Invalid,
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             format!("{name} is not a valid value"),
         ));
     }
@@ -183,7 +183,7 @@ async fn get_order(
 ) -> ApiResult<impl IntoResponse> {
     let order = state.orders.get(parse_order_id(&id)?).await?;
     let mut body = serde_json::to_value(OrderView::from(&order))
-        .map_err(|e| ApiError::new(Kind::Internal, "internal_error", e.to_string()))?;
+        .map_err(|e| ApiError::new(Kind::Internal, ErrorCode::InternalError, e.to_string()))?;
     body["user_id"] = json!(order.user_id);
     body["openid"] = json!(order.openid);
     body["payments"] = json!(order.payments);
@@ -245,7 +245,7 @@ async fn refund_order(
         .ok_or_else(|| {
             ApiError::new(
                 Kind::Invalid,
-                "invalid_amount",
+                ErrorCode::InvalidAmount,
                 "amount_fen must be a positive number of fen",
             )
         })?;
@@ -260,7 +260,7 @@ async fn refund_order(
     {
         return Err(ApiError::new(
             Kind::Invalid,
-            "invalid_reason",
+            ErrorCode::InvalidReason,
             "reason must be at most 80 characters",
         ));
     }

@@ -3,7 +3,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use paystream_engine::accounts::{Role, Staff};
-use paystream_engine::Kind;
+use paystream_engine::{ErrorCode, Kind};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -24,7 +24,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or_else(|| {
             ApiError::new(
                 Kind::Unauthenticated,
-                "missing_token",
+                ErrorCode::MissingToken,
                 "send Authorization: Bearer <token>",
             )
         })
@@ -58,7 +58,7 @@ impl FromRequestParts<AppState> for StaffMember {
         let staff = state.accounts.staff(claims.sub).await?.ok_or_else(|| {
             ApiError::new(
                 Kind::Unauthenticated,
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 "this staff account no longer exists",
             )
         })?;
@@ -73,7 +73,7 @@ impl StaffMember {
         } else {
             Err(ApiError::new(
                 Kind::Forbidden,
-                "admin_only",
+                ErrorCode::AdminOnly,
                 "this action needs the admin role",
             ))
         }

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use paystream_engine::{Error, Kind};
+use paystream_engine::{Error, ErrorCode, Kind};
 use serde_json::json;
 
 use crate::auth::Customer;
@@ -32,7 +32,7 @@ async fn card_ext(
     if !valid_card_field(&card_id) {
         return Err(ApiError::new(
             Kind::Invalid,
-            "invalid_card_id",
+            ErrorCode::InvalidCardId,
             "card_id is not a WeChat card id",
         ));
     }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use paystream_engine::catalogue::LineRequest;
 use paystream_engine::order::{CardRef, CloseReason, OrderStatus, PayChannel};
 use paystream_engine::orders::{Metadata, PlaceOrder};
-use paystream_engine::{Error, Kind};
+use paystream_engine::{Error, ErrorCode, Kind};
 use paystream_projections::{OrderFilter, OrderView};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::Customer;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{empty_as_none, ApiJson, ApiQuery, RequestId};
+use crate::extract::{empty_as_none, ApiJson, ApiQuery, ClientIp, RequestId};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -41,7 +41,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(
-                json!({ "status": "unavailable", "error": { "code": "database_unavailable", "message": "the database does not answer" } }),
+                json!({ "status": "unavailable", "error": { "code": ErrorCode::DatabaseUnavailable.as_str(), "message": "the database does not answer" } }),
             ),
         )
     }
@@ -83,7 +83,7 @@ impl CodeRequest {
         if code.is_empty() || code.len() > 128 || !code.chars().all(|c| c.is_ascii_graphic()) {
             return Err(ApiError::new(
                 Kind::Invalid,
-                "invalid_code_format",
+                ErrorCode::InvalidCodeFormat,
                 "code must be 1-128 printable characters",
             ));
         }
@@ -123,8 +123,8 @@ async fn phone(
         .phone_number(req.checked()?)
         .await
         .map_err(|e| match Error::from(e) {
-            e if e.code() == "invalid_code" => {
-                ApiError::new(Kind::Invalid, "invalid_code", e.to_string())
+            e if e.code() == ErrorCode::InvalidCode => {
+                ApiError::new(Kind::Invalid, ErrorCode::InvalidCode, e.to_string())
             }
             e => ApiError(e),
         })?;
@@ -162,7 +162,7 @@ impl CardRequest {
         {
             return Err(ApiError::new(
                 Kind::Invalid,
-                "invalid_card",
+                ErrorCode::InvalidCard,
                 "card.card_id and card.code must be 1-64 letters, digits, - or _",
             ));
         }
@@ -181,7 +181,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> 
     if key.is_empty() || key.len() > 128 {
         return Err(ApiError::new(
             Kind::Invalid,
-            "invalid_idempotency_key",
+            ErrorCode::InvalidIdempotencyKey,
             "Idempotency-Key must be 1-128 printable ASCII characters",
         ));
     }
@@ -209,7 +209,7 @@ async fn place_order(
     {
         return Err(ApiError::new(
             Kind::Invalid,
-            "invalid_note",
+            ErrorCode::InvalidNote,
             "note must be at most 200 characters, without control characters",
         ));
     }
@@ -218,7 +218,13 @@ async fn place_order(
         .accounts
         .user(state.mini_program.appid(), customer.user_id)
         .await?
-        .ok_or_else(|| ApiError::new(Kind::Unauthenticated, "invalid_token", "log in again"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                Kind::Unauthenticated,
+                ErrorCode::InvalidToken,
+                "log in again",
+            )
+        })?;
     if let Some(key) = &key {
         if let Some(order) = state
             .orders
@@ -266,7 +272,7 @@ pub(crate) fn parse_status(status: Option<&str>) -> ApiResult<Option<OrderStatus
             OrderStatus::parse(s).ok_or_else(|| {
                 ApiError::new(
                     Kind::Invalid,
-                    "invalid_status",
+                    ErrorCode::InvalidStatus,
                     format!("unknown status {s}"),
                 )
             })
@@ -347,6 +353,7 @@ async fn pay_order(
     State(state): State<AppState>,
     customer: Customer,
     RequestId(request_id): RequestId,
+    ClientIp(payer_ip): ClientIp,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<PayRequest>,
 ) -> ApiResult<impl IntoResponse> {
@@ -355,7 +362,7 @@ async fn pay_order(
         Metadata::actor(format!("customer:{}", customer.user_id)).with_request_id(request_id);
     let params = state
         .payments
-        .pay(order_id, customer.user_id, req.channel, &meta)
+        .pay(order_id, customer.user_id, req.channel, payer_ip, &meta)
         .await?;
     Ok(Json(params))
 }

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use paystream_engine::{Error, Kind};
+use paystream_engine::{Error, ErrorCode, Kind};
 use serde_json::json;
 
 #[derive(Debug)]
@@ -17,7 +17,7 @@ impl<E: Into<Error>> From<E> for ApiError {
 }
 
 impl ApiError {
-    pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(kind: Kind, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError(Error::new(kind, code, message))
     }
 }
@@ -43,16 +43,16 @@ impl IntoResponse for ApiError {
         let code = self.0.code();
         let message = match kind {
             Kind::Internal => {
-                tracing::error!(error = %self.0, code, "internal error");
+                tracing::error!(error = %self.0, code = code.as_str(), "internal error");
                 "internal error".to_string()
             }
             Kind::Unavailable | Kind::Upstream => {
-                tracing::warn!(error = %self.0, code, "dependency unavailable");
+                tracing::warn!(error = %self.0, code = code.as_str(), "dependency unavailable");
                 self.0.to_string()
             }
             _ => self.0.to_string(),
         };
-        let body = json!({ "error": { "code": code, "message": message } });
+        let body = json!({ "error": { "code": code.as_str(), "message": message } });
         (status_of(kind), Json(body)).into_response()
     }
 }
@@ -60,11 +60,15 @@ impl IntoResponse for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 pub async fn no_such_endpoint() -> ApiError {
-    ApiError::new(Kind::NotFound, "no_such_endpoint", "no such endpoint")
+    ApiError::new(
+        Kind::NotFound,
+        ErrorCode::NoSuchEndpoint,
+        "no such endpoint",
+    )
 }
 
 pub async fn method_not_allowed() -> Response {
-    let body = json!({ "error": { "code": "method_not_allowed", "message": "this endpoint does not take that method" } });
+    let body = json!({ "error": { "code": ErrorCode::MethodNotAllowed.as_str(), "message": "this endpoint does not take that method" } });
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
@@ -79,7 +83,7 @@ pub async fn deadline(request: axum::extract::Request, next: axum::middleware::N
         Ok(response) => response,
         Err(_) => ApiError::new(
             Kind::Unavailable,
-            "timeout",
+            ErrorCode::Timeout,
             "the request took too long; retry it",
         )
         .into_response(),

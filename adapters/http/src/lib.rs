@@ -8,7 +8,7 @@ mod customer;
 pub mod error;
 mod extract;
 mod notify;
-pub use notify::WECHATPAY_V3_PATH;
+pub use notify::{WECHATPAY_V2_PATH, WECHATPAY_V2_REFUND_PATH, WECHATPAY_V3_PATH};
 mod subscriptions;
 pub mod tokens;
 

@@ -1,9 +1,13 @@
-//! Where WeChat Pay calls back. Answers in WeChat's dialect: 204 = received; any 4xx/5xx with
-//! `{"code":"FAIL","message"}` = "send it again". Only a verified, decrypted notice that matches
-//! one of our orders is believed; everything is decided on the raw body bytes.
+//! Where WeChat Pay calls back. Each endpoint hands the raw notice to the engine in one call and
+//! answers in that API's dialect — v3: 204 = received, any 4xx/5xx with
+//! `{"code":"FAIL","message"}` = "send it again"; v2: the `return_code` XML, SUCCESS = received.
+//! Only a verified (or, for v2 refunds, decrypted) notice that matches one of our orders is
+//! believed; the gateway decides on the raw body bytes.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,8 +23,20 @@ use crate::AppState;
 /// Where WeChat Pay APIv3 sends notifications (the wiring gives the gateway this URL).
 pub const WECHATPAY_V3_PATH: &str = "/notify/wechatpay/v3";
 
+/// Where WeChat Pay APIv2 sends pay notifies.
+pub const WECHATPAY_V2_PATH: &str = "/notify/wechatpay/v2";
+/// Where WeChat Pay APIv2 sends refund notifies (given as `notify_url` with each refund).
+pub const WECHATPAY_V2_REFUND_PATH: &str = "/notify/wechatpay/v2/refund";
+
+/// WeChat's notifications are a few kilobytes; anything near this is not one.
+const MAX_NOTICE_BYTES: usize = 64 * 1024;
+
 pub fn routes() -> Router<AppState> {
-    Router::new().route(WECHATPAY_V3_PATH, post(wechatpay_v3))
+    Router::new()
+        .route(WECHATPAY_V3_PATH, post(wechatpay_v3))
+        .route(WECHATPAY_V2_PATH, post(wechatpay_v2))
+        .route(WECHATPAY_V2_REFUND_PATH, post(wechatpay_v2))
+        .layer(DefaultBodyLimit::max(MAX_NOTICE_BYTES))
 }
 
 fn fail(status: StatusCode, message: &str) -> Response {
@@ -38,7 +54,18 @@ fn raw_notice<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> RawNotice<'a> {
     }
 }
 
-async fn wechatpay_v3(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn wechatpay_v3(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        tracing::warn!("rejected an oversized or unreadable WeChat Pay notification");
+        return fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large or unreadable",
+        );
+    };
     let raw = raw_notice(&headers, &body);
     match state
         .payments
@@ -62,8 +89,62 @@ async fn wechatpay_v3(State(state): State<AppState>, headers: HeaderMap, body: B
             fail(StatusCode::NOT_FOUND, "not ours")
         }
         Err(NoticeError::Failed(e)) => {
-            tracing::warn!(error = %e, code = e.code(), "WeChat Pay notification not acknowledged");
-            fail(status_of(e.kind()), e.code())
+            tracing::warn!(error = %e, code = e.code().as_str(), "WeChat Pay notification not acknowledged");
+            fail(status_of(e.kind()), e.code().as_str())
+        }
+    }
+}
+
+/// An APIv2 answer: `<xml><return_code>…</return_code><return_msg>…</return_msg></xml>`. Only
+/// SUCCESS is an acknowledgement (WeChat retries on anything else, a bare `success` included).
+/// The messages are our own fixed words, so nothing needs escaping.
+fn v2_answer(status: StatusCode, return_code: &str, return_msg: &'static str) -> Response {
+    let body = format!(
+        "<xml><return_code><![CDATA[{return_code}]]></return_code><return_msg><![CDATA[{return_msg}]]></return_msg></xml>"
+    );
+    (status, [(CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+}
+
+/// Pay and refund notifies alike: the gateway tells them apart by their content (a refund
+/// notify's proof is its encrypted `req_info`, a pay notify's its `sign`).
+async fn wechatpay_v2(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        tracing::warn!("rejected an oversized or unreadable WeChat Pay v2 notification");
+        return v2_answer(StatusCode::PAYLOAD_TOO_LARGE, "FAIL", "body too large");
+    };
+    let raw = raw_notice(&headers, &body);
+    match state
+        .payments
+        .receive_notice(PayChannel::WechatpayV2, &raw)
+        .await
+    {
+        Ok(outcome) => {
+            tracing::debug!(?outcome, "WeChat Pay v2 notification handled");
+            v2_answer(StatusCode::OK, "SUCCESS", "OK")
+        }
+        Err(NoticeError::Unverifiable(reason)) => {
+            tracing::warn!(%reason, "rejected an unverifiable WeChat Pay v2 notification");
+            v2_answer(
+                StatusCode::UNAUTHORIZED,
+                "FAIL",
+                "signature verification failed",
+            )
+        }
+        Err(NoticeError::Malformed(reason)) => {
+            tracing::warn!(%reason, "rejected a malformed WeChat Pay v2 notification");
+            v2_answer(StatusCode::BAD_REQUEST, "FAIL", "malformed notification")
+        }
+        Err(NoticeError::NotOurs(reason)) => {
+            tracing::warn!(%reason, "WeChat Pay v2 notification not ours; not acknowledged");
+            v2_answer(StatusCode::NOT_FOUND, "FAIL", "not ours")
+        }
+        Err(NoticeError::Failed(e)) => {
+            tracing::warn!(error = %e, code = e.code().as_str(), "WeChat Pay v2 notification not acknowledged");
+            v2_answer(status_of(e.kind()), "FAIL", "not recorded, send again")
         }
     }
 }

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use paystream_engine::subscriptions::valid_template_id;
-use paystream_engine::Kind;
+use paystream_engine::{ErrorCode, Kind};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -39,7 +39,7 @@ async fn accept(
     {
         return Err(ApiError::new(
             Kind::Invalid,
-            "invalid_template_ids",
+            ErrorCode::InvalidTemplateIds,
             format!(
                 "template_ids must hold 1-{MAX_TEMPLATES} template ids of printable characters"
             ),

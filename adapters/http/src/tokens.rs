@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use paystream_engine::Kind;
+use paystream_engine::{ErrorCode, Kind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -49,7 +49,7 @@ impl Tokens {
             exp: expires_at.timestamp(),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| ApiError::new(Kind::Internal, "internal_error", e.to_string()))?;
+            .map_err(|e| ApiError::new(Kind::Internal, ErrorCode::InternalError, e.to_string()))?;
         Ok(Issued { token, expires_at })
     }
 
@@ -61,8 +61,8 @@ impl Tokens {
             .map(|data| data.claims)
             .map_err(|e| {
                 let code = match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token_expired",
-                    _ => "invalid_token",
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => ErrorCode::TokenExpired,
+                    _ => ErrorCode::InvalidToken,
                 };
                 ApiError::new(
                     Kind::Unauthenticated,
@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(tokens.verify(&issued.token, CUSTOMER).unwrap().sub, id);
         assert_eq!(
             tokens.verify(&issued.token, STAFF).unwrap_err().0.code(),
-            "invalid_token"
+            ErrorCode::InvalidToken
         );
 
         let expired = tokens.issue(id, CUSTOMER, Duration::seconds(-10)).unwrap();
@@ -95,13 +95,13 @@ mod tests {
                 .unwrap_err()
                 .0
                 .code(),
-            "token_expired"
+            ErrorCode::TokenExpired
         );
 
         let other = Tokens::new(b"another secret, another signature");
         assert_eq!(
             other.verify(&issued.token, CUSTOMER).unwrap_err().0.code(),
-            "invalid_token"
+            ErrorCode::InvalidToken
         );
 
         let mut tampered = issued.token.clone();

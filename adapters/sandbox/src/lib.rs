@@ -3,8 +3,9 @@
 //! code that works against it works against WeChat. A control API lets a developer play the user
 //! (`wx.login`, `getPhoneNumber`) and inject trouble.
 //!
-//! WeChat Pay APIv3 (orders, refunds, notifications, certificates) is simulated by [`wechatpay`],
-//! whose documentation lists its control API.
+//! WeChat Pay APIv3 (orders, refunds, notifications, certificates) and APIv2 (XML, MD5/HMAC-SHA256
+//! signatures, refunds over mutual TLS via [`Sandbox::serve_secapi`]) are simulated by
+//! [`wechatpay`], whose documentation lists its control API.
 //!
 //! Mount [`router`] under any prefix; `WECHAT_API_BASE` then points at that prefix.
 //!
@@ -43,6 +44,7 @@
 mod cards;
 mod miniprogram;
 mod openids;
+mod secapi;
 mod subscribe;
 mod tokens;
 pub mod wechatpay;

@@ -451,6 +451,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
                 expires_at: *expires_at,
                 channel: None,
                 payment_requested_at: None,
+                requested_channels: Vec::new(),
                 payments: Vec::new(),
                 refunds: Vec::new(),
                 paid_at: None,
@@ -487,6 +488,9 @@ fn apply(order: &mut Order, event: &OrderEvent) {
         } => {
             order.channel = Some(*channel);
             order.payment_requested_at = Some(*requested_at);
+            if !order.requested_channels.contains(channel) {
+                order.requested_channels.push(*channel);
+            }
         }
         OrderEvent::PaymentSucceeded {
             channel,

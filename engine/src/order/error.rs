@@ -1,7 +1,8 @@
-//! Why a command was rejected. `code()` strings are a public contract
-//! (clients switch on them); messages are for humans and may change.
+//! Why a command was rejected. `code()` is a public contract (clients switch on its string);
+//! messages are for humans and may change.
 
 use super::{OrderStatus, MAX_LINES, MAX_ORDER_TOTAL_FEN, MAX_QUANTITY, MAX_REFUNDS};
+use crate::error_code::ErrorCode;
 use crate::money::Fen;
 
 /// Coarse category so the service layer can map errors to HTTP statuses
@@ -71,28 +72,28 @@ pub enum OrderError {
 
 impl OrderError {
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            OrderError::AlreadyExists => "order_exists",
-            OrderError::NotFound => "order_not_found",
-            OrderError::EmptyOrder => "empty_order",
-            OrderError::TooManyLines => "too_many_lines",
-            OrderError::InvalidQuantity { .. } => "invalid_quantity",
-            OrderError::TotalTooLarge => "total_too_large",
-            OrderError::InvalidPrice => "invalid_price",
-            OrderError::InvalidAmount => "invalid_amount",
-            OrderError::InvalidTtl => "invalid_ttl",
-            OrderError::AlreadyPaid => "order_already_paid",
-            OrderError::NotPayable { .. } => "order_not_payable",
-            OrderError::Expired => "order_expired",
-            OrderError::NotRefundable { .. } => "order_not_refundable",
-            OrderError::RefundExceedsRefundable { .. } => "refund_exceeds_refundable",
-            OrderError::TooManyRefunds => "too_many_refunds",
-            OrderError::RefundConflict { .. } => "refund_conflict",
-            OrderError::UnknownRefund { .. } => "unknown_refund",
-            OrderError::RefundAlreadyFinal { .. } => "refund_already_final",
-            OrderError::NoCard => "no_card",
-            OrderError::CardNotDue => "card_not_due",
+            OrderError::AlreadyExists => ErrorCode::OrderExists,
+            OrderError::NotFound => ErrorCode::OrderNotFound,
+            OrderError::EmptyOrder => ErrorCode::EmptyOrder,
+            OrderError::TooManyLines => ErrorCode::TooManyLines,
+            OrderError::InvalidQuantity { .. } => ErrorCode::InvalidQuantity,
+            OrderError::TotalTooLarge => ErrorCode::TotalTooLarge,
+            OrderError::InvalidPrice => ErrorCode::InvalidPrice,
+            OrderError::InvalidAmount => ErrorCode::InvalidAmount,
+            OrderError::InvalidTtl => ErrorCode::InvalidTtl,
+            OrderError::AlreadyPaid => ErrorCode::OrderAlreadyPaid,
+            OrderError::NotPayable { .. } => ErrorCode::OrderNotPayable,
+            OrderError::Expired => ErrorCode::OrderExpired,
+            OrderError::NotRefundable { .. } => ErrorCode::OrderNotRefundable,
+            OrderError::RefundExceedsRefundable { .. } => ErrorCode::RefundExceedsRefundable,
+            OrderError::TooManyRefunds => ErrorCode::TooManyRefunds,
+            OrderError::RefundConflict { .. } => ErrorCode::RefundConflict,
+            OrderError::UnknownRefund { .. } => ErrorCode::UnknownRefund,
+            OrderError::RefundAlreadyFinal { .. } => ErrorCode::RefundAlreadyFinal,
+            OrderError::NoCard => ErrorCode::NoCard,
+            OrderError::CardNotDue => ErrorCode::CardNotDue,
         }
     }
 

@@ -120,6 +120,9 @@ pub struct Order {
     pub expires_at: DateTime<Utc>,
     /// The channel of the most recent payment request.
     pub channel: Option<PayChannel>,
+    /// Every channel a payment was ever requested through, first first: each may hold an order
+    /// at the provider that can still be paid, so closing closes at all of them.
+    pub requested_channels: Vec<PayChannel>,
     /// When the most recent payment request was made (the pollers ask WeChat after a while).
     pub payment_requested_at: Option<DateTime<Utc>>,
     pub payments: Vec<Payment>,

@@ -16,6 +16,9 @@ pub struct PrepayRequest {
     pub total_fen: Fen,
     pub openid: String,
     pub time_expire: DateTime<Utc>,
+    /// The customer's address as the request reached us (APIv2's `spbill_create_ip`, which
+    /// WeChat uses for risk control).
+    pub payer_ip: std::net::IpAddr,
 }
 
 /// Exactly what `wx.requestPayment` takes.

@@ -13,7 +13,7 @@ use super::gateway::{
 };
 use super::prepays::Prepays;
 use crate::db::Db;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, ErrorCode, Kind, Result};
 use crate::money::Fen;
 use crate::order::{
     CloseReason, Order, OrderCommand, OrderError, OrderId, OrderStatus, PayChannel, Refund,
@@ -27,11 +27,13 @@ impl From<GatewayError> for Error {
     fn from(e: GatewayError) -> Error {
         match e {
             GatewayError::Rejected { .. } => {
-                Error::new(Kind::Upstream, "wechatpay_rejected", e.to_string())
+                Error::new(Kind::Upstream, ErrorCode::WechatpayRejected, e.to_string())
             }
-            GatewayError::Unavailable(_) | GatewayError::Unverified(_) => {
-                Error::new(Kind::Unavailable, "wechatpay_unavailable", e.to_string())
-            }
+            GatewayError::Unavailable(_) | GatewayError::Unverified(_) => Error::new(
+                Kind::Unavailable,
+                ErrorCode::WechatpayUnavailable,
+                e.to_string(),
+            ),
         }
     }
 }
@@ -127,7 +129,7 @@ pub enum PaymentCheck {
 fn payment_in_progress() -> Error {
     Error::new(
         Kind::Conflict,
-        "payment_in_progress",
+        ErrorCode::PaymentInProgress,
         "the customer is paying this order right now; try again shortly",
     )
 }
@@ -148,7 +150,7 @@ impl Payments {
             .ok_or_else(|| {
                 Error::new(
                     Kind::Rule,
-                    "channel_unavailable",
+                    ErrorCode::ChannelUnavailable,
                     format!("{} is not configured", channel.as_str()),
                 )
             })
@@ -161,6 +163,7 @@ impl Payments {
         order_id: OrderId,
         user_id: Uuid,
         channel: PayChannel,
+        payer_ip: std::net::IpAddr,
         meta: &Metadata,
     ) -> Result<PayParams> {
         let gateway = self.gateway(channel)?.clone();
@@ -191,6 +194,7 @@ impl Payments {
                     total_fen: order.total_fen,
                     openid: order.openid.clone(),
                     time_expire: order.expires_at,
+                    payer_ip,
                 };
                 let id = gateway.prepay(&request).await?;
                 let expires_at = now + gateway.prepay_lifetime();
@@ -368,10 +372,14 @@ impl Payments {
                 reason,
                 now: Utc::now(),
             };
-            let at_provider = order
-                .channel
-                .filter(|_| order.status == OrderStatus::PendingPayment);
-            if let Some(channel) = at_provider {
+            // Every channel a payment was requested through may hold a payable order at its
+            // provider (a customer who switched channels): close at each of them.
+            let at_provider = if order.status == OrderStatus::PendingPayment {
+                order.requested_channels.clone()
+            } else {
+                Vec::new()
+            };
+            for channel in at_provider {
                 let gateway = self.gateway(channel)?.clone();
                 match gateway.close(&order.out_trade_no).await? {
                     CloseOutcome::Closed => {}
@@ -399,7 +407,7 @@ impl Payments {
         }
         Err(Error::new(
             Kind::Conflict,
-            "concurrent_update",
+            ErrorCode::ConcurrentUpdate,
             "the order kept changing; try again",
         ))
     }
@@ -430,26 +438,34 @@ impl Payments {
     }
 
     /// Asks the provider about an unpaid order with a payment request and records a payment
-    /// that arrived without (or before) its notice.
+    /// that arrived without (or before) its notice — on every channel a payment was requested
+    /// through, so money paid through an earlier choice is found too.
     pub async fn reconcile_payment(&self, order_id: OrderId) -> Result<PaymentCheck> {
         let order = self.orders.get(order_id).await?;
-        let Some(channel) = order.channel else {
+        let Some(latest) = order.channel else {
             return Ok(PaymentCheck::Nothing(TradeState::NotFound));
         };
-        let gateway = self.gateway(channel)?.clone();
-        match gateway.query(&order.out_trade_no).await? {
-            TradeState::Paid(paid) => {
+        let mut recorded = false;
+        let mut latest_state = TradeState::NotFound;
+        for channel in order.requested_channels.iter().copied() {
+            let gateway = self.gateway(channel)?.clone();
+            let state = gateway.query(&order.out_trade_no).await?;
+            if let TradeState::Paid(paid) = &state {
                 let meta = Metadata::actor(format!("{}:query", channel.as_str()));
                 let outcome = self
                     .record_payment(order_id, channel, paid.clone(), &meta)
                     .await?;
-                Ok(match outcome {
-                    NoticeOutcome::Recorded => PaymentCheck::Recorded,
-                    NoticeOutcome::Nothing => PaymentCheck::Nothing(TradeState::Paid(paid)),
-                })
+                recorded |= outcome == NoticeOutcome::Recorded;
             }
-            state => Ok(PaymentCheck::Nothing(state)),
+            if channel == latest {
+                latest_state = state;
+            }
         }
+        Ok(if recorded {
+            PaymentCheck::Recorded
+        } else {
+            PaymentCheck::Nothing(latest_state)
+        })
     }
 
     /// Staff refund: recorded (RefundRequested with its out_refund_no) before the provider is
@@ -480,15 +496,20 @@ impl Payments {
             .order
             .refund(&out_refund_no)
             .cloned()
-            .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "refund not recorded"))?;
+            .ok_or_else(|| {
+                Error::new(
+                    Kind::Internal,
+                    ErrorCode::InternalError,
+                    "refund not recorded",
+                )
+            })?;
         if refund.status != crate::order::RefundStatus::Processing {
             return Ok(refund);
         }
         match self.submit_refund(&outcome.order, &out_refund_no).await {
-            Ok(order) => order
-                .refund(&out_refund_no)
-                .cloned()
-                .ok_or_else(|| Error::new(Kind::Internal, "internal_error", "refund vanished")),
+            Ok(order) => order.refund(&out_refund_no).cloned().ok_or_else(|| {
+                Error::new(Kind::Internal, ErrorCode::InternalError, "refund vanished")
+            }),
             Err(e) => {
                 // Recorded and will be retried by the poller with the same out_refund_no.
                 tracing::warn!(order_id = %order_id, %out_refund_no, error = %e, "refund outcome unknown; will retry");
@@ -502,9 +523,13 @@ impl Payments {
     async fn submit_refund(&self, order: &Order, out_refund_no: &str) -> Result<Order> {
         let refund = order
             .refund(out_refund_no)
-            .ok_or_else(|| Error::not_found("unknown_refund", "no such refund"))?;
+            .ok_or_else(|| Error::not_found(ErrorCode::UnknownRefund, "no such refund"))?;
         let payment = order.payments.first().ok_or_else(|| {
-            Error::new(Kind::Internal, "internal_error", "refund without payment")
+            Error::new(
+                Kind::Internal,
+                ErrorCode::InternalError,
+                "refund without payment",
+            )
         })?;
         let channel = payment.channel;
         let gateway = self.gateway(channel)?.clone();

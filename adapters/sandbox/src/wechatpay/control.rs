@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use super::keys::generate_platform_cert;
 use super::notify::{self, Subject, TRANSACTION_SUCCESS};
 use super::refunds::{settle, SettleError};
 use super::state::{OrderStatus, Payment, RefundStatus};
-use super::{Pay, VerificationMode};
+use super::{v2, Channel, Pay, VerificationMode};
 
 /// Enough to exercise duplicate handling, few enough not to flood a receiver by typo.
 const MAX_DUPLICATES: usize = 100;
@@ -59,6 +59,13 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ControlError> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
+/// An APIv2 control action's answer as this API's.
+fn from_v2(result: v2::control::ControlResult) -> ControlResult {
+    result
+        .map(Json)
+        .map_err(|(status, message)| ControlError(status, message))
+}
+
 async fn merchant(State(pay): State<Pay>) -> Json<Value> {
     Json(json!(pay.credentials()))
 }
@@ -76,6 +83,8 @@ async fn mode(State(pay): State<Pay>, body: Bytes) -> ControlResult {
 
 #[derive(Deserialize)]
 struct PayRequest {
+    #[serde(default)]
+    channel: Channel,
     out_trade_no: String,
     amount_fen: Option<i64>,
     #[serde(default)]
@@ -91,6 +100,15 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
         return Err(error(
             StatusCode::BAD_REQUEST,
             format!("at most {MAX_DUPLICATES} duplicates"),
+        ));
+    }
+    if req.channel == Channel::V2 {
+        return from_v2(v2::control::pay(
+            &pay,
+            &req.out_trade_no,
+            req.amount_fen,
+            Duration::from_millis(req.delay_ms),
+            req.duplicates,
         ));
     }
     let now = Utc::now();
@@ -145,6 +163,7 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
         &url,
         &notification,
         Subject {
+            channel: super::Channel::V3,
             event_type: TRANSACTION_SUCCESS.event_type,
             out_trade_no: &req.out_trade_no,
             out_refund_no: None,
@@ -157,6 +176,8 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
 
 #[derive(Deserialize)]
 struct TradeStateRequest {
+    #[serde(default)]
+    channel: Channel,
     out_trade_no: String,
     trade_state: String,
 }
@@ -178,6 +199,9 @@ async fn trade_state(State(pay): State<Pay>, body: Bytes) -> ControlResult {
             ))
         }
     };
+    if req.channel == Channel::V2 {
+        return from_v2(v2::control::trade_state(&pay, &req.out_trade_no, status));
+    }
     let mut state = pay.lock();
     let Some(order) = state.orders.get_mut(&req.out_trade_no) else {
         return Err(error(
@@ -197,12 +221,17 @@ async fn trade_state(State(pay): State<Pay>, body: Bytes) -> ControlResult {
 
 #[derive(Deserialize)]
 struct RenotifyRequest {
+    #[serde(default)]
+    channel: Channel,
     out_trade_no: String,
 }
 
 /// Deliver the order's `TRANSACTION.SUCCESS` again, byte for byte (same `id`): WeChat does.
 async fn renotify(State(pay): State<Pay>, body: Bytes) -> ControlResult {
     let req: RenotifyRequest = parse(&body)?;
+    if req.channel == Channel::V2 {
+        return from_v2(v2::control::renotify(&pay, &req.out_trade_no));
+    }
     let found = pay
         .lock()
         .orders
@@ -225,6 +254,7 @@ async fn renotify(State(pay): State<Pay>, body: Bytes) -> ControlResult {
         &url,
         &notification,
         Subject {
+            channel: super::Channel::V3,
             event_type: TRANSACTION_SUCCESS.event_type,
             out_trade_no: &req.out_trade_no,
             out_refund_no: None,
@@ -252,11 +282,17 @@ struct FaultsRequest {
     /// `null` lifts the limit; absent keeps it.
     #[serde(default, deserialize_with = "present")]
     balance_fen: Option<Option<i64>>,
+    /// `null` goes back to the order's sign type; absent keeps the setting.
+    #[serde(default, deserialize_with = "present")]
+    v2_notify_sign_type: Option<Option<String>>,
+    v2_notify_with_sign_type: Option<bool>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The error code WeChat uses with each status, for `fail_next` without `code`.
@@ -281,6 +317,16 @@ async fn faults(State(pay): State<Pay>, body: Bytes) -> ControlResult {
     if let Some(status) = req.status {
         if !(400..=599).contains(&status) {
             return Err(error(StatusCode::BAD_REQUEST, "status must be 400..=599"));
+        }
+    }
+    if let Some(Some(t)) = &req.v2_notify_sign_type {
+        if t.parse::<paystream_wechatpay::v2::sign::SignType>()
+            .is_err()
+        {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "v2_notify_sign_type must be MD5, HMAC-SHA256 or null",
+            ));
         }
     }
     let mut state = pay.lock();
@@ -317,6 +363,12 @@ async fn faults(State(pay): State<Pay>, body: Bytes) -> ControlResult {
     if let Some(balance) = req.balance_fen {
         f.balance_fen = balance;
     }
+    if let Some(sign_type) = req.v2_notify_sign_type {
+        f.v2_notify_sign_type = sign_type;
+    }
+    if let Some(with) = req.v2_notify_with_sign_type {
+        f.v2_notify_with_sign_type = with;
+    }
     if let Some(ms) = req.refund_settle_ms {
         state.refund_settle = Duration::from_millis(ms);
     }
@@ -328,6 +380,8 @@ async fn faults(State(pay): State<Pay>, body: Bytes) -> ControlResult {
 
 #[derive(Deserialize)]
 struct SettleRequest {
+    #[serde(default)]
+    channel: Channel,
     status: String,
 }
 
@@ -346,6 +400,9 @@ async fn settle_refund(
             ))
         }
     };
+    if req.channel == Channel::V2 {
+        return from_v2(v2::control::settle_refund(&pay, &out_refund_no, status));
+    }
     match settle(&pay, &out_refund_no, status, false) {
         Ok(refund) => Ok(Json(refund)),
         Err(SettleError::NotFound) => Err(error(StatusCode::NOT_FOUND, "no such out_refund_no")),
@@ -372,7 +429,20 @@ async fn rotate_certificate(State(pay): State<Pay>) -> ControlResult {
     }
 }
 
-async fn transaction(State(pay): State<Pay>, Path(out_trade_no): Path<String>) -> ControlResult {
+#[derive(Deserialize)]
+struct ChannelQuery {
+    #[serde(default)]
+    channel: Channel,
+}
+
+async fn transaction(
+    State(pay): State<Pay>,
+    Path(out_trade_no): Path<String>,
+    Query(query): Query<ChannelQuery>,
+) -> ControlResult {
+    if query.channel == Channel::V2 {
+        return from_v2(v2::control::transaction(&pay, &out_trade_no));
+    }
     let state = pay.lock();
     let Some(order) = state.orders.get(&out_trade_no) else {
         return Err(error(

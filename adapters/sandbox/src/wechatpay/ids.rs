@@ -4,7 +4,7 @@ use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use rand::Rng;
 
 /// WeChat Pay speaks Beijing time (+08:00) in every timestamp it sends.
-const BEIJING: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+pub(crate) const BEIJING: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
     Some(offset) => offset,
     None => panic!("constant offset"),
 };

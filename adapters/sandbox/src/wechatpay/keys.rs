@@ -1,6 +1,7 @@
 //! Key material generated at start-up: the merchant's API key pair and APIv2/APIv3 keys (handed to
 //! the merchant through [`MerchantCredentials`]), WeChat Pay's platform certificates and WeChat
-//! Pay's public key. Nothing here is ever logged; `Debug` impls redact.
+//! Pay's public key. Nothing here is ever logged; `Debug` impls redact. The merchant API
+//! certificate and the `/secapi` TLS certificates are made in `v2::pki`.
 
 use std::fmt;
 
@@ -28,6 +29,7 @@ macro_rules! x509_time {
             .map_err(bad)?
     }};
 }
+pub(crate) use x509_time;
 
 /// What a merchant downloads from the WeChat Pay merchant platform, for the simulated merchant.
 /// `Debug` prints only the identifiers, never a key.
@@ -35,10 +37,22 @@ macro_rules! x509_time {
 pub struct MerchantCredentials {
     pub mchid: String,
     pub appid: String,
-    /// Serial number of the merchant API certificate (`serial_no` in `Authorization`).
+    /// Serial number of the merchant API certificate (`serial_no` in `Authorization`): the
+    /// serial of [`apiv2_client_cert_pem`](Self::apiv2_client_cert_pem).
     pub merchant_serial: String,
     /// The merchant API private key (`apiclient_key.pem`), PKCS#8 PEM.
     pub merchant_private_key_pem: String,
+    /// The merchant API certificate (`apiclient_cert.pem`): RSA, `CN` = mchid, issued by
+    /// (the sandbox's) WeChat CA. The TLS client certificate of APIv2 `/secapi/...` calls.
+    pub apiv2_client_cert_pem: String,
+    /// Its private key (`apiclient_key.pem`), PKCS#8 PEM — the same key as
+    /// [`merchant_private_key_pem`](Self::merchant_private_key_pem): at WeChat one certificate
+    /// serves both APIs.
+    pub apiv2_client_key_pem: String,
+    /// The CA that issued the sandbox's HTTPS server certificate (for `localhost`, `127.0.0.1`,
+    /// `::1`): what a client must trust to reach [`Sandbox::serve_secapi`](crate::Sandbox::serve_secapi).
+    /// WeChat's own server certificate chains to public roots instead. Not secret.
+    pub secapi_ca_pem: String,
     /// The 32-character APIv3 key (decrypts notifications and `/v3/certificates`).
     pub apiv3_key: String,
     /// The 32-character APIv2 key.
@@ -56,6 +70,7 @@ impl fmt::Debug for MerchantCredentials {
             .field("appid", &self.appid)
             .field("merchant_serial", &self.merchant_serial)
             .field("merchant_private_key_pem", &"<redacted>")
+            .field("apiv2_client_key_pem", &"<redacted>")
             .field("apiv3_key", &"<redacted>")
             .field("apiv2_key", &"<redacted>")
             .field("public_key_id", &self.public_key_id)
@@ -98,14 +113,6 @@ pub(crate) fn public_key_pem(key: &RsaPrivateKey) -> String {
     key.to_public_key()
         .to_public_key_pem(LineEnding::LF)
         .expect("SPKI encoding of a generated key")
-}
-
-/// `n` random upper-case hex characters (merchant certificate serials look like this).
-pub(crate) fn upper_hex(n: usize) -> String {
-    let mut rng = rand::thread_rng();
-    (0..n)
-        .map(|_| char::from(b"0123456789ABCDEF"[rng.gen_range(0..16)]))
-        .collect()
 }
 
 pub(crate) fn alphanumeric(n: usize) -> String {

@@ -1,5 +1,8 @@
-//! WeChat Pay APIv3 simulator: JSAPI orders, query, close, refunds, `/v3/certificates`, signed
-//! answers and encrypted, signed notifications with WeChat's retry schedule.
+//! WeChat Pay simulator. APIv3 (below): JSAPI orders, query, close, refunds, `/v3/certificates`,
+//! signed answers and encrypted, signed notifications with WeChat's retry schedule. APIv2 (XML,
+//! MD5/HMAC-SHA256, `/pay/...` next to `/v3`, `/secapi/pay/refund` over mutual TLS with
+//! [`Sandbox::serve_secapi`](crate::Sandbox::serve_secapi)) is documented in [`v2`]; the control
+//! API below drives both.
 //!
 //! # WeChat's endpoints
 //!
@@ -26,6 +29,12 @@
 //!
 //! # Control API (`/control/wechatpay/...`, unsigned JSON, for developers and tests)
 //!
+//! `pay`, `notify`, `trade-state` and `refunds/{out_refund_no}/settle` take an optional
+//! `"channel": "wechatpay_v3" | "wechatpay_v2"` (default v3) and act on that API's books;
+//! `GET transactions/{out_trade_no}?channel=wechatpay_v2` shows a v2 order (its orderquery fields,
+//! `prepay_id`, `notify_url`, `sign_type`, refunds). On v2, `settle`'s CLOSED and ABNORMAL are
+//! `REFUNDCLOSE` and `CHANGE`, and `pay`'s `amount_fen` is the notified `total_fee`/`cash_fee`.
+//!
 //! | Method | Path | Body → answer |
 //! |---|---|---|
 //! | GET | `merchant` | → the merchant's credentials ([`MerchantCredentials`] as JSON, **private key included**) |
@@ -33,11 +42,11 @@
 //! | POST | `pay` | `{"out_trade_no","amount_fen"?,"duplicates"?,"delay_ms"?}` → `{"transaction_id"}`: the user pays. `amount_fen` replaces the amount recorded as paid and notified (a wrong-amount notification); `duplicates` extra identical notifications are sent concurrently; `delay_ms` delays the notification (the order is paid at once, so a query sees it first). 404 without an order, 409 if it is paid, closed or past `time_expire`. |
 //! | POST | `notify` | `{"out_trade_no"}` → sends the order's `TRANSACTION.SUCCESS` notification again, byte for byte (same `id`). |
 //! | POST | `trade-state` | `{"out_trade_no","trade_state":"USERPAYING"\|"PAYERROR"\|"NOTPAY"\|"CLOSED"}` → the transaction: the user is entering the password (a close answers 202 `USERPAYING`), the attempt failed, the user gave up, or WeChat closed the order. 409 once paid or closed. |
-//! | POST | `faults` | `{"fail_next"?,"status"?,"code"?,"after_processing"?,"unsigned_next"?,"path_contains"?,"delay_ms"?,"hold_refunds"?,"refund_settle_ms"?,"refund_lag_ms"?,"probe_share"?,"unsigned_errors"?,"balance_fen"?}` → the fault settings. The next `fail_next` API calls answer `status` (500) with `code` (`SYSTEM_ERROR`), signed; with `after_processing` the call takes effect first and only the answer is lost. The next `unsigned_next` answers carry no signature headers. `path_contains` limits both counters to matching paths. `delay_ms` delays every API answer; `hold_refunds` keeps refunds `PROCESSING` until settled by control (refunds created while held stay so after the hold is lifted); `refund_settle_ms` (default 200) is how long a refund stays `PROCESSING` otherwise. `refund_lag_ms`: refunds within that long of the payment answer 404 `RESOURCE_NOT_EXISTS`. `probe_share` (0..=1): that share of answers and notifications carry a `WECHATPAY/SIGNTEST/` probe signature. `unsigned_errors`: every 4xx goes out unsigned. `balance_fen` (`null` = unlimited): refunds beyond the merchant's balance answer 403 `NOT_ENOUGH`. |
+//! | POST | `faults` | `{"fail_next"?,"status"?,"code"?,"after_processing"?,"unsigned_next"?,"path_contains"?,"delay_ms"?,"hold_refunds"?,"refund_settle_ms"?,"refund_lag_ms"?,"probe_share"?,"unsigned_errors"?,"balance_fen"?}` → the fault settings. The next `fail_next` API calls answer `status` (500) with `code` (`SYSTEM_ERROR`), signed; with `after_processing` the call takes effect first and only the answer is lost. The next `unsigned_next` answers carry no signature headers. `path_contains` limits both counters to matching paths. `delay_ms` delays every API answer; `hold_refunds` keeps refunds `PROCESSING` until settled by control (refunds created while held stay so after the hold is lifted); `refund_settle_ms` (default 200) is how long a refund stays `PROCESSING` otherwise. `refund_lag_ms`: refunds within that long of the payment answer 404 `RESOURCE_NOT_EXISTS`. `probe_share` (0..=1): that share of answers and notifications carry a `WECHATPAY/SIGNTEST/` probe signature. `unsigned_errors`: every 4xx goes out unsigned. `balance_fen` (`null` = unlimited): refunds beyond the merchant's balance answer 403 `NOT_ENOUGH`. The faults apply to APIv2 calls too (see `v2`), plus two of v2's own: `v2_notify_sign_type` (`"MD5"`\|`"HMAC-SHA256"`\|`null`) signs v2 pay notifications that way instead of the order's, `v2_notify_with_sign_type` (bool) adds the `sign_type` field to them. |
 //! | POST | `refunds/{out_refund_no}/settle` | `{"status":"SUCCESS"\|"CLOSED"\|"ABNORMAL"}` → the refund; notifies its `notify_url`. |
 //! | POST | `rotate-certificate` | → `{"serial_no"}`: a new platform certificate; both are served, the new one signs. |
 //! | GET | `transactions/{out_trade_no}` | → `{"transaction","prepay_id","notify_url","refunds"}` |
-//! | GET | `notifications` | → `{"deliveries":[{"notification_id","event_type","url","attempts","last_status","last_error","delivered","gave_up",…}]}` |
+//! | GET | `notifications` | → `{"deliveries":[{"channel","notification_id","event_type","url","attempts","last_status","last_error","delivered","gave_up",…}]}`, both APIs' (`channel` `wechatpay_v3`\|`wechatpay_v2`; v2 deliveries are named by the sandbox, their `event_type` is v3's name for the same event) |
 //!
 //! # Deliberate differences from WeChat
 //!
@@ -49,6 +58,8 @@
 //! * More than 50 refunds on one order answer 400 `INVALID_REQUEST` (a business-rule refusal; not
 //!   `FREQUENCY_LIMITED`, which tells a client to retry later).
 //! * Notification retry intervals are WeChat's multiplied by `notify_time_scale`.
+//! * APIv2 and APIv3 keep separate order and refund books (WeChat has one per merchant), so one
+//!   engine order number can be ordered through either API; see `v2` for its own differences.
 
 mod api;
 mod control;
@@ -59,6 +70,7 @@ mod notify;
 mod refunds;
 mod signing;
 mod state;
+pub mod v2;
 mod validate;
 
 use std::ops::Deref;
@@ -106,6 +118,17 @@ pub enum VerificationMode {
     Both,
 }
 
+/// Which WeChat Pay API a control call or a delivery is about. APIv2 and APIv3 keep separate
+/// books (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Channel {
+    #[default]
+    #[serde(rename = "wechatpay_v3")]
+    V3,
+    #[serde(rename = "wechatpay_v2")]
+    V2,
+}
+
 /// The WeChat Pay half of the sandbox. Cheap to clone; all clones share state.
 #[derive(Clone)]
 pub(crate) struct Pay(Arc<PayInner>);
@@ -120,6 +143,8 @@ pub(crate) struct PayInner {
     pub apiv3_key: ApiV3Key,
     apiv2_key: ApiV2Key,
     pub public_key: keys::WechatPublicKey,
+    /// The merchant API certificate and the `/secapi` HTTPS port's TLS set-up.
+    pub secapi: v2::pki::SecapiPki,
     /// Used for notifications only: no proxies (the receiver is usually local), no redirects
     /// (WeChat does not follow them), WeChat's 5 s answer deadline.
     pub http: reqwest::Client,
@@ -143,6 +168,8 @@ impl Pay {
         openids: crate::openids::KnownOpenids,
     ) -> Pay {
         let merchant = keys::rsa_2048();
+        let secapi = v2::pki::generate(&config.mchid, &merchant, chrono::Utc::now())
+            .expect("merchant API certificate and secapi TLS certificates");
         let platform = keys::generate_platform_cert(chrono::Utc::now())
             .expect("self-signed platform certificate");
         let apiv3 = keys::alphanumeric(32);
@@ -161,12 +188,14 @@ impl Pay {
             } else {
                 1.0
             },
-            merchant_serial: keys::upper_hex(40),
+            // The merchant API certificate's serial, as at WeChat.
+            merchant_serial: secapi.client_serial.clone(),
             merchant_private_key_pem: keys::private_key_pem(&merchant),
             merchant_public_key: merchant.to_public_key(),
             apiv3_key: ApiV3Key::new(&apiv3).expect("32 ASCII characters"),
             apiv2_key: ApiV2Key::new(keys::alphanumeric(32)),
             public_key: keys::generate_public_key(),
+            secapi,
             http,
             openids,
             state: Mutex::new(state::PayState::new(platform)),
@@ -184,6 +213,9 @@ impl Pay {
             appid: self.appid.clone(),
             merchant_serial: self.merchant_serial.clone(),
             merchant_private_key_pem: self.merchant_private_key_pem.clone(),
+            apiv2_client_cert_pem: self.secapi.client_cert_pem.clone(),
+            apiv2_client_key_pem: self.merchant_private_key_pem.clone(),
+            secapi_ca_pem: self.secapi.server_ca_pem.clone(),
             apiv3_key: String::from_utf8_lossy(self.apiv3_key.expose_bytes()).into_owned(),
             apiv2_key: self.apiv2_key.expose().to_string(),
             public_key_id: self.public_key.id.clone(),
@@ -231,5 +263,6 @@ pub(crate) fn routes(pay: Pay) -> Router {
         .with_state(pay.clone());
     Router::new()
         .nest("/v3", v3)
+        .merge(v2::routes(pay.clone()))
         .nest("/control/wechatpay", control::routes(pay))
 }

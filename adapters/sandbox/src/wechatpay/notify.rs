@@ -1,5 +1,6 @@
 //! Notifications: encrypted, signed POSTs to the merchant's `notify_url`, retried on WeChat's
-//! schedule until answered 200 or 204.
+//! schedule until acknowledged: v3 by a 200 or 204, v2 by a 200 whose body is the XML
+//! `return_code` SUCCESS (the v2 bodies themselves are built in `v2::notify`).
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use super::ids::wechat_time;
 use super::keys::alphanumeric;
 use super::signing::{probe, signature_headers};
 use super::state::{Delivery, Notification};
-use super::Pay;
+use super::{Channel, Pay};
 
 /// WeChat's intervals between attempts (15 retries, 24 h 4 min in all), before scaling.
 const RETRY_SCHEDULE: [Duration; 15] = {
@@ -98,8 +99,9 @@ pub(crate) fn build(
     })
 }
 
-/// What a delivery is about, for the log.
+/// What a delivery is about, for the log, and which API's rules it follows.
 pub(crate) struct Subject<'a> {
+    pub channel: Channel,
     pub event_type: &'a str,
     pub out_trade_no: &'a str,
     pub out_refund_no: Option<&'a str>,
@@ -119,6 +121,7 @@ pub(crate) fn dispatch(
         let index = {
             let mut state = pay.lock();
             state.deliveries.push(Delivery {
+                channel: subject.channel,
                 notification_id: notification.id.clone(),
                 event_type: subject.event_type.to_string(),
                 url: url.to_string(),
@@ -134,6 +137,7 @@ pub(crate) fn dispatch(
         };
         tokio::spawn(deliver(
             pay.clone(),
+            subject.channel,
             index,
             url.to_string(),
             notification.body.clone(),
@@ -142,22 +146,38 @@ pub(crate) fn dispatch(
     }
 }
 
-async fn deliver(pay: Pay, index: usize, url: String, body: Bytes, delay: Duration) {
+/// What one attempt got back: the HTTP status, whether that counts as received, and why not.
+pub(crate) struct Outcome {
+    pub status: u16,
+    pub acknowledged: bool,
+    pub note: Option<String>,
+}
+
+async fn deliver(
+    pay: Pay,
+    channel: Channel,
+    index: usize,
+    url: String,
+    body: Bytes,
+    delay: Duration,
+) {
     tokio::time::sleep(delay).await;
     for attempt in 0..=RETRY_SCHEDULE.len() {
-        let outcome = attempt_once(&pay, &url, &body).await;
-        // WeChat documents 200 and 204 as the acknowledgement; anything else is retried.
-        let delivered = matches!(outcome, Ok(200 | 204));
+        let outcome = match channel {
+            Channel::V3 => attempt_once(&pay, &url, &body).await,
+            Channel::V2 => super::v2::attempt_once(&pay, &url, &body).await,
+        };
+        let delivered = outcome.as_ref().is_ok_and(|o| o.acknowledged);
         let gave_up = !delivered && attempt == RETRY_SCHEDULE.len();
-        tracing::info!(url = %url, attempt = attempt + 1, outcome = ?outcome, "wechatpay sandbox: notification");
+        tracing::info!(url = %url, attempt = attempt + 1, status = ?outcome.as_ref().map(|o| o.status), delivered, "wechatpay sandbox: notification");
         if let Some(entry) = pay.lock().deliveries.get_mut(index) {
             entry.attempts += 1;
             entry.delivered = delivered;
             entry.gave_up = gave_up;
             match outcome {
-                Ok(status) => {
-                    entry.last_status = Some(status);
-                    entry.last_error = None;
+                Ok(o) => {
+                    entry.last_status = Some(o.status);
+                    entry.last_error = o.note;
                 }
                 Err(e) => {
                     entry.last_status = None;
@@ -175,7 +195,8 @@ async fn deliver(pay: Pay, index: usize, url: String, body: Bytes, delay: Durati
 }
 
 /// One POST, signed afresh: a retry hours later must carry a current timestamp to verify.
-async fn attempt_once(pay: &Pay, url: &str, body: &Bytes) -> Result<u16, String> {
+/// WeChat documents 200 and 204 as the acknowledgement; anything else is retried.
+async fn attempt_once(pay: &Pay, url: &str, body: &Bytes) -> Result<Outcome, String> {
     let signer = pay.notification_signer().ok_or("no signing key")?;
     let mut headers = signature_headers(&signer, body)?;
     if pay.lock().faults.probe_now() {
@@ -190,7 +211,12 @@ async fn attempt_once(pay: &Pay, url: &str, body: &Bytes) -> Result<u16, String>
         .send()
         .await
         .map_err(|e| e.without_url().to_string())?;
-    Ok(response.status().as_u16())
+    let status = response.status().as_u16();
+    Ok(Outcome {
+        status,
+        acknowledged: matches!(status, 200 | 204),
+        note: None,
+    })
 }
 
 #[cfg(test)]

@@ -262,6 +262,7 @@ pub(crate) fn settle(
                 &url,
                 &notification,
                 Subject {
+                    channel: super::Channel::V3,
                     event_type: event.event_type,
                     out_trade_no: &out_trade_no,
                     out_refund_no: Some(out_refund_no),

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::ids::wechat_time;
 use super::keys::PlatformCert;
-use super::VerificationMode;
+use super::{Channel, VerificationMode};
 
 /// A prepay id is valid for two hours; ordering again with the same parameters after that issues
 /// a new one.
@@ -28,6 +28,8 @@ pub(crate) struct PayState {
     pub faults: Faults,
     pub refund_settle: Duration,
     pub deliveries: Vec<Delivery>,
+    /// APIv2's own order and refund books (see the module documentation: kept apart on purpose).
+    pub v2: super::v2::state::V2State,
 }
 
 impl PayState {
@@ -40,6 +42,7 @@ impl PayState {
             faults: Faults::default(),
             refund_settle: DEFAULT_REFUND_SETTLE,
             deliveries: Vec::new(),
+            v2: super::v2::state::V2State::default(),
         }
     }
 
@@ -302,8 +305,13 @@ pub(crate) struct Faults {
     /// Error answers (4xx) go out unsigned, as WeChat leaves some.
     pub unsigned_errors: bool,
     /// The merchant's available balance in fen for refunds; `None` = unlimited. A refund beyond
-    /// it answers 403 `NOT_ENOUGH`.
+    /// it answers 403 `NOT_ENOUGH` (v2: `NOTENOUGH`).
     pub balance_fen: Option<i64>,
+    /// APIv2 only: sign pay notifications with this type (`MD5`/`HMAC-SHA256`) instead of the
+    /// order's, as WeChat has been seen doing (MD5 for an HMAC-SHA256 order).
+    pub v2_notify_sign_type: Option<String>,
+    /// APIv2 only: pay notifications carry a `sign_type` field (WeChat's usually do not).
+    pub v2_notify_with_sign_type: bool,
 }
 
 impl Default for Faults {
@@ -321,6 +329,8 @@ impl Default for Faults {
             probe_share: 0.0,
             unsigned_errors: false,
             balance_fen: None,
+            v2_notify_sign_type: None,
+            v2_notify_with_sign_type: false,
         }
     }
 }
@@ -359,6 +369,9 @@ impl Faults {
 /// One delivery of one notification (duplicates have their own), as the control API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Delivery {
+    /// `wechatpay_v3` or `wechatpay_v2`.
+    pub channel: Channel,
+    /// v3: the notification's `id`; v2 notifications have none, the sandbox names them.
     pub notification_id: String,
     pub event_type: String,
     pub url: String,

@@ -7,3 +7,4 @@ mod orders;
 mod refunds;
 mod signatures;
 mod support;
+mod v2;

@@ -3,6 +3,7 @@
 //! and implements the engine's [`PayGateway`](paystream_engine::payments::gateway::PayGateway).
 
 mod gateway;
+mod v2;
 mod verifier;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::v3::keys::{load_certificate_pem, MerchantPrivateKey};
 use crate::v3::sign;
 use crate::ApiV3Key;
 use paystream_engine::payments::gateway::GatewayError;
+pub use v2::{ClientCertificate, V2Client, V2Config, V2ConfigError};
 pub use verifier::{Signed, Verifier, VerifyError};
 
 /// Everything the client needs to speak for one merchant.

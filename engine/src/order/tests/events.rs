@@ -274,7 +274,7 @@ fn error_codes_and_kinds_are_stable() {
         ),
     ];
     for (error, code, kind) in table {
-        assert_eq!(error.code(), code, "{error:?}");
+        assert_eq!(error.code().as_str(), code, "{error:?}");
         assert_eq!(error.kind(), kind, "{error:?}");
         assert!(!error.to_string().is_empty());
     }

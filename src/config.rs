@@ -172,6 +172,24 @@ pub struct Settings {
     )]
     pub wechatpay_v2_client_key: Option<std::path::PathBuf>,
 
+    /// Where APIv2's `/secapi/...` calls go; default: WECHATPAY_API_BASE (WeChat serves both on
+    /// one host; `paystream sandbox` serves secapi on a TLS port of its own).
+    #[arg(
+        long,
+        env = "WECHATPAY_V2_SECAPI_BASE",
+        value_name = "WECHATPAY_V2_SECAPI_BASE"
+    )]
+    pub wechatpay_v2_secapi_base: Option<url::Url>,
+
+    /// A CA certificate (PEM file) to trust for WeChat Pay's TLS besides the system's: only for
+    /// a simulator (`paystream sandbox` prints its CA's path); WeChat needs none.
+    #[arg(
+        long,
+        env = "WECHATPAY_V2_ROOT_CA",
+        value_name = "WECHATPAY_V2_ROOT_CA"
+    )]
+    pub wechatpay_v2_root_ca: Option<std::path::PathBuf>,
+
     /// A payment with no notify by then is queried at WeChat Pay (then with back-off).
     #[arg(long, env = "PAYMENT_QUERY_AFTER_SECONDS", value_name = "PAYMENT_QUERY_AFTER_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -288,6 +306,8 @@ impl Settings {
             wechatpay_v2_sign_type: "HMAC-SHA256".into(),
             wechatpay_v2_client_cert: None,
             wechatpay_v2_client_key: None,
+            wechatpay_v2_secapi_base: None,
+            wechatpay_v2_root_ca: None,
             payment_query_after_seconds: 60,
             refund_query_after_seconds: 60,
             wechatpay_cert_refetch_seconds: 60,
@@ -362,6 +382,44 @@ impl Settings {
             Some(api_key) => Some(self.wechatpay_v2(api_key)?),
             None => None,
         };
+        // A setting of one API without that API's key is a mistake (a typo in the key's name,
+        // say) that would otherwise surface only as customers' `channel_unavailable`.
+        if v3.is_none() {
+            let v3_only = [
+                (
+                    "WECHATPAY_MCH_PRIVATE_KEY",
+                    self.wechatpay_mch_private_key.is_some(),
+                ),
+                ("WECHATPAY_MCH_SERIAL", self.wechatpay_mch_serial.is_some()),
+                ("WECHATPAY_PUBLIC_KEY", self.wechatpay_public_key.is_some()),
+                (
+                    "WECHATPAY_PUBLIC_KEY_ID",
+                    self.wechatpay_public_key_id.is_some(),
+                ),
+            ];
+            if let Some((name, _)) = v3_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{name} is set but WECHATPAY_APIV3_KEY is not: set it, or unset {name}"
+                ));
+            }
+        }
+        if v2.is_none() {
+            let v2_only = [
+                (
+                    "WECHATPAY_V2_CLIENT_CERT",
+                    self.wechatpay_v2_client_cert.is_some(),
+                ),
+                (
+                    "WECHATPAY_V2_CLIENT_KEY",
+                    self.wechatpay_v2_client_key.is_some(),
+                ),
+            ];
+            if let Some((name, _)) = v2_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{name} is set but WECHATPAY_API_KEY is not: set it, or unset {name}"
+                ));
+            }
+        }
         if v3.is_none() && v2.is_none() {
             return Err(
                 "WECHATPAY_APIV3_KEY (APIv3) or WECHATPAY_API_KEY (APIv2) must be set \
@@ -426,6 +484,11 @@ impl Settings {
             api_key: api_key.to_string(),
             sign_type: self.wechatpay_v2_sign_type.clone(),
             client_certificate,
+            secapi_base: self
+                .wechatpay_v2_secapi_base
+                .as_ref()
+                .map(|u| u.to_string()),
+            root_ca: self.wechatpay_v2_root_ca.clone(),
         })
     }
 
@@ -464,6 +527,8 @@ pub struct WechatPayV2Settings {
     /// `MD5` or `HMAC-SHA256` (checked by the argument parser).
     pub sign_type: String,
     pub client_certificate: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub secapi_base: Option<String>,
+    pub root_ca: Option<std::path::PathBuf>,
 }
 
 #[cfg(test)]
@@ -555,6 +620,22 @@ mod tests {
             .err()
             .unwrap()
             .contains("WECHATPAY_V2_CLIENT_KEY"));
+        // One API's settings without its key: refused, naming both.
+        settings.wechatpay_v2_client_cert = None;
+        settings.wechatpay_mch_serial = Some("ABC".into());
+        let refused = settings.wechatpay().err().unwrap();
+        assert!(
+            refused.contains("WECHATPAY_MCH_SERIAL") && refused.contains("WECHATPAY_APIV3_KEY"),
+            "{refused}"
+        );
+        settings.wechatpay_mch_serial = None;
+        settings.wechatpay_api_key = None;
+        settings.wechatpay_apiv3_key = Some("k".repeat(32));
+        settings.wechatpay_mch_private_key = Some("/key.pem".into());
+        settings.wechatpay_mch_serial = Some("ABC".into());
+        settings.wechatpay_v2_client_key = Some("/key.pem".into());
+        let refused = settings.wechatpay().err().unwrap();
+        assert!(refused.contains("WECHATPAY_API_KEY"), "{refused}");
         let mut settings = Settings::local("sqlite://x.db");
         settings.admin_username = Some("admin".into());
         assert!(settings

@@ -372,18 +372,22 @@ fn merchant_clients(
             Some(Arc::new(
                 V2Client::new(V2Config {
                     api_base: merchant.api_base.clone(),
-                    secapi_base: None,
+                    secapi_base: v2.secapi_base.clone(),
                     mchid: merchant.mchid.clone(),
                     appid: appid.to_string(),
                     api_key: ApiV2Key::new(v2.api_key),
                     sign_type: sign_type(settings)?,
                     client_certificate,
-                    extra_root_ca_pem: None,
+                    extra_root_ca_pem: v2
+                        .root_ca
+                        .as_ref()
+                        .map(|path| read_file(path, "WECHATPAY_V2_ROOT_CA"))
+                        .transpose()?,
                     notify_url: urls.v2.clone(),
                     refund_notify_url: urls.v2_refund.clone(),
                     refund_lag_grace: refund_lag_grace(settings),
                 })
-                .context("WECHATPAY_V2_CLIENT_CERT/WECHATPAY_V2_CLIENT_KEY")?,
+                .context("WECHATPAY_V2_CLIENT_CERT/WECHATPAY_V2_CLIENT_KEY/WECHATPAY_V2_ROOT_CA")?,
             ))
         }
         None => None,

@@ -151,11 +151,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("sandbox secapi: cannot listen")?;
             let secapi_addr = secapi.local_addr()?;
+            // What an engine needs to reach APIv2's secapi here, as files it can point at.
+            let merchant = sandbox.merchant();
+            let files = tempfile::Builder::new()
+                .prefix("paystream-sandbox-")
+                .tempdir()?;
+            for (name, pem) in [
+                ("secapi_ca.pem", &merchant.secapi_ca_pem),
+                ("apiclient_cert.pem", &merchant.apiv2_client_cert_pem),
+                ("apiclient_key.pem", &merchant.apiv2_client_key_pem),
+            ] {
+                std::fs::write(files.path().join(name), pem)?;
+            }
+            let dir = files.path().display();
             tracing::warn!(
                 %listen_addr, appid = SANDBOX_APPID,
                 "WeChat simulator running; point WECHAT_API_BASE and WECHATPAY_API_BASE at \
-                 http://{listen_addr}; APIv2 /secapi/... is served over mutual TLS at \
-                 https://{secapi_addr}; the merchant's keys: GET /control/wechatpay/merchant"
+                 http://{listen_addr}; the merchant's ids and keys: GET \
+                 http://{listen_addr}/control/wechatpay/merchant. APIv2 refunds: \
+                 WECHATPAY_V2_SECAPI_BASE=https://{secapi_addr} WECHATPAY_V2_ROOT_CA={dir}/secapi_ca.pem \
+                 WECHATPAY_V2_CLIENT_CERT={dir}/apiclient_cert.pem \
+                 WECHATPAY_V2_CLIENT_KEY={dir}/apiclient_key.pem"
             );
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let secapi_server = {

@@ -421,14 +421,24 @@ async fn a_lost_notify_is_found_by_orderquery() {
     assert_eq!(succeeded["metadata"]["actor"], "wechatpay_v2:query");
 }
 
+/// WeChat keeps one order book per merchant: an order ordered through v3 cannot be ordered
+/// through v2 too, and the engine says so instead of passing WeChat's refusal on as a 502. Money
+/// that arrives through the other channel all the same is recorded and reviewed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn paid_through_both_channels_is_recorded_and_reviewed() {
+async fn one_channel_per_order_and_a_payment_through_the_other_is_reviewed() {
     let app = spawn_app(Backend::Postgres).await;
     let (token, order) = customer_with_order(&app).await;
-    // The customer starts with v3, switches to v2, and both payments go through.
     let (status, body) = pay_with(&app, &token, &order, "wechatpay_v3").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    pay(&app, &token, &order).await;
+    let (status, body) = pay_with(&app, &token, &order, V2).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "payment_channel_fixed");
+    let (status, body) = pay_with(&app, &token, &order, "wechatpay_v3").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "paying on through v3 is fine: {body}"
+    );
+
     let (status, answer) = control(
         &app,
         "/pay",
@@ -437,7 +447,15 @@ async fn paid_through_both_channels_is_recorded_and_reviewed() {
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     wait_for(&app, &token, &order, "paid").await;
-    customer_pays(&app, &order, json!({})).await;
+    // A genuine v2 notify of a second payment (another transaction) for the same order.
+    let m = merchant(&app);
+    let second = signed_with(
+        pay_notify(&app, &order, "4200000000202612020000000077", TOTAL),
+        &m.apiv2_key,
+        SignType::HmacSha256,
+    );
+    let (status, code) = deliver(&app, "/notify/wechatpay/v2", second).await;
+    assert_eq!((status, code.as_str()), (StatusCode::OK, "SUCCESS"));
     let review = wait_for(&app, &token, &order, "needs_review").await;
     assert_eq!(review["paid_fen"], 2 * TOTAL);
     let history = app.order_events(&order).await;
@@ -449,13 +467,23 @@ async fn paid_through_both_channels_is_recorded_and_reviewed() {
     assert_eq!(channels, [&json!("wechatpay_v3"), &json!(V2)]);
 }
 
+/// A channel whose order never reached WeChat (the prepay call failed) does not fix the order
+/// to it; closing then closes at every channel a payment was requested through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn closing_an_order_closes_it_at_every_channel_it_was_requested_through() {
     let app = spawn_app(Backend::Postgres).await;
     let (token, order) = customer_with_order(&app).await;
-    pay(&app, &token, &order).await;
+    // WeChat v3 is down for this order's first pay call: nothing ordered there.
+    control(
+        &app,
+        "/faults",
+        json!({ "fail_next": 20, "path_contains": "/v3/pay/transactions/jsapi" }),
+    )
+    .await;
     let (status, body) = pay_with(&app, &token, &order, "wechatpay_v3").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(status.is_server_error(), "{status} {body}");
+    control(&app, "/faults", json!({ "fail_next": 0 })).await;
+    pay(&app, &token, &order).await;
     assert_eq!(app.expire_all_now().await, 1);
     for channel in [V2, "wechatpay_v3"] {
         let (status, answer) = control(
@@ -464,8 +492,11 @@ async fn closing_an_order_closes_it_at_every_channel_it_was_requested_through() 
             json!({ "out_trade_no": out_trade_no(&order), "channel": channel }),
         )
         .await;
-        assert_eq!(status, StatusCode::CONFLICT, "{channel}: {answer}");
+        assert!(status.is_client_error(), "{channel}: {status} {answer}");
     }
+    let history = app.order_events(&order).await;
+    assert_eq!(count(&history, "PaymentRequested"), 2);
+    assert_eq!(count(&history, "OrderClosed"), 1);
 }
 
 async fn paid_order(app: &TestApp) -> (String, Value) {
@@ -541,16 +572,17 @@ async fn refund_notify_duplicates_are_ignored_and_a_wrong_key_refused() {
         ("refund_account", "REFUND_SOURCE_RECHARGE_FUNDS"),
         ("refund_request_source", "API"),
     ]);
-    let notify = |key: &str| {
+    let notify_of = |inner: &BTreeMap<String, String>, key: &str| {
         xml::render(&fields(&[
             ("return_code", "SUCCESS"),
             ("appid", &m.appid),
             ("mch_id", &m.mchid),
             ("nonce_str", "0b9f35f484df17a732e537c37708d1d0"),
-            ("req_info", &encrypt_req_info(&inner, key).unwrap()),
+            ("req_info", &encrypt_req_info(inner, key).unwrap()),
         ]))
         .unwrap()
     };
+    let notify = |key: &str| notify_of(&inner, key);
     let before = app.event_count().await;
     let (status, code) = deliver(
         &app,
@@ -560,6 +592,17 @@ async fn refund_notify_duplicates_are_ignored_and_a_wrong_key_refused() {
     .await;
     assert_eq!(code, "FAIL");
     assert!(!status.is_success());
+    assert_eq!(app.event_count().await, before, "nothing written");
+    // Decrypts, but the amount is not the refund's: not believed.
+    let mut other_amount = inner.clone();
+    other_amount.insert("refund_fee".into(), "699".into());
+    let (_, code) = deliver(
+        &app,
+        "/notify/wechatpay/v2/refund",
+        notify_of(&other_amount, &m.apiv2_key),
+    )
+    .await;
+    assert_eq!(code, "FAIL");
     assert_eq!(app.event_count().await, before, "nothing written");
 
     for _ in 0..3 {
@@ -789,4 +832,68 @@ async fn a_v2_only_merchant() {
     let history = app.order_events(&order).await;
     assert_eq!(count(&history, "RefundFailed"), 0);
     assert_eq!(count(&history, "RefundSucceeded"), 0);
+}
+
+/// A real-merchant configuration against a WeChat of its own (`paystream sandbox`'s way): the
+/// merchant certificate, the secapi address and the CA to trust come from settings and files,
+/// and a v2 refund goes through over mutual TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_v2_merchant_with_its_certificate_refunds_over_mutual_tls() {
+    let wechat = paystream_sandbox::Sandbox::new(paystream_sandbox::SandboxConfig {
+        appid: paystream::config::SANDBOX_APPID.into(),
+        secret: paystream::config::SANDBOX_SECRET.into(),
+        pay: paystream_sandbox::PaySandboxConfig {
+            notify_time_scale: 0.001,
+            ..Default::default()
+        },
+    });
+    let m = wechat.merchant();
+    wechat.login_code("payer", None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let secapi = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let secapi_base = format!("https://{}", secapi.local_addr().unwrap());
+    let served = wechat.clone();
+    tokio::spawn(async move { served.serve_secapi(secapi, std::future::pending()).await });
+    tokio::spawn(async move {
+        axum::serve(listener, paystream_sandbox::router(wechat))
+            .await
+            .unwrap()
+    });
+    let files = tempfile::tempdir().unwrap();
+    let file = |name: &str, pem: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &m.secapi_ca_pem),
+        file("cert.pem", &m.apiv2_client_cert_pem),
+        file("key.pem", &m.apiv2_client_key_pem),
+    );
+    let app = spawn_app_with(Backend::Postgres, |s| {
+        s.wechatpay_mchid = Some(m.mchid.clone());
+        s.wechatpay_api_base = Some(base.parse().unwrap());
+        s.wechatpay_api_key = Some(m.apiv2_key.clone());
+        s.wechatpay_v2_secapi_base = Some(secapi_base.parse().unwrap());
+        s.wechatpay_v2_root_ca = Some(ca);
+        s.wechatpay_v2_client_cert = Some(cert);
+        s.wechatpay_v2_client_key = Some(key);
+    })
+    .await;
+    let (token, order) = customer_with_order(&app).await;
+    pay(&app, &token, &order).await;
+    let status = reqwest::Client::new()
+        .post(format!("{base}/control/wechatpay/pay"))
+        .json(&json!({ "out_trade_no": out_trade_no(&order), "channel": V2 }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    wait_for(&app, &token, &order, "paid").await;
+    let (status, refund) = refund(&app, &order, 400).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    let done = wait_for(&app, &token, &order, "partially_refunded").await;
+    assert_eq!(done["refunded_fen"], 400);
 }

@@ -95,6 +95,9 @@ error_codes! {
     // ---- Payments ----
     /// The customer is entering the password at WeChat Pay, so the order cannot be closed now.
     PaymentInProgress => "payment_in_progress",
+    /// The order is ordered at the provider through another channel already (WeChat keeps one
+    /// order book per merchant: the same out_trade_no cannot be ordered through the other API).
+    PaymentChannelFixed => "payment_channel_fixed",
     /// The requested payment channel is not configured on this engine.
     ChannelUnavailable => "channel_unavailable",
     /// WeChat Pay answered, but refused the request for good.

@@ -118,6 +118,8 @@ pub enum Notice {
         mchid: String,
         out_trade_no: String,
         out_refund_no: String,
+        /// What the notice says was refunded, when it says (checked against our record).
+        amount_fen: Option<Fen>,
         state: RefundState,
     },
     /// Verified, but of a kind the engine does not act on.

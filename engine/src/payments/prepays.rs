@@ -37,6 +37,22 @@ impl Prepays {
             .map(|(id, _)| id))
     }
 
+    /// A channel other than `channel` through which this order was already ordered at the
+    /// provider, if any (its prepay id was issued, whether or not it is still valid).
+    pub async fn other_channel(
+        &self,
+        out_trade_no: &str,
+        channel: PayChannel,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT channel FROM prepays WHERE out_trade_no = $1 AND channel <> $2 LIMIT 1",
+        )
+        .bind(out_trade_no)
+        .bind(channel.as_str())
+        .fetch_optional(&self.db.pool)
+        .await
+    }
+
     pub async fn save(
         &self,
         out_trade_no: &str,

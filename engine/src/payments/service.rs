@@ -107,10 +107,8 @@ fn known_order(out_trade_no: &str) -> std::result::Result<OrderId, NoticeError> 
 }
 
 /// A notice for an order id of our form that no order has is not ours either.
-fn not_ours_if_unknown(
-    recorded: Result<NoticeOutcome>,
-) -> std::result::Result<NoticeOutcome, NoticeError> {
-    recorded.map_err(|e| match e.kind() {
+fn not_ours_if_unknown<T>(result: Result<T>) -> std::result::Result<T, NoticeError> {
+    result.map_err(|e| match e.kind() {
         Kind::NotFound => NoticeError::NotOurs(e.to_string()),
         _ => NoticeError::Failed(e),
     })
@@ -170,6 +168,21 @@ impl Payments {
         let order = self.orders.get(order_id).await?;
         if order.user_id != user_id {
             return Err(OrderError::NotFound.into());
+        }
+        // WeChat keeps one order book per merchant: once ordered through one API, the same
+        // out_trade_no is refused through the other (`OUT_TRADE_NO_USED`). Say so plainly.
+        if let Some(other) = self
+            .prepays
+            .other_channel(&order.out_trade_no, channel)
+            .await?
+        {
+            return Err(Error::new(
+                Kind::Conflict,
+                ErrorCode::PaymentChannelFixed,
+                format!(
+                    "this order is already being paid through {other}: pay it there, or cancel it and order again"
+                ),
+            ));
         }
         let now = Utc::now();
         let outcome = self
@@ -272,6 +285,7 @@ impl Payments {
                 mchid,
                 out_trade_no,
                 out_refund_no,
+                amount_fen,
                 state,
             } => {
                 if mchid != gateway.mchid() {
@@ -281,11 +295,38 @@ impl Payments {
                     ));
                 }
                 let order_id = known_order(&out_trade_no)?;
+                if let Some(amount) = amount_fen {
+                    self.check_refund_amount(order_id, &out_refund_no, amount)
+                        .await?;
+                }
                 not_ours_if_unknown(
                     self.record_refund_state(order_id, &out_refund_no, state, &meta)
                         .await,
                 )
             }
+        }
+    }
+
+    /// A refund notice whose amount is not the refund we recorded under that number is not
+    /// believed (v2's `req_info` is encrypted without integrity: blocks of genuine notices could
+    /// be recombined). An unknown refund is left to the command, which refuses it.
+    async fn check_refund_amount(
+        &self,
+        order_id: OrderId,
+        out_refund_no: &str,
+        amount: Fen,
+    ) -> std::result::Result<(), NoticeError> {
+        let order = not_ours_if_unknown(self.orders.get(order_id).await)?;
+        match order.refund(out_refund_no) {
+            Some(refund) if refund.amount_fen != amount => {
+                tracing::error!(order_id = %order_id, %out_refund_no, recorded = refund.amount_fen.get(), notified = amount.get(), "refund notice with another amount than the refund; not believed");
+                Err(NoticeError::NotOurs(format!(
+                    "refund {out_refund_no} is of {} fen, the notice says {}",
+                    refund.amount_fen.get(),
+                    amount.get()
+                )))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -180,6 +180,14 @@ pub(crate) async fn jsapi(State(pay): State<Pay>, body: Bytes) -> ApiResult {
     let (out_trade_no, params) = jsapi_params(&pay, req, now)?;
 
     let mut state = pay.lock();
+    // WeChat keeps one order book per merchant: a number ordered through APIv2 is taken.
+    if state.v2.orders.contains_key(&out_trade_no) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "OUT_TRADE_NO_USED",
+            "商户订单号重复",
+        ));
+    }
     let Some(order) = state.orders.get_mut(&out_trade_no) else {
         let prepay = prepay_id(now);
         state.orders.insert(

@@ -58,6 +58,12 @@ struct RefundResource {
     refund_id: Option<String>,
     refund_status: String,
     success_time: Option<String>,
+    amount: Option<RefundAmount>,
+}
+
+#[derive(Deserialize)]
+struct RefundAmount {
+    refund: i64,
 }
 
 #[derive(Deserialize)]
@@ -402,6 +408,14 @@ impl PayGateway for V3Client {
                     mchid: r.mchid,
                     out_trade_no: r.out_trade_no,
                     out_refund_no: r.out_refund_no,
+                    amount_fen: r
+                        .amount
+                        .map(|a| {
+                            Fen::new(a.refund).ok_or_else(|| {
+                                NotifyError::Malformed("refund amount out of range".into())
+                            })
+                        })
+                        .transpose()?,
                     state: refund_state(&r.refund_status, r.refund_id, r.success_time.as_deref()),
                 })
             }

@@ -58,9 +58,10 @@
 //!
 //! # Deliberate differences from WeChat
 //!
-//! * **Separate books.** WeChat keeps one order book per merchant for both APIs; the sandbox
-//!   keeps v2's orders and refunds apart from v3's, so the same engine order number can be
-//!   ordered through either API in one sandbox.
+//! * **Books kept apart, numbers shared.** WeChat keeps one order book per merchant for both
+//!   APIs. The sandbox keeps v2's orders and refunds apart from v3's, but an `out_trade_no`
+//!   ordered through one API is taken for the other (`OUT_TRADE_NO_USED`, as at WeChat), so a
+//!   client cannot order one number through both here either.
 //! * `trade_type` must be JSAPI (mini-program payments are all the sandbox simulates).
 //! * The HTTPS port's certificate is issued by a sandbox CA ([`MerchantCredentials::secapi_ca_pem`](crate::MerchantCredentials)),
 //!   not one chaining to public roots.

@@ -74,7 +74,8 @@ pub(crate) fn check_notify_url(value: &str) -> Result<(), V2Error> {
         .map_err(|_| V2Error::param("notify_url参数格式错误：须为https://开头且不带参数的URL"))
 }
 
-/// `time_expire`: `yyyyMMddHHmmss` Beijing time, at least a minute ahead.
+/// `time_expire`: `yyyyMMddHHmmss` Beijing time, at least five minutes ahead — WeChat's rule for
+/// every trade type but card-swipe (one minute), and the sandbox takes JSAPI only.
 fn time_expire(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, V2Error> {
     let parsed = NaiveDateTime::parse_from_str(value, "%Y%m%d%H%M%S")
         .ok()
@@ -82,7 +83,7 @@ fn time_expire(value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, V2Error
         .and_then(|t| t.and_local_timezone(BEIJING).single())
         .ok_or_else(|| V2Error::param("time_expire参数格式错误：应为yyyyMMddHHmmss"))?
         .with_timezone(&Utc);
-    if parsed - now < chrono::Duration::minutes(1) {
+    if parsed - now < chrono::Duration::minutes(5) {
         return Err(V2Error::param(
             "time_expire时间过短，刷卡至少1分钟，其他5分钟",
         ));
@@ -155,6 +156,10 @@ fn unifiedorder(pay: &Pay, req: &V2Request) -> V2Result {
     let params = order_params(pay, req, now)?;
     let out_trade_no = req.required("out_trade_no")?.to_string();
     let mut state = pay.lock();
+    // WeChat keeps one order book per merchant: a number ordered through APIv3 is taken.
+    if state.orders.contains_key(&out_trade_no) {
+        return Err(V2Error::refused("OUT_TRADE_NO_USED", "商户订单号重复"));
+    }
     let Some(order) = state.v2.orders.get_mut(&out_trade_no) else {
         let prepay = prepay_id(now);
         state.v2.orders.insert(

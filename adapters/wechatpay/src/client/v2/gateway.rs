@@ -19,6 +19,20 @@ use crate::v2::sign::pay_sign;
 /// A prepay id is valid for two hours at WeChat.
 const PREPAY_LIFETIME: chrono::Duration = chrono::Duration::hours(2);
 
+/// WeChat refuses a `time_expire` less than five minutes ahead (`time_expire时间过短，刷卡至少1分钟，
+/// 其他5分钟`). It is only WeChat's backstop: the engine's expiry closes the order at WeChat
+/// before closing it here, so an order paid for in its last minutes gets this much more.
+const MIN_TIME_EXPIRE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The `time_expire` sent for an order that closes at `expires_at`.
+fn time_expire(
+    expires_at: chrono::DateTime<Utc>,
+    now: chrono::DateTime<Utc>,
+) -> chrono::DateTime<Utc> {
+    // Half a minute more than the minimum, for the request's time on the way.
+    expires_at.max(now + MIN_TIME_EXPIRE + chrono::Duration::seconds(30))
+}
+
 /// `body` is at most 128 bytes at WeChat: cut at a character boundary.
 fn body_text(description: &str) -> String {
     let mut end = description.len().min(128);
@@ -179,7 +193,7 @@ impl PayGateway for V2Client {
             spbill_create_ip: &ip,
             notify_url: &config.notify_url,
             openid: &request.openid,
-            time_expire: Some(request.time_expire),
+            time_expire: Some(time_expire(request.time_expire, Utc::now())),
         };
         match self
             .call(Host::Api, "/pay/unifiedorder", order.fields())
@@ -441,6 +455,15 @@ mod tests {
             refund_state("PROCESSING", None, None),
             RefundState::Processing { .. }
         ));
+    }
+
+    #[test]
+    fn time_expire_is_never_closer_than_wechat_takes() {
+        let now = Utc::now();
+        let later = now + chrono::Duration::minutes(30);
+        assert_eq!(time_expire(later, now), later);
+        let soon = now + chrono::Duration::minutes(1);
+        assert!(time_expire(soon, now) - now > MIN_TIME_EXPIRE);
     }
 
     #[test]

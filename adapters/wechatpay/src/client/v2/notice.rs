@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use paystream_engine::money::Fen;
 use paystream_engine::payments::gateway::{Notice, NotifyError};
 
 use super::gateway::{paid, refund_state};
@@ -38,7 +39,8 @@ fn sign_types(
     fields: &BTreeMap<String, String>,
     ours: SignType,
 ) -> Result<[SignType; 2], NotifyError> {
-    let first = match fields.get("sign_type") {
+    // An empty value is no value, in the sign rules and here.
+    let first = match field(fields, "sign_type") {
         Some(named) => named
             .parse::<SignType>()
             .map_err(|e| NotifyError::Unverified(e.to_string()))?,
@@ -109,12 +111,24 @@ fn refund(config: &V2Config, fields: &BTreeMap<String, String>) -> Result<Notice
         field(&inner, "refund_id"),
         field(&inner, "success_time"),
     );
+    // ECB has no integrity of its own: the amount is handed on so the engine can check it
+    // against the refund it recorded.
+    let amount_fen = match field(&inner, "refund_fee") {
+        Some(fee) => Some(
+            fee.parse::<i64>()
+                .ok()
+                .and_then(Fen::new)
+                .ok_or_else(|| NotifyError::Malformed("req_info refund_fee".into()))?,
+        ),
+        None => None,
+    };
     // The outer mch_id is not encrypted; the key that decrypted req_info is this merchant's,
     // so a genuine notice for another merchant cannot reach here. It is checked all the same.
     Ok(Notice::Refund {
         mchid: field(fields, "mch_id").unwrap_or_default().to_string(),
         out_trade_no: get("out_trade_no")?,
         out_refund_no: get("out_refund_no")?,
+        amount_fen,
         state,
     })
 }
@@ -233,6 +247,14 @@ mod tests {
             read(&config(SignType::Md5), &body.as_bytes()[..body.len() / 2]),
             Err(NotifyError::Malformed(_))
         ));
+        // An empty sign_type is no sign_type: the notify is checked with ours.
+        let mut empty = pay_notify();
+        empty.insert("sign_type".into(), String::new());
+        assert!(read(
+            &config(SignType::HmacSha256),
+            &signed(empty, SignType::HmacSha256)
+        )
+        .is_ok());
         // A sign_type WeChat does not have is not a notice of WeChat's.
         let mut odd = pay_notify();
         odd.insert("sign_type".into(), "SHA1".into());
@@ -272,10 +294,12 @@ mod tests {
         match read(&config(SignType::Md5), &outer(KEY)).unwrap() {
             Notice::Refund {
                 out_refund_no,
+                amount_fen,
                 state: RefundState::Succeeded { refund_id, .. },
                 ..
             } => {
                 assert_eq!(out_refund_no, "R1");
+                assert_eq!(amount_fen.map(Fen::get), Some(100));
                 assert_eq!(refund_id.as_deref(), Some("50000408942018111907145868882"));
             }
             other => panic!("{other:?}"),

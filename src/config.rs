@@ -88,6 +88,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(60..))]
     pub staff_session_ttl_seconds: u32,
 
+    /// The first lockout after too many failed staff logins (5 for a username, 20 from an
+    /// address); repeated lockouts double it, up to 16 times. Kept per engine process.
+    #[arg(long, env = "ADMIN_LOGIN_LOCKOUT_SECONDS", value_name = "ADMIN_LOGIN_LOCKOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub admin_login_lockout_seconds: u32,
+
     /// WeChat Pay merchant id; unset runs the built-in WeChat Pay simulator.
     #[arg(long, env = "WECHATPAY_MCHID", value_name = "WECHATPAY_MCHID")]
     pub wechatpay_mchid: Option<String>,
@@ -260,6 +266,23 @@ pub struct Settings {
     /// Do not run background jobs (expiry, …) in this process.
     #[arg(long, env = "NO_BACKGROUND_JOBS", value_name = "NO_BACKGROUND_JOBS")]
     pub no_background_jobs: bool,
+
+    /// Open HTTP connections at most (never more than 3/4 of the process's file-descriptor
+    /// limit); beyond it new connections wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_connections: u32,
+
+    /// Seconds a request's headers may take to arrive (a trickling client is cut off).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECONDS", value_name = "HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_header_timeout_seconds: u32,
+
+    /// Seconds a connection may stay silent before it is closed; keep it above the 30 s request
+    /// deadline so that no request in progress is cut.
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT_SECONDS", value_name = "HTTP_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_idle_timeout_seconds: u32,
 }
 
 /// Where the mini-program API is and with which credentials.
@@ -294,7 +317,11 @@ impl Settings {
             expiry_interval_seconds: 5,
             session_ttl_seconds: 86400,
             staff_session_ttl_seconds: 28800,
+            admin_login_lockout_seconds: 60,
             no_background_jobs: true,
+            max_connections: 1024,
+            http_header_timeout_seconds: 10,
+            http_idle_timeout_seconds: 60,
             wechatpay_mchid: None,
             wechatpay_api_base: None,
             wechatpay_apiv3_key: None,
@@ -366,6 +393,58 @@ impl Settings {
             (Some(_), None, _) => Err("WECHAT_SECRET must be set when WECHAT_APPID is".into()),
             (None, Some(_), _) => Err("WECHAT_APPID must be set when WECHAT_SECRET is".into()),
         }
+    }
+
+    /// The mini-program and WeChat Pay settings together, refused when they mix the real WeChat
+    /// with the built-in simulator: real payments beside simulated logins, or a real mini-program
+    /// beside a simulator whose unauthenticated control API marks orders paid. A real merchant
+    /// also needs an https `PUBLIC_BASE_URL` (WeChat Pay notifies only https URLs) unless its
+    /// WeChat Pay is a simulator on this machine.
+    pub fn wechat(&self) -> Result<(MiniProgramMode, Option<WechatPaySettings>), String> {
+        let mode = self.mini_program()?;
+        let pay = self.wechatpay()?;
+        match (&mode, &pay) {
+            (MiniProgramMode::InProcessSandbox, Some(_)) => {
+                return Err(
+                    "WECHATPAY_MCHID is set but WECHAT_APPID is not: real payments would \
+                            meet the built-in simulator's logins; set WECHAT_APPID and \
+                            WECHAT_SECRET (or WECHAT_API_BASE for a stand-alone simulator), or \
+                            unset WECHATPAY_MCHID"
+                        .into(),
+                )
+            }
+            (MiniProgramMode::Remote { .. }, None) => {
+                let which = if self.wechat_appid.is_some() {
+                    "WECHAT_APPID"
+                } else {
+                    "WECHAT_API_BASE"
+                };
+                return Err(format!(
+                    "{which} is set but WECHATPAY_MCHID is not: the built-in WeChat Pay \
+                     simulator (whose control API marks orders paid) would run beside a \
+                     mini-program it does not know; set WECHATPAY_MCHID and its keys, or unset \
+                     {which}"
+                ));
+            }
+            _ => {}
+        }
+        if let Some(merchant) = &pay {
+            let local_wechat = url::Url::parse(&merchant.api_base)
+                .ok()
+                .is_some_and(|u| is_loopback(&u));
+            let https = self
+                .public_base_url
+                .as_ref()
+                .is_some_and(|u| u.scheme() == "https");
+            if !https && !local_wechat {
+                return Err(
+                    "PUBLIC_BASE_URL must be the https:// address WeChat Pay can reach \
+                            (it notifies https URLs only) when WECHATPAY_MCHID is set"
+                        .into(),
+                );
+            }
+        }
+        Ok((mode, pay))
     }
 
     /// The WeChat Pay merchant, or `None` for the built-in simulator. A merchant speaks APIv3
@@ -502,6 +581,16 @@ impl Settings {
     }
 }
 
+/// Whether a URL's host is this machine (a simulator, not WeChat).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// A real WeChat Pay merchant. No `Debug`: it holds keys.
 #[derive(Clone)]
 pub struct WechatPaySettings {
@@ -558,6 +647,10 @@ mod tests {
             parsed.staff_session_ttl_seconds
         );
         assert_eq!(
+            local.admin_login_lockout_seconds,
+            parsed.admin_login_lockout_seconds
+        );
+        assert_eq!(
             local.payment_query_after_seconds,
             parsed.payment_query_after_seconds
         );
@@ -592,6 +685,33 @@ mod tests {
             .templates()
             .unwrap_err()
             .contains("SUBSCRIBE_MESSAGE_TEMPLATES"));
+    }
+
+    #[test]
+    fn real_and_simulated_wechat_do_not_mix() {
+        let mut settings = Settings::local("sqlite://x.db");
+        assert!(settings.wechat().is_ok(), "all sandbox is fine");
+        settings.wechatpay_mchid = Some("1900000001".into());
+        settings.wechatpay_api_key = Some("k".repeat(32));
+        settings.wechatpay_api_base = Some("https://api.mch.weixin.qq.com".parse().unwrap());
+        let refused = settings.wechat().err().unwrap();
+        assert!(refused.contains("WECHAT_APPID"), "{refused}");
+        settings.wechat_appid = Some("wx1".into());
+        settings.wechat_secret = Some("s".into());
+        let refused = settings.wechat().err().unwrap();
+        assert!(refused.contains("PUBLIC_BASE_URL"), "{refused}");
+        settings.public_base_url = Some("http://shop.example.com".parse().unwrap());
+        assert!(settings.wechat().err().unwrap().contains("PUBLIC_BASE_URL"));
+        settings.public_base_url = Some("https://shop.example.com".parse().unwrap());
+        assert!(settings.wechat().is_ok());
+        // A WeChat Pay simulator on this machine reaches http notify URLs.
+        settings.public_base_url = None;
+        settings.wechatpay_api_base = Some("http://127.0.0.1:8081".parse().unwrap());
+        assert!(settings.wechat().is_ok());
+        settings.wechatpay_mchid = None;
+        settings.wechatpay_api_key = None;
+        let refused = settings.wechat().err().unwrap();
+        assert!(refused.contains("WECHATPAY_MCHID"), "{refused}");
     }
 
     #[test]

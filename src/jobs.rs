@@ -6,6 +6,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use metrics::{counter, gauge};
+use paystream_engine::db::Db;
+use paystream_engine::follow::Checkpoints;
 use paystream_engine::order::CloseReason;
 use paystream_engine::orders::Metadata;
 use paystream_engine::payments::gateway::TradeState;
@@ -14,6 +17,11 @@ use paystream_engine::ErrorCode;
 use paystream_projections::{Checks, OrdersView};
 use tokio::sync::watch;
 use uuid::Uuid;
+
+use crate::telemetry::{
+    ORDERS_EXPIRED_TOTAL, PAYMENT_CHECKS_TOTAL, REFUNDS_IN_FLIGHT, REFUND_CHECKS_TOTAL,
+    RELAY_LAG_CAP, RELAY_LAG_EVENTS,
+};
 
 /// How many due items one query fetches.
 const BATCH: i64 = 200;
@@ -33,7 +41,10 @@ pub async fn expire_due_orders(
         let due = view.due_for_expiry(now, cursor, BATCH).await?;
         for &(_, id) in &due {
             match close_expired(payments, id).await {
-                Some(true) => closed += 1,
+                Some(true) => {
+                    closed += 1;
+                    counter!(ORDERS_EXPIRED_TOTAL).increment(1);
+                }
                 Some(false) => {}
                 // WeChat could not close it (down, customer paying): ask again later, less and
                 // less often, instead of every sweep.
@@ -122,7 +133,10 @@ pub async fn reconcile(
         .await?
     {
         let subject = format!("pay:{order_id}");
-        match payments.reconcile_payment(order_id).await {
+        let checked_payment = payments.reconcile_payment(order_id).await;
+        counter!(PAYMENT_CHECKS_TOTAL, "result" => payment_check_result(&checked_payment))
+            .increment(1);
+        match checked_payment {
             Ok(PaymentCheck::Recorded) => {
                 tracing::info!(order_id = %order_id, "payment found by query (no notice had arrived)")
             }
@@ -147,7 +161,10 @@ pub async fn reconcile(
         checked += 1;
     }
     for (order_id, out_refund_no) in checks.refunds_due(now, timing.refund_after, BATCH).await? {
-        if let Err(e) = payments.reconcile_refund(order_id, &out_refund_no).await {
+        let checked_refund = payments.reconcile_refund(order_id, &out_refund_no).await;
+        counter!(REFUND_CHECKS_TOTAL, "result" => if checked_refund.is_ok() { "ok" } else { "error" })
+            .increment(1);
+        if let Err(e) = checked_refund {
             tracing::warn!(order_id = %order_id, %out_refund_no, error = %e, "refund reconciliation failed");
         }
         checks
@@ -156,7 +173,19 @@ pub async fn reconcile(
         checked += 1;
     }
     checks.forget_settled().await?;
+    gauge!(REFUNDS_IN_FLIGHT).set(checks.refunds_in_flight().await? as f64);
     Ok(checked)
+}
+
+/// The `result` label of one payment check.
+fn payment_check_result(check: &paystream_engine::Result<PaymentCheck>) -> &'static str {
+    match check {
+        Ok(PaymentCheck::Recorded) => "recorded",
+        Ok(PaymentCheck::Nothing(TradeState::UserPaying)) => "user_paying",
+        Ok(PaymentCheck::Nothing(TradeState::PaymentFailed { .. })) => "payment_failed",
+        Ok(PaymentCheck::Nothing(_)) => "nothing",
+        Err(_) => "error",
+    }
 }
 
 pub async fn reconcile_loop(
@@ -197,6 +226,33 @@ pub async fn certificate_refresh_loop(
         }
     })
     .await;
+}
+
+/// Measures how far the RabbitMQ relay is behind the log (`relay_lag_events`), from its saved
+/// checkpoint, so that every engine process reports it whichever of them holds the relay lease.
+pub async fn relay_lag_loop(db: Db, every: Duration, stop: watch::Receiver<bool>) {
+    let checkpoints = Checkpoints::new(db.clone());
+    every_until_stopped(every, stop, || async {
+        let lag = match checkpoints.load(paystream_amqp::RELAY_NAME).await {
+            Ok(at) => paystream_engine::store::events_after(&db, at, RELAY_LAG_CAP).await,
+            Err(e) => Err(e),
+        };
+        match lag {
+            Ok(lag) => gauge!(RELAY_LAG_EVENTS).set(lag as f64),
+            Err(e) => tracing::debug!(error = %e, "relay lag not measured"),
+        }
+    })
+    .await;
+}
+
+/// Drains the metrics recorder's histogram samples into their buckets now and then, so that
+/// memory stays flat when nobody scrapes `/metrics` (a scrape does the same).
+pub async fn metrics_upkeep_loop(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    every_until_stopped(every, stop, || async { handle.run_upkeep() }).await;
 }
 
 async fn every_until_stopped<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut work: F)

@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod jobs;
+pub mod server;
+pub mod telemetry;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -85,12 +87,12 @@ impl Running {
 
 /// Starts the engine: migrates, binds, serves, and (unless told not to) runs the jobs.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
-    let mode = settings.mini_program().map_err(|e| anyhow!(e))?;
+    let (mode, wechatpay) = settings.wechat().map_err(|e| anyhow!(e))?;
     let admin = settings.admin_account().map_err(|e| anyhow!(e))?;
-    let wechatpay = settings.wechatpay().map_err(|e| anyhow!(e))?;
     let templates = Arc::new(settings.templates().map_err(|e| anyhow!(e))?);
     let amqp_url = settings.amqp().map_err(|e| anyhow!(e))?;
     let db = connect(&settings.db.database_url).await?;
+    let metrics = telemetry::prometheus();
     let listener = tokio::net::TcpListener::bind(settings.listen_addr)
         .await
         .with_context(|| format!("LISTEN_ADDR={}: cannot listen", settings.listen_addr))?;
@@ -112,8 +114,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         MiniProgramMode::Remote { appid, .. } => appid.clone(),
         MiniProgramMode::InProcessSandbox => SANDBOX_APPID.to_string(),
     };
-    // The simulator runs in-process whenever part of WeChat is not configured.
-    let sandbox = (mode == MiniProgramMode::InProcessSandbox || wechatpay.is_none()).then(|| {
+    // The simulator runs in-process when WeChat is not configured at all (a mix of real and
+    // simulated WeChat is refused above).
+    let sandbox = (mode == MiniProgramMode::InProcessSandbox).then(|| {
         Sandbox::new(SandboxConfig {
             appid: appid.clone(),
             secret: SANDBOX_SECRET.into(),
@@ -196,25 +199,31 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         order_ttl: chrono::Duration::seconds(i64::from(settings.order_ttl_seconds)),
         customer_session_ttl: chrono::Duration::seconds(i64::from(settings.session_ttl_seconds)),
         staff_session_ttl: chrono::Duration::seconds(i64::from(settings.staff_session_ttl_seconds)),
+        throttles: paystream_http::Throttles::new(std::time::Duration::from_secs(u64::from(
+            settings.admin_login_lockout_seconds,
+        ))),
+        ops: paystream_http::Ops::new(metrics.clone()),
     });
     let mut app = paystream_http::router(state);
     if let Some(sandbox) = &sandbox {
         app = app.nest("/sandbox", paystream_sandbox::router(sandbox.clone()));
     }
 
-    let mut server_signal = signal.clone();
-    tasks.push(tokio::spawn(async move {
-        // The peer's address is APIv2's `spbill_create_ip` when no proxy says otherwise.
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_signal.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    tasks.push(tokio::spawn(server::serve(
+        listener,
+        app,
+        server::ConnectionLimits::within_fd_limit(
+            settings.max_connections as usize,
+            std::time::Duration::from_secs(u64::from(settings.http_header_timeout_seconds)),
+            std::time::Duration::from_secs(u64::from(settings.http_idle_timeout_seconds)),
+        ),
+        signal.clone(),
+    )));
+    tasks.push(tokio::spawn(jobs::metrics_upkeep_loop(
+        metrics,
+        std::time::Duration::from_secs(5),
+        signal.clone(),
+    )));
     // After the server is up (in sandbox mode the certificates come from this very process),
     // then on a timer, so a rotation is known before the new certificate signs anything.
     if let Some(client) = certificates_client {
@@ -227,20 +236,27 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     if !settings.no_background_jobs {
         match &amqp_url {
             // The log is the outbox: the relay publishes it, `paystream worker …` consumes.
-            Some(url) => tasks.push(tokio::spawn(paystream_amqp::run_relay(
-                store.clone(),
-                url.clone(),
-                paystream_amqp::RelayOptions {
-                    // Declared here too, so events published before a worker first runs wait
-                    // in its queue.
-                    queues: workers::all(&worker_deps)
-                        .iter()
-                        .map(|w| paystream_amqp::QueueSpec::of(w.as_ref()))
-                        .collect(),
-                    ..paystream_amqp::RelayOptions::default()
-                },
-                signal.clone(),
-            ))),
+            Some(url) => {
+                tasks.push(tokio::spawn(jobs::relay_lag_loop(
+                    db.clone(),
+                    std::time::Duration::from_secs(5),
+                    signal.clone(),
+                )));
+                tasks.push(tokio::spawn(paystream_amqp::run_relay(
+                    store.clone(),
+                    url.clone(),
+                    paystream_amqp::RelayOptions {
+                        // Declared here too, so events published before a worker first runs
+                        // wait in its queue.
+                        queues: workers::all(&worker_deps)
+                            .iter()
+                            .map(|w| paystream_amqp::QueueSpec::of(w.as_ref()))
+                            .collect(),
+                        ..paystream_amqp::RelayOptions::default()
+                    },
+                    signal.clone(),
+                )));
+            }
             None => {
                 for worker in workers::all(&worker_deps) {
                     tasks.push(tokio::spawn(from_log::run(

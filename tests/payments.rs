@@ -73,6 +73,9 @@ async fn standalone_wechat() -> StandaloneWechat {
 impl StandaloneWechat {
     /// Engine settings for a real merchant whose WeChat Pay is this simulator.
     fn configure(&self, settings: &mut paystream::config::Settings) {
+        // The whole of WeChat is this simulator: its mini-program APIs (default credentials)
+        // and its WeChat Pay. A mix with the engine's built-in one is refused at start-up.
+        settings.wechat_api_base = Some(self.base.parse().unwrap());
         settings.wechatpay_mchid = Some(self.merchant.mchid.clone());
         settings.wechatpay_api_base = Some(self.base.parse().unwrap());
         settings.wechatpay_apiv3_key = Some(self.merchant.apiv3_key.clone());
@@ -990,6 +993,7 @@ async fn a_refund_wechat_closes_is_recorded_as_failed() {
 async fn crash_between_refund_requested_and_the_wechat_call() {
     let wechat = standalone_wechat().await;
     let mut app = spawn_app_with(Backend::Postgres, |s| wechat.configure(s)).await;
+    app.wechat_base = Some(wechat.base.clone());
     let (token, order) = customer_with_order(&app).await;
     pay(&app, &token, &order).await;
     wechat
@@ -1040,12 +1044,13 @@ async fn public_key_merchant_end_to_end() {
     assert_eq!(status, StatusCode::OK, "{mode}");
     let public_key_file = wechat._keys.path().join("pub_key.pem");
     std::fs::write(&public_key_file, &wechat.merchant.public_key_pem).unwrap();
-    let app = spawn_app_with(Backend::Postgres, |s| {
+    let mut app = spawn_app_with(Backend::Postgres, |s| {
         wechat.configure(s);
         s.wechatpay_public_key = Some(public_key_file.clone());
         s.wechatpay_public_key_id = Some(wechat.merchant.public_key_id.clone());
     })
     .await;
+    app.wechat_base = Some(wechat.base.clone());
     let (token, order) = customer_with_order(&app).await;
     let (status, params) = pay(&app, &token, &order).await;
     assert_eq!(status, StatusCode::OK, "{params}");

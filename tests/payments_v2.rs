@@ -796,13 +796,15 @@ async fn a_v2_only_merchant() {
             .await
             .unwrap()
     });
-    let app = spawn_app_with(Backend::Postgres, |s| {
+    let mut app = spawn_app_with(Backend::Postgres, |s| {
+        s.wechat_api_base = Some(base.parse().unwrap());
         s.wechatpay_mchid = Some(m.mchid.clone());
         s.wechatpay_api_base = Some(base.parse().unwrap());
         s.wechatpay_api_key = Some(m.apiv2_key.clone());
         s.wechatpay_v2_sign_type = "MD5".into();
     })
     .await;
+    app.wechat_base = Some(base.clone());
     let (token, order) = customer_with_order(&app).await;
     let (status, body) = pay_with(&app, &token, &order, "wechatpay_v3").await;
     assert_error(
@@ -871,7 +873,8 @@ async fn a_v2_merchant_with_its_certificate_refunds_over_mutual_tls() {
         file("cert.pem", &m.apiv2_client_cert_pem),
         file("key.pem", &m.apiv2_client_key_pem),
     );
-    let app = spawn_app_with(Backend::Postgres, |s| {
+    let mut app = spawn_app_with(Backend::Postgres, |s| {
+        s.wechat_api_base = Some(base.parse().unwrap());
         s.wechatpay_mchid = Some(m.mchid.clone());
         s.wechatpay_api_base = Some(base.parse().unwrap());
         s.wechatpay_api_key = Some(m.apiv2_key.clone());
@@ -881,6 +884,7 @@ async fn a_v2_merchant_with_its_certificate_refunds_over_mutual_tls() {
         s.wechatpay_v2_client_key = Some(key);
     })
     .await;
+    app.wechat_base = Some(base.clone());
     let (token, order) = customer_with_order(&app).await;
     pay(&app, &token, &order).await;
     let status = reqwest::Client::new()

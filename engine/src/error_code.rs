@@ -114,8 +114,13 @@ error_codes! {
     WechatRefused => "wechat_refused",
     /// WeChat (login, phone numbers, cards) is unreachable or failing.
     WechatUnavailable => "wechat_unavailable",
-    /// Too many staff logins are being checked at once.
+    /// Too many requests of one kind: staff logins being checked at once, or `wx.login` codes
+    /// WeChat refused from one client address (`POST /api/login`). Comes with `Retry-After`
+    /// where the wait is known.
     RateLimited => "rate_limited",
+    /// Too many failed staff logins for this username or from this client address: every
+    /// attempt, even with the right password, is refused until the `Retry-After` has passed.
+    TooManyAttempts => "too_many_attempts",
     /// A staff username that is blank or too long.
     InvalidUsername => "invalid_username",
     /// A staff password that is too short.

@@ -16,6 +16,7 @@ pub mod payments;
 pub mod state_cache;
 pub mod store;
 pub mod subscriptions;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -75,6 +75,15 @@ impl Checks {
         Ok(due)
     }
 
+    /// How many refunds are still processing (requested, no outcome from WeChat Pay yet).
+    pub async fn refunds_in_flight(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM refunds_view WHERE status = 'processing'")
+                .fetch_one(&self.db.pool)
+                .await?,
+        )
+    }
+
     /// Drops the back-off of everything settled since it was last asked about (paid or closed
     /// orders — their payment queries and expiry closes —, refunds that succeeded or failed): nothing will ask about them again, and without
     /// this the table would keep a row for every quiet payment ever made.

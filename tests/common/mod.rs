@@ -20,6 +20,9 @@ pub struct TestApp {
     pub db: TestDb,
     pub base: String,
     pub http: reqwest::Client,
+    /// A stand-alone WeChat simulator the engine is configured against, instead of its built-in
+    /// one under `/sandbox`: users log in there.
+    pub wechat_base: Option<String>,
 }
 
 pub fn settings(database_url: &str) -> Settings {
@@ -56,6 +59,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         db,
         base,
         http: reqwest::Client::new(),
+        wechat_base: None,
     }
 }
 
@@ -98,13 +102,18 @@ impl TestApp {
 
     /// What the mini-program's `wx.login` would return for this simulated user.
     pub async fn login_code(&self, user: &str, unionid: Option<&str>) -> String {
-        let (status, body) = self
-            .post(
-                "/sandbox/control/login-code",
-                None,
-                json!({ "user": user, "unionid": unionid }),
-            )
-            .await;
+        let wechat = self
+            .wechat_base
+            .clone()
+            .unwrap_or_else(|| self.url("/sandbox"));
+        let response = self
+            .http
+            .post(format!("{wechat}/control/login-code"))
+            .json(&json!({ "user": user, "unionid": unionid }))
+            .send()
+            .await
+            .expect("request");
+        let (status, body) = read(response).await;
         assert_eq!(status, StatusCode::OK);
         body["code"].as_str().unwrap().to_string()
     }

@@ -1,7 +1,10 @@
 //! The back-office API (contract.md, "Back-office API"). Support staff read; admins also write.
 
+use std::sync::LazyLock;
+use std::time::Instant;
+
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -17,8 +20,10 @@ use serde_json::json;
 
 use crate::auth::StaffMember;
 use crate::customer::{parse_order_id, parse_status};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{empty_as_none, ApiJson, ApiQuery, RequestId};
+use crate::error::{ApiError, ApiResult, RetryLater};
+use crate::extract::{empty_as_none, ApiJson, ApiQuery, ClientIp, RequestId};
+use crate::text::{PRODUCT_NAME, REFUND_REASON};
+use crate::throttle::{client_key, username_key};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -33,8 +38,64 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/orders/{id}/refunds", post(refund_order))
 }
 
-async fn ui() -> Html<&'static str> {
-    Html(include_str!("admin.html"))
+const ADMIN_HTML: &str = include_str!("admin.html");
+
+/// The page's Content-Security-Policy: nothing but its own inline script and style (allowed by
+/// their SHA-256, computed from the page itself so an edit cannot leave a stale hash) and
+/// `fetch` to this origin; no framing, no plugins, no `<base>`, forms post here only.
+static ADMIN_CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let script = inline_hashes(ADMIN_HTML, "script");
+    let style = inline_hashes(ADMIN_HTML, "style");
+    let policy = format!(
+        "default-src 'none'; script-src {script}; style-src {style}; connect-src 'self'; \
+         img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    );
+    HeaderValue::from_str(&policy).expect("a CSP is ASCII")
+});
+
+/// The CSP sources (`'sha256-…'`) of every inline `<tag>…</tag>` in `html`, space-separated.
+fn inline_hashes(html: &str, tag: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut sources = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find(&open) {
+        let body = &rest[start + open.len()..];
+        let Some(end) = body.find(&close) else { break };
+        let digest = Sha256::digest(&body.as_bytes()[..end]);
+        sources.push(format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        ));
+        rest = &body[end + close.len()..];
+    }
+    if sources.is_empty() {
+        "'none'".to_string()
+    } else {
+        sources.join(" ")
+    }
+}
+
+/// The back-office page, with the headers that keep it from being framed, sniffed, or leaking
+/// its URL, and a CSP that lets it run only its own code.
+async fn ui() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, ADMIN_CSP.clone()),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Html(ADMIN_HTML),
+    )
 }
 
 #[derive(Deserialize)]
@@ -43,14 +104,52 @@ struct LoginRequest {
     password: SecretString,
 }
 
+const LOCKED_OUT: &str = "too many failed logins; try again after the time in Retry-After";
+
+/// Staff login, throttled (`throttle.rs`): after 5 failures for one username, or 20 from one
+/// client address, every attempt for it (whatever the password, and whether or not the username
+/// exists) answers 429 `too_many_attempts` with `Retry-After` until the lockout ends; lockouts
+/// double while failures go on, and a successful login clears its username's count. Refused
+/// attempts check no password (and cost no hashing). Failures are logged at WARN.
 async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<impl IntoResponse> {
-    let staff = state
+) -> axum::response::Result<impl IntoResponse> {
+    let throttles = &state.throttles;
+    let (username, address) = (username_key(&req.username), client_key(ip));
+    let now = Instant::now();
+    let locked = [
+        throttles.staff_by_username.locked(&username, now),
+        throttles.staff_by_address.locked(&address, now),
+    ];
+    if let Some(wait) = locked.into_iter().flatten().max() {
+        tracing::warn!(username = ?username, client = %ip, retry_after_s = wait.as_secs(), "staff login refused: locked out");
+        return Err(RetryLater {
+            code: ErrorCode::TooManyAttempts,
+            message: LOCKED_OUT,
+            after: wait,
+        }
+        .into());
+    }
+    let staff = match state
         .accounts
         .verify_staff(&req.username, req.password)
-        .await?;
+        .await
+    {
+        Ok(staff) => staff,
+        Err(e) if e.code() == ErrorCode::InvalidCredentials => {
+            let by_name = throttles.staff_by_username.fail(username.clone(), now);
+            let by_address = throttles.staff_by_address.fail(address, now);
+            tracing::warn!(username = ?username, client = %ip, "staff login failed: wrong username or password");
+            if let Some(lockout) = by_name.max(by_address) {
+                tracing::warn!(username = ?username, client = %ip, lockout_s = lockout.as_secs(), by_username = by_name.is_some(), by_address = by_address.is_some(), "staff login locked out");
+            }
+            return Err(ApiError(e).into());
+        }
+        Err(e) => return Err(ApiError(e).into()),
+    };
+    throttles.staff_by_username.forgive(&username);
     let issued = state
         .tokens
         .issue(staff.id, crate::tokens::STAFF, state.staff_session_ttl)?;
@@ -75,6 +174,7 @@ async fn create_product(
     ApiJson(input): ApiJson<ProductInput>,
 ) -> ApiResult<impl IntoResponse> {
     staff.require_admin()?;
+    PRODUCT_NAME.required(&input.name)?;
     let product = state.catalogue.create(input).await?;
     tracing::info!(sku = %product.sku, staff_id = %staff.0.id, "product created");
     Ok((StatusCode::CREATED, Json(product)))
@@ -87,6 +187,7 @@ async fn put_product(
     ApiJson(input): ApiJson<ProductInput>,
 ) -> ApiResult<impl IntoResponse> {
     staff.require_admin()?;
+    PRODUCT_NAME.required(&input.name)?;
     let product = state.catalogue.put(&sku, input).await?;
     tracing::info!(sku = %product.sku, staff_id = %staff.0.id, "product saved");
     Ok(Json(product))
@@ -144,7 +245,7 @@ fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<D
 fn text_filter(v: Option<String>, name: &str) -> ApiResult<Option<String>> {
     let v = v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     if v.as_ref()
-        .is_some_and(|s| s.len() > 128 || s.chars().any(char::is_control))
+        .is_some_and(|s| s.len() > 128 || !crate::text::clean(s))
     {
         return Err(ApiError::new(
             Kind::Invalid,
@@ -249,21 +350,7 @@ async fn refund_order(
                 "amount_fen must be a positive number of fen",
             )
         })?;
-    let reason = req
-        .reason
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty());
-    // WeChat's refund reason holds at most 80 characters.
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > 80 || r.chars().any(char::is_control))
-    {
-        return Err(ApiError::new(
-            Kind::Invalid,
-            ErrorCode::InvalidReason,
-            "reason must be at most 80 characters",
-        ));
-    }
+    let reason = REFUND_REASON.optional(req.reason.as_deref())?;
     let key = crate::customer::idempotency_key(&headers)?;
     let meta = Metadata::actor(format!("staff:{}", staff.0.id)).with_request_id(request_id);
     let refund = state
@@ -277,4 +364,68 @@ async fn refund_order(
             json!({ "out_refund_no": refund.out_refund_no, "amount_fen": refund.amount_fen, "status": refund.status }),
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CSP allows the page's inline code by hash only, so the page must keep all of its code
+    /// in its one `<script>` and `<style>`: an inline handler (`onclick="…"`), a `style="…"`
+    /// attribute, a `javascript:` URL or anything loaded from elsewhere would be blocked.
+    #[test]
+    fn the_page_runs_only_code_its_csp_allows() {
+        let csp = ADMIN_CSP.to_str().unwrap();
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+        assert_eq!(ADMIN_HTML.matches("<script").count(), 1);
+        assert_eq!(ADMIN_HTML.matches("<style").count(), 1);
+        let script = inline_hashes(ADMIN_HTML, "script");
+        let style = inline_hashes(ADMIN_HTML, "style");
+        assert!(script.starts_with("'sha256-") && !script.contains(' '));
+        assert!(csp.contains(&format!("script-src {script};")), "{csp}");
+        assert!(csp.contains(&format!("style-src {style};")), "{csp}");
+
+        let start = ADMIN_HTML.find("<script>").unwrap();
+        let end = ADMIN_HTML.find("</script>").unwrap();
+        let markup = format!("{}{}", &ADMIN_HTML[..start], &ADMIN_HTML[end..]).to_lowercase();
+        for attribute in [
+            " onclick=",
+            " onsubmit=",
+            " onload=",
+            " onerror=",
+            " oninput=",
+        ] {
+            assert!(!markup.contains(attribute), "inline handler {attribute}");
+        }
+        for forbidden in [
+            " style=",
+            "javascript:",
+            " src=",
+            "<link",
+            "<iframe",
+            "<img",
+        ] {
+            assert!(!markup.contains(forbidden), "{forbidden} in the page");
+        }
+    }
+
+    #[test]
+    fn inline_hashes_hash_each_element_body() {
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s));
+        let html = "<script>a()</script><p></p><script>\nb()\n</script>";
+        assert_eq!(
+            inline_hashes(html, "script"),
+            format!("'sha256-{}' 'sha256-{}'", b64("a()"), b64("\nb()\n"))
+        );
+        assert_eq!(inline_hashes(html, "style"), "'none'");
+        // The well-known hash of an empty script.
+        assert_eq!(
+            inline_hashes("<script></script>", "script"),
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+        );
+    }
 }

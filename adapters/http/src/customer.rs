@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use paystream_engine::accounts::WechatError;
 use paystream_engine::catalogue::LineRequest;
 use paystream_engine::order::{CardRef, CloseReason, OrderStatus, PayChannel};
 use paystream_engine::orders::{Metadata, PlaceOrder};
@@ -17,14 +18,13 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::Customer;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, RetryLater};
 use crate::extract::{empty_as_none, ApiJson, ApiQuery, ClientIp, RequestId};
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health))
-        .route("/readyz", get(ready))
         .route("/api/login", post(login))
         .route("/api/me/phone", post(phone))
         .route("/api/products", get(products))
@@ -47,30 +47,6 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Ready to serve: the database answers and, with RabbitMQ configured, so does the broker (the
-/// API works without it — the log is the outbox — but events then wait to be published).
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let database = state.db.ping().await;
-    let broker = match &state.broker {
-        Some(broker) => Some(broker.check().await),
-        None => None,
-    };
-    let ready = database && broker.as_ref().is_none_or(|b| b.is_ok());
-    let mut checks = json!({ "database": if database { "ok" } else { "unavailable" } });
-    if let Some(broker) = broker {
-        checks["broker"] = json!(if broker.is_ok() { "ok" } else { "unavailable" });
-    }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks })),
-    )
-}
-
 #[derive(Deserialize)]
 struct CodeRequest {
     code: String,
@@ -91,15 +67,48 @@ impl CodeRequest {
     }
 }
 
+/// Customer login. Each address may have 20 codes refused by WeChat at once, then 10 a minute
+/// (a token bucket, `throttle.rs`); beyond that, 429 `rate_limited` with `Retry-After`, before
+/// WeChat is asked. Only refused codes count: a token is taken before the call (so a burst of
+/// concurrent guesses cannot overshoot) and given back when the login succeeds or WeChat is
+/// unreachable, so customers behind one address (a carrier's NAT, an office) are never limited
+/// for logging in, only for guessing.
 async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<CodeRequest>,
-) -> ApiResult<impl IntoResponse> {
-    let session = state.mini_program.code_to_session(req.checked()?).await?;
+) -> axum::response::Result<impl IntoResponse> {
+    let code = req.checked()?;
+    let address = crate::throttle::client_key(ip);
+    let buckets = &state.throttles.customer_login;
+    if let Err(wait) = buckets.take(address, std::time::Instant::now()) {
+        tracing::warn!(client = %ip, retry_after_s = wait.as_secs(), "customer login refused: too many refused codes from this address");
+        return Err(RetryLater {
+            code: ErrorCode::RateLimited,
+            message: "too many invalid login codes from this address; try again after the time in Retry-After",
+            after: wait,
+        }
+        .into());
+    }
+    let session = match state.mini_program.code_to_session(code).await {
+        Ok(session) => {
+            buckets.give_back(&address);
+            session
+        }
+        Err(e) => {
+            if matches!(e, WechatError::Unavailable(_)) {
+                buckets.give_back(&address);
+            } else {
+                tracing::warn!(client = %ip, error = %e, "customer login failed: WeChat refused the code");
+            }
+            return Err(ApiError::from(e).into());
+        }
+    };
     let user = state
         .accounts
         .login_wechat(state.mini_program.appid(), &session)
-        .await?;
+        .await
+        .map_err(ApiError)?;
     let issued =
         state
             .tokens
@@ -197,22 +206,7 @@ async fn place_order(
 ) -> ApiResult<impl IntoResponse> {
     let key = idempotency_key(&headers)?;
     let card = req.card.as_ref().map(CardRequest::checked).transpose()?;
-    let note = req
-        .note
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_string);
-    if note
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control))
-    {
-        return Err(ApiError::new(
-            Kind::Invalid,
-            ErrorCode::InvalidNote,
-            "note must be at most 200 characters, without control characters",
-        ));
-    }
+    let note = crate::text::ORDER_NOTE.optional(req.note.as_deref())?;
     let request_hash = hex::encode(Sha256::digest(serde_json::to_vec(&req).unwrap_or_default()));
     let user = state
         .accounts

@@ -1,9 +1,10 @@
 //! The one place where errors become HTTP: `{"error": {"code", "message"}}` with a status from
 //! the error's kind. Internal details are logged, never returned.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use paystream_engine::store::StoreError;
 use paystream_engine::{Error, ErrorCode, Kind};
 use serde_json::json;
 
@@ -37,16 +38,51 @@ pub fn status_of(kind: Kind) -> StatusCode {
     }
 }
 
+/// Whether the database refused a value it cannot store: PostgreSQL's SQLSTATE 22021
+/// (`invalid byte sequence`, a NUL in text) or 22P05 (`unsupported Unicode escape sequence`,
+/// `\u0000` in jsonb). Input checks (`text.rs`) keep such text out; should one miss a field,
+/// the client still gets a 400 it will not retry rather than a 503 it would.
+fn unstorable_text(e: &Error) -> bool {
+    let Error::Store(StoreError::Database(e)) = e else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| matches!(code.as_ref(), "22021" | "22P05"))
+}
+
+/// The error's text is for clients only when it is about their request. Database errors (of any
+/// kind) and internal errors are logged — inside the request's span, so with its request id —
+/// and answered with a generic message: database error text names tables, constraints and
+/// values, and is nobody's business outside.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if unstorable_text(&self.0) {
+            tracing::warn!(error = %self.0, "the database refused text the input checks let through");
+            return ApiError::new(
+                Kind::Invalid,
+                ErrorCode::InvalidBody,
+                "the request holds text that cannot be stored (such as a U+0000 character)",
+            )
+            .into_response();
+        }
         let kind = self.0.kind();
         let code = self.0.code();
-        let message = match kind {
-            Kind::Internal => {
+        let message = match (&self.0, kind) {
+            (_, Kind::Internal) => {
                 tracing::error!(error = %self.0, code = code.as_str(), "internal error");
-                "internal error".to_string()
+                "internal error; the X-Request-Id header of this answer identifies it in the log"
+                    .to_string()
             }
-            Kind::Unavailable | Kind::Upstream => {
+            (Error::Store(_), Kind::Unavailable) => {
+                tracing::warn!(error = %self.0, code = code.as_str(), "database unavailable");
+                "the database is unavailable; retry shortly".to_string()
+            }
+            (Error::Store(_), _) => {
+                tracing::warn!(error = %self.0, code = code.as_str(), "database error");
+                "another request changed the same data at the same time; retry".to_string()
+            }
+            (_, Kind::Unavailable | Kind::Upstream) => {
                 tracing::warn!(error = %self.0, code = code.as_str(), "dependency unavailable");
                 self.0.to_string()
             }
@@ -54,6 +90,26 @@ impl IntoResponse for ApiError {
         };
         let body = json!({ "error": { "code": code.as_str(), "message": message } });
         (status_of(kind), Json(body)).into_response()
+    }
+}
+
+/// A 429 with a `Retry-After` header (whole seconds, rounded up): the contract's error shape,
+/// and when to come back.
+pub struct RetryLater {
+    pub code: ErrorCode,
+    pub message: &'static str,
+    pub after: std::time::Duration,
+}
+
+impl IntoResponse for RetryLater {
+    fn into_response(self) -> Response {
+        let seconds = crate::throttle::retry_after_seconds(self.after);
+        let mut response =
+            ApiError::new(Kind::RateLimited, self.code, self.message).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
     }
 }
 
@@ -87,5 +143,74 @@ pub async fn deadline(request: axum::extract::Request, next: axum::middleware::N
             "the request took too long; retry it",
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paystream_engine::store::{ExpectedVersion, StoreError};
+    use serde_json::Value;
+
+    async fn answer(response: Response) -> (StatusCode, Option<String>, Value) {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn store_and_internal_errors_answer_without_their_text() {
+        let corrupt = ApiError(Error::Store(StoreError::Corrupt {
+            position: 7,
+            reason: "relation \"events\" SQLSTATE XX001".into(),
+        }));
+        let (status, _, body) = answer(corrupt.into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.contains("SQLSTATE") && !message.contains("events"),
+            "{message}"
+        );
+
+        let conflict = ApiError(Error::Store(StoreError::Conflict {
+            stream_id: "order-secret-stream".into(),
+            expected: ExpectedVersion::Exact(1),
+            actual: 2,
+        }));
+        let (status, _, body) = answer(conflict.into_response()).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["error"]["code"], "concurrent_update");
+        assert!(!body.to_string().contains("order-secret-stream"), "{body}");
+
+        let internal = ApiError::new(Kind::Internal, ErrorCode::InternalError, "pool says no");
+        let (_, _, body) = answer(internal.into_response()).await;
+        assert!(!body.to_string().contains("pool says no"), "{body}");
+
+        // Errors about the request keep their text.
+        let invalid = ApiError::new(Kind::Invalid, ErrorCode::InvalidName, "name must be …");
+        let (status, _, body) = answer(invalid.into_response()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["message"], "name must be …");
+    }
+
+    #[tokio::test]
+    async fn retry_later_is_a_429_with_retry_after_in_whole_seconds() {
+        let later = RetryLater {
+            code: ErrorCode::TooManyAttempts,
+            message: "wait",
+            after: std::time::Duration::from_millis(2500),
+        };
+        let (status, retry_after, body) = answer(later.into_response()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("3"));
+        assert_eq!(body["error"]["code"], "too_many_attempts");
+        assert_eq!(body["error"]["message"], "wait");
     }
 }

@@ -87,28 +87,35 @@ where
     }
 }
 
-/// The customer's address: the first `X-Forwarded-For` hop when a proxy in front of us set one,
-/// else the peer of the connection. Only ever passed on to WeChat Pay (APIv2's
-/// `spbill_create_ip`, for its risk control), never used to authorise anything, so a forged
-/// header misleads nobody but the forger's own payment.
+/// The client's address: the first `X-Forwarded-For` hop when a proxy in front of us set one,
+/// else the peer of the connection. Passed on to WeChat Pay (APIv2's `spbill_create_ip`, for its
+/// risk control) and used to throttle failed logins per address (`throttle.rs`); never used to
+/// authorise anything. Without a proxy that overwrites the header a client can name any address,
+/// which defeats only the per-address login limits (the per-username lockout still holds).
 pub struct ClientIp(pub std::net::IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|ip| ip.trim().parse().ok());
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|info| info.0.ip());
-        Ok(ClientIp(forwarded.or(peer).unwrap_or(
-            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        )))
+        Ok(ClientIp(client_ip(&parts.headers, &parts.extensions)))
     }
+}
+
+/// [`ClientIp`] from a request's headers and extensions (the access log uses it too).
+pub(crate) fn client_ip(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> std::net::IpAddr {
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|ip| ip.trim().parse().ok());
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    forwarded
+        .or(peer)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }

@@ -9,7 +9,11 @@ pub mod error;
 mod extract;
 mod notify;
 pub use notify::{WECHATPAY_V2_PATH, WECHATPAY_V2_REFUND_PATH, WECHATPAY_V3_PATH};
+pub mod ops;
 mod subscriptions;
+pub mod telemetry;
+mod text;
+pub mod throttle;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -28,6 +32,8 @@ use paystream_projections::OrdersView;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use ops::Ops;
+pub use throttle::Throttles;
 pub use tokens::Tokens;
 
 /// Everything a handler may use. Cheap to clone.
@@ -50,6 +56,10 @@ pub struct Services {
     pub order_ttl: chrono::Duration,
     pub customer_session_ttl: chrono::Duration,
     pub staff_session_ttl: chrono::Duration,
+    /// Failed-login throttles (in memory: per process, see `throttle.rs`).
+    pub throttles: Throttles,
+    /// `/metrics` and `/readyz`: the process's metrics and the readiness checks' cache.
+    pub ops: Ops,
 }
 
 impl AppState {
@@ -77,11 +87,14 @@ pub fn router(state: AppState) -> Router {
         .merge(cards::routes())
         .merge(admin::routes())
         .merge(notify::routes())
+        .merge(ops::routes())
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(error::deadline))
+        // After routing (it sees the matched route), around the deadline (it sees its 503).
+        .layer(axum::middleware::from_fn(ops::observe))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -14,11 +14,11 @@ use axum::routing::post;
 use axum::{Json, Router};
 use paystream_engine::order::PayChannel;
 use paystream_engine::payments::gateway::RawNotice;
-use paystream_engine::payments::NoticeError;
+use paystream_engine::payments::{NoticeError, NoticeOutcome};
 use serde_json::json;
 
 use crate::error::status_of;
-use crate::AppState;
+use crate::{telemetry, AppState};
 
 /// Where WeChat Pay APIv3 sends notifications (the wiring gives the gateway this URL).
 pub const WECHATPAY_V3_PATH: &str = "/notify/wechatpay/v3";
@@ -54,6 +54,17 @@ fn raw_notice<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> RawNotice<'a> {
     }
 }
 
+/// Hands a notice to the engine and counts what became of it (`notifications_total`).
+async fn receive(
+    state: &AppState,
+    channel: PayChannel,
+    raw: &RawNotice<'_>,
+) -> Result<NoticeOutcome, NoticeError> {
+    let result = state.payments.receive_notice(channel, raw).await;
+    telemetry::notice(channel, &result);
+    result
+}
+
 async fn wechatpay_v3(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -67,11 +78,7 @@ async fn wechatpay_v3(
         );
     };
     let raw = raw_notice(&headers, &body);
-    match state
-        .payments
-        .receive_notice(PayChannel::WechatpayV3, &raw)
-        .await
-    {
+    match receive(&state, PayChannel::WechatpayV3, &raw).await {
         Ok(outcome) => {
             tracing::debug!(?outcome, "WeChat Pay notification handled");
             StatusCode::NO_CONTENT.into_response()
@@ -117,11 +124,7 @@ async fn wechatpay_v2(
         return v2_answer(StatusCode::PAYLOAD_TOO_LARGE, "FAIL", "body too large");
     };
     let raw = raw_notice(&headers, &body);
-    match state
-        .payments
-        .receive_notice(PayChannel::WechatpayV2, &raw)
-        .await
-    {
+    match receive(&state, PayChannel::WechatpayV2, &raw).await {
         Ok(outcome) => {
             tracing::debug!(?outcome, "WeChat Pay v2 notification handled");
             v2_answer(StatusCode::OK, "SUCCESS", "OK")

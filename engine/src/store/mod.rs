@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::db::{Backend, Db};
 
-pub use sql::{read_stream_on, read_streams_on, SqlEventStore};
+pub use sql::{events_after, read_stream_on, read_streams_on, SqlEventStore};
 
 /// What the appender believes the stream looks like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,11 +129,17 @@ impl StoreError {
                 // Transient server-side trouble: PostgreSQL shutting down (57P01-57P03), too
                 // many connections (53300), deadlock/serialization (40P01, 40001); SQLite busy
                 // or locked (5, 6 and their extended codes).
+                // SQLite's codes are numbers, PostgreSQL's five-character SQLSTATEs — some of
+                // which are all digits (22021, bad UTF-8) and must not be read as SQLite's.
                 let code = e.code().unwrap_or_default();
-                matches!(
-                    code.as_ref(),
-                    "57P01" | "57P02" | "57P03" | "53300" | "40P01" | "40001"
-                ) || code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                } else {
+                    matches!(
+                        code.as_ref(),
+                        "57P01" | "57P02" | "57P03" | "53300" | "40P01" | "40001"
+                    )
+                }
             }
             _ => false,
         }

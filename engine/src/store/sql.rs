@@ -156,6 +156,23 @@ pub async fn read_streams_on(
     rows.iter().map(decode).collect()
 }
 
+/// How many events lie after `after` in log order, counting no further than `cap`: how far a
+/// follower of the log is behind (a gauge, so a cap keeps a huge backlog cheap to measure).
+pub async fn events_after(db: &Db, after: Checkpoint, cap: i64) -> Result<i64, StoreError> {
+    let filter = match db.backend {
+        Backend::Postgres => "WHERE (transaction_id, global_position) > (($1::text)::xid8, $2)",
+        Backend::Sqlite => "WHERE global_position > $2",
+    };
+    let sql =
+        format!("SELECT COUNT(*) AS n FROM (SELECT 1 FROM events {filter} LIMIT $3) AS behind");
+    Ok(sqlx::query_scalar(&sql)
+        .bind(after.transaction)
+        .bind(after.position)
+        .bind(cap)
+        .fetch_one(&db.pool)
+        .await?)
+}
+
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
@@ -331,6 +348,49 @@ impl EventStore for SqlEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.append_timed(stream_id, expected, events).await;
+        crate::telemetry::appended(&result, started.elapsed());
+        result
+    }
+
+    async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut conn = self.db.pool.acquire().await?;
+        read_stream_on(&mut conn, self.db.backend, stream_id).await
+    }
+
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let filter = match self.db.backend {
+            Backend::Postgres => PG_READ_ALL,
+            Backend::Sqlite => SQLITE_READ_ALL,
+        };
+        let sql = format!("SELECT {} FROM events {filter}", columns(self.db.backend));
+        let rows = sqlx::query(&sql)
+            .bind(after.transaction)
+            .bind(after.position)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+impl SqlEventStore {
+    /// [`EventStore::append`], which times it.
+    async fn append_timed(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
         if events.is_empty() {
             let version = self.read_stream(stream_id).await?.len() as i64;
             return Ok(Appended {
@@ -368,33 +428,5 @@ impl EventStore for SqlEventStore {
                 actual,
             });
         }
-    }
-
-    async fn read_stream(&self, stream_id: &str) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut conn = self.db.pool.acquire().await?;
-        read_stream_on(&mut conn, self.db.backend, stream_id).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Checkpoint,
-        limit: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let filter = match self.db.backend {
-            Backend::Postgres => PG_READ_ALL,
-            Backend::Sqlite => SQLITE_READ_ALL,
-        };
-        let sql = format!("SELECT {} FROM events {filter}", columns(self.db.backend));
-        let rows = sqlx::query(&sql)
-            .bind(after.transaction)
-            .bind(after.position)
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await?;
-        rows.iter().map(decode).collect()
-    }
-
-    fn db(&self) -> &Db {
-        &self.db
     }
 }

@@ -1,0 +1,113 @@
+//! The server's connection handling from outside: idle and header-trickling clients are cut
+//! off, the connection cap holds, and the engine keeps answering.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::spawn_app_with;
+use paystream_engine::db::Backend;
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(base: &str) -> String {
+    base.trim_start_matches("http://").to_string()
+}
+
+/// Waits until the server closes `stream` (EOF or reset); returns how long that took.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            // An answer (a 408, say) before the close: keep reading until the close.
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_and_trickling_connections_are_closed_and_the_engine_still_answers() {
+    let app = spawn_app_with(Backend::Postgres, |s| {
+        s.http_header_timeout_seconds = 1;
+        s.http_idle_timeout_seconds = 2;
+    })
+    .await;
+    let target = addr(&app.base);
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(TcpStream::connect(&target).await.unwrap());
+    }
+    // A client that sends its headers a byte at a time, never finishing.
+    let mut trickler = TcpStream::connect(&target).await.unwrap();
+    trickler
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let trickling = tokio::spawn(async move {
+        let started = Instant::now();
+        for _ in 0..40 {
+            if trickler.write_all(b"X").await.is_err() {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        closed_within(&mut trickler, Duration::from_millis(10)).await
+    });
+
+    // Meanwhile the engine answers.
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for stream in &mut idle {
+        let took = closed_within(stream, Duration::from_secs(10)).await;
+        assert!(took.is_some(), "an idle connection stayed open");
+    }
+    let cut = trickling.await.unwrap();
+    assert!(
+        cut.is_some_and(|t| t < Duration::from_secs(6)),
+        "a trickling client was not cut off in time: {cut:?}"
+    );
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let app = spawn_app_with(Backend::Postgres, |s| {
+        s.max_connections = 16;
+        s.http_idle_timeout_seconds = 2;
+    })
+    .await;
+    let target = addr(&app.base);
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(&target).await.unwrap());
+    }
+    // The 17th connection is accepted by the kernel but not served until a slot frees.
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let answer = client
+        .get(app.url("/healthz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("answered once the idle connections were closed");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "served before any slot was free: {:?}",
+        started.elapsed()
+    );
+}

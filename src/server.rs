@@ -1,6 +1,9 @@
 //! The HTTP server's connection handling: a cap on open connections, a deadline for a request's
 //! headers, and an idle deadline — so idle or header-trickling clients cannot hold file
-//! descriptors until the process runs out (`axum::serve` has none of these). Graceful: on stop it
+//! descriptors until the process runs out (`axum::serve` has none of these). When the cap is
+//! reached a small overflow of connections is still served, on short deadlines: a real client
+//! sends its request at once and is answered, an idle one is gone in seconds — so a flood of idle
+//! connections delays a health check by seconds, not by the idle deadline. Graceful: on stop it
 //! accepts nothing more and lets requests in flight finish.
 
 use std::net::SocketAddr;
@@ -32,8 +35,9 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// `max_connections`, but never more than three quarters of the file descriptors this
-    /// process may open (the rest is for the database pool, the broker, WeChat calls, logs).
+    /// `max_connections`, but never more than five eighths of the file descriptors this
+    /// process may open; with the overflow (a quarter of that) at most three quarters — the rest
+    /// is for the database pool, the broker, WeChat calls, logs.
     pub fn within_fd_limit(
         max_connections: usize,
         header_timeout: Duration,
@@ -42,7 +46,7 @@ impl ConnectionLimits {
         let fds = rlimit::getrlimit(rlimit::Resource::NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(1024);
-        let allowed = usize::try_from(fds.saturating_mul(3) / 4).unwrap_or(usize::MAX);
+        let allowed = usize::try_from(fds.saturating_mul(5) / 8).unwrap_or(usize::MAX);
         ConnectionLimits {
             max_connections: max_connections.min(allowed).max(16),
             header_timeout,
@@ -50,6 +54,10 @@ impl ConnectionLimits {
         }
     }
 }
+
+/// Deadlines of the connections served beyond the cap.
+const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+const OVERFLOW_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a stop waits for requests in flight before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(35);
@@ -62,22 +70,36 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let overflow = Arc::new(Semaphore::new((limits.max_connections / 4).max(4)));
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    let builder = |header_timeout: Duration| {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        builder
+    };
+    let (normal, short) = (
+        builder(limits.header_timeout),
+        builder(OVERFLOW_HEADER_TIMEOUT),
+    );
     let mut stopped = pin!(async move {
         let _ = stop.wait_for(|stop| *stop).await;
     });
     loop {
-        let permit = tokio::select! {
+        // A regular slot when there is one, else an overflow slot on short deadlines.
+        let (permit, builder, idle_timeout) = tokio::select! {
+            biased;
+            () = &mut stopped => break,
             permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
+                Ok(permit) => (permit, &normal, limits.idle_timeout),
                 Err(_) => break,
             },
-            () = &mut stopped => break,
+            permit = overflow.clone().acquire_owned() => match permit {
+                Ok(permit) => (permit, &short, OVERFLOW_IDLE_TIMEOUT),
+                Err(_) => break,
+            },
         };
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -93,7 +115,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let mut io = TimeoutStream::new(tcp);
-        io.set_read_timeout(Some(limits.idle_timeout));
+        io.set_read_timeout(Some(idle_timeout));
         let io = TokioIo::new(Box::pin(io));
         // What `into_make_service_with_connect_info` would give each request.
         let service = TowerToHyperService::new(

@@ -169,6 +169,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let certificates_client = clients.v3.clone();
 
     let store = event_store(&db);
+    // A read model added by a migration to a database with orders is filled before serving.
+    paystream_projections::backfill_if_needed(store.as_ref())
+        .await
+        .context("filling the read models from the event log")?;
     let orders = OrderService::new(store.clone()).with_cards(wechat.clone());
     let subscriptions = Subscriptions::new(db.clone());
     let worker_deps = workers::WorkerDeps {

@@ -72,6 +72,14 @@ error_codes! {
     NoCard => "no_card",
     /// Consuming an order's card before the order is paid.
     CardNotDue => "card_not_due",
+    /// Resolving the review of an order that has nothing in review.
+    NothingToReview => "nothing_to_review",
+    /// Resolving an order's review again, differently from how it was just resolved.
+    ReviewAlreadyResolved => "review_already_resolved",
+    /// A review resolution of `other` without a note saying what was done.
+    ReviewNoteRequired => "review_note_required",
+    /// A review resolved as `refunded` on an order with no refund that has not failed.
+    NothingRefunded => "nothing_refunded",
 
     // ---- Catalogue and placing orders ----
     /// A sku that is not 1-64 characters of A-Z, a-z, 0-9, '-' and '_'.
@@ -155,6 +163,8 @@ error_codes! {
     InvalidStatus => "invalid_status",
     /// A refund reason that is too long or holds control characters.
     InvalidReason => "invalid_reason",
+    /// A review resolution that is not one of `refunded`, `accepted`, `other`.
+    InvalidResolution => "invalid_resolution",
     /// Subscription template ids that are missing, too many, or not printable.
     InvalidTemplateIds => "invalid_template_ids",
     /// A query string that does not parse, or a query filter with a bad value.

@@ -1,6 +1,9 @@
 //! `orders_view`: one row per order, for lists and searches. Kept inline — in the transaction of
 //! each append — by folding the order's stream with the domain's own `evolve`, so the row can
-//! never disagree with the aggregate.
+//! never disagree with the aggregate. The same fold keeps the back-office read models:
+//! `review_queue` ([`crate::review`]) and `daily_totals` ([`crate::daily`]).
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -16,6 +19,8 @@ use paystream_engine::order::{
 };
 use paystream_engine::orders::STREAM_PREFIX;
 use paystream_engine::store::{read_streams_on, EventStore, InlineProjection, RecordedEvent};
+
+use crate::{daily, review};
 
 /// An order as the API shows it (contract.md, "Order").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -46,7 +51,18 @@ pub struct OrderView {
     pub openid: String,
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
+impl OrderView {
+    /// Where this order stands in a search, newest first: `(created_at in ms, id)`, for
+    /// [`OrdersView::search_after`].
+    pub fn cursor(&self) -> (i64, Uuid) {
+        let created_at = DateTime::parse_from_rfc3339(&self.created_at)
+            .map(|at| at.timestamp_millis())
+            .unwrap_or_default();
+        (created_at, self.id)
+    }
+}
+
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -73,7 +89,7 @@ impl From<&Order> for OrderView {
     }
 }
 
-fn internal(message: impl std::fmt::Display) -> Error {
+pub(crate) fn internal(message: impl std::fmt::Display) -> Error {
     Error::new(
         Kind::Internal,
         ErrorCode::InternalError,
@@ -141,7 +157,7 @@ const UPSERT_REFUNDS_CONFLICT: &str = " ON CONFLICT (out_refund_no) DO UPDATE \
 
 /// `($1, …, $k), ($k+1, …)`: `rows` tuples of `width` placeholders. One statement per batch of
 /// orders instead of one per order.
-fn placeholders(rows: usize, width: usize) -> String {
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
     (0..rows)
         .map(|row| {
             let values = (1..=width)
@@ -222,37 +238,89 @@ async fn upsert(conn: &mut AnyConnection, orders: &[(Order, i64)]) -> Result<(),
     Ok(())
 }
 
-fn fold(events: &[RecordedEvent]) -> Result<Option<Order>, sqlx::Error> {
-    let decoded = events
-        .iter()
-        .map(|e| OrderEvent::from_stored(&e.event_type, e.data.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| sqlx::Error::Protocol(format!("undecodable order event: {e}")))?;
-    Ok(order::replay(decoded.iter()))
+/// One order stream, folded.
+struct Folded {
+    order: Option<Order>,
+    /// An event projected now closed a review: the order's queue row may have to go.
+    review_closed: bool,
+}
+
+/// Folds a stream with the domain's `evolve`. Events from version `first_new` on are the ones
+/// being projected now: the money they move is added to `money`.
+fn fold(
+    events: &[RecordedEvent],
+    first_new: i64,
+    money: &mut daily::Movements,
+) -> Result<Folded, sqlx::Error> {
+    let mut state: Option<Order> = None;
+    let mut review_closed = false;
+    for stored in events {
+        let event = OrderEvent::from_stored(&stored.event_type, stored.data.clone())
+            .map_err(|e| sqlx::Error::Protocol(format!("undecodable order event: {e}")))?;
+        let new = stored.version >= first_new;
+        let moves_money = matches!(
+            event,
+            OrderEvent::PaymentSucceeded { .. }
+                | OrderEvent::PaymentAmountMismatch { .. }
+                | OrderEvent::RefundSucceeded { .. }
+        );
+        if new && moves_money {
+            let before = state.clone();
+            state = order::evolve(state, &event);
+            if let Some(after) = &state {
+                daily::record(money, before.as_ref(), after);
+            }
+        } else {
+            review_closed |= new && matches!(event, OrderEvent::ReviewResolved { .. });
+            state = order::evolve(state, &event);
+        }
+    }
+    Ok(Folded {
+        order: state,
+        review_closed,
+    })
 }
 
 /// Streams projected per statement: keeps the bound parameters far below PostgreSQL's limit.
 const STREAMS_PER_ROUND: usize = 200;
 
 /// Re-reads the given order streams (in the caller's transaction, so it sees what was just
-/// appended), folds each with the domain's `evolve` and writes their rows.
+/// appended), folds each with the domain's `evolve` and writes their rows. `first_new` gives,
+/// per stream, the first version being projected now; `None` projects every event (a rebuild).
 async fn project_streams(
     conn: &mut AnyConnection,
     backend: Backend,
     stream_ids: &[&str],
+    first_new: Option<&HashMap<&str, i64>>,
 ) -> Result<(), sqlx::Error> {
     for round in stream_ids.chunks(STREAMS_PER_ROUND) {
         let events = read_streams_on(conn, backend, round)
             .await
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         let mut orders = Vec::with_capacity(round.len());
+        let mut money = daily::Movements::new();
+        let mut review_closed = Vec::new();
         for stream in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
             let version = stream.last().map(|e| e.version).unwrap_or_default();
-            if let Some(order) = fold(stream)? {
+            let from = match first_new {
+                None => 0,
+                Some(first_new) => stream
+                    .first()
+                    .and_then(|e| first_new.get(e.stream_id.as_str()).copied())
+                    .unwrap_or(i64::MAX),
+            };
+            let folded = fold(stream, from, &mut money)?;
+            if let Some(order) = folded.order {
+                if folded.review_closed {
+                    review_closed.push(order.id);
+                }
                 orders.push((order, version));
             }
         }
         upsert(conn, &orders).await?;
+        let orders: Vec<&Order> = orders.iter().map(|(order, _)| order).collect();
+        review::write(conn, &orders, &review_closed).await?;
+        daily::add(conn, &money).await?;
     }
     Ok(())
 }
@@ -267,28 +335,39 @@ impl InlineProjection for OrdersProjection {
         backend: Backend,
         appended: &[RecordedEvent],
     ) -> Result<(), sqlx::Error> {
-        let mut streams: Vec<&str> = appended
+        // The first version of each order stream appended in this transaction.
+        let mut first_new: HashMap<&str, i64> = HashMap::new();
+        for event in appended
             .iter()
-            .map(|e| e.stream_id.as_str())
-            .filter(|id| id.starts_with(STREAM_PREFIX))
-            .collect();
+            .filter(|e| e.stream_id.starts_with(STREAM_PREFIX))
+        {
+            first_new
+                .entry(event.stream_id.as_str())
+                .and_modify(|v| *v = (*v).min(event.version))
+                .or_insert(event.version);
+        }
+        let mut streams: Vec<&str> = first_new.keys().copied().collect();
         streams.sort_unstable();
-        streams.dedup();
-        project_streams(conn, backend, &streams).await
+        project_streams(conn, backend, &streams, Some(&first_new)).await
     }
 }
 
-/// Drops `orders_view` and replays every order stream into it, in one transaction: readers see
-/// the old table or the new one, never half of it.
+/// Drops the read models the orders projection keeps (`orders_view`, `refunds_view`,
+/// `review_queue`, `daily_totals`) and replays every order stream into them, in one transaction:
+/// readers see the old tables or the new ones, never half of them.
 pub async fn rebuild(store: &dyn EventStore) -> Result<usize> {
     let db = store.db();
     let mut tx = db.begin_write().await?;
-    sqlx::query("DELETE FROM orders_view")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM refunds_view")
-        .execute(&mut *tx)
-        .await?;
+    for table in [
+        "orders_view",
+        "refunds_view",
+        "review_queue",
+        "daily_totals",
+    ] {
+        sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&mut *tx)
+            .await?;
+    }
     // Listed inside the transaction, after the delete: an order placed meanwhile is either in
     // this list or projected by its own append after this commits — never lost in between.
     let streams: Vec<String> = sqlx::query_scalar(
@@ -298,9 +377,28 @@ pub async fn rebuild(store: &dyn EventStore) -> Result<usize> {
     .fetch_all(&mut *tx)
     .await?;
     let ids: Vec<&str> = streams.iter().map(String::as_str).collect();
-    project_streams(&mut tx, db.backend, &ids).await?;
+    project_streams(&mut tx, db.backend, &ids, None).await?;
     tx.commit().await?;
     Ok(streams.len())
+}
+
+/// Rebuilds the read models once if a migration asked for it (a read model added to a database
+/// that already holds orders starts empty); returns whether it did. A crash before the marker is
+/// removed only means the (idempotent) rebuild runs again at the next start.
+pub async fn backfill_if_needed(store: &dyn EventStore) -> Result<bool> {
+    let db = store.db();
+    let pending: Vec<String> = sqlx::query_scalar("SELECT name FROM projection_backfills")
+        .fetch_all(&db.pool)
+        .await?;
+    if pending.is_empty() {
+        return Ok(false);
+    }
+    let streams = rebuild(store).await?;
+    tracing::info!(?pending, streams, "read models filled from the event log");
+    sqlx::query("DELETE FROM projection_backfills")
+        .execute(&db.pool)
+        .await?;
+    Ok(true)
 }
 
 /// Which orders to list. Every field narrows the result.
@@ -339,6 +437,38 @@ fn bind_all<'q>(
     })
 }
 
+/// The WHERE clauses (joined with AND) and their parameters for `filter`.
+fn filter_clauses(filter: &OrderFilter) -> (Vec<String>, Vec<Param>) {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    let mut add = |clause: &str, param: Param| {
+        params.push(param);
+        clauses.push(clause.replace('?', &format!("${}", params.len())));
+    };
+    if let Some(user) = filter.user_id {
+        add("user_id = ?", Param::Text(user.to_string()));
+    }
+    if let Some(status) = filter.status {
+        add("status = ?", Param::Text(status.as_str().into()));
+    }
+    if let Some(openid) = &filter.openid {
+        add("openid = ?", Param::Text(openid.clone()));
+    }
+    if let Some(no) = &filter.out_trade_no {
+        add("out_trade_no = ?", Param::Text(no.clone()));
+    }
+    if let Some(txn) = &filter.transaction_id {
+        add("transaction_id = ?", Param::Text(txn.clone()));
+    }
+    if let Some(from) = filter.from {
+        add("created_at >= ?", Param::Int(millis(from)));
+    }
+    if let Some(to) = filter.to {
+        add("created_at < ?", Param::Int(millis(to)));
+    }
+    (clauses, params)
+}
+
 #[derive(Clone)]
 pub struct OrdersView {
     db: Db,
@@ -356,33 +486,7 @@ impl OrdersView {
         page: u32,
         per_page: u32,
     ) -> Result<Page<OrderView>> {
-        let mut clauses = Vec::new();
-        let mut params = Vec::new();
-        let mut add = |clause: &str, param: Param| {
-            params.push(param);
-            clauses.push(clause.replace('?', &format!("${}", params.len())));
-        };
-        if let Some(user) = filter.user_id {
-            add("user_id = ?", Param::Text(user.to_string()));
-        }
-        if let Some(status) = filter.status {
-            add("status = ?", Param::Text(status.as_str().into()));
-        }
-        if let Some(openid) = &filter.openid {
-            add("openid = ?", Param::Text(openid.clone()));
-        }
-        if let Some(no) = &filter.out_trade_no {
-            add("out_trade_no = ?", Param::Text(no.clone()));
-        }
-        if let Some(txn) = &filter.transaction_id {
-            add("transaction_id = ?", Param::Text(txn.clone()));
-        }
-        if let Some(from) = filter.from {
-            add("created_at >= ?", Param::Int(millis(from)));
-        }
-        if let Some(to) = filter.to {
-            add("created_at < ?", Param::Int(millis(to)));
-        }
+        let (clauses, params) = filter_clauses(filter);
         let filter_sql = if clauses.is_empty() {
             String::new()
         } else {
@@ -410,6 +514,39 @@ impl OrdersView {
             total_pages: (total + i64::from(per_page) - 1) / i64::from(per_page),
             items: rows.iter().map(decode).collect::<Result<_>>()?,
         })
+    }
+
+    /// Up to `limit` orders matching `filter` in the order of [`OrdersView::search`] (newest
+    /// first), strictly after `after` — the [`OrderView::cursor`] of the last one seen — for
+    /// walking a whole result: orders placed meanwhile neither shift nor repeat the rest, as
+    /// they would with pages by offset.
+    pub async fn search_after(
+        &self,
+        filter: &OrderFilter,
+        after: Option<(i64, Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<OrderView>> {
+        let (mut clauses, mut params) = filter_clauses(filter);
+        if let Some((created_at, id)) = after {
+            params.push(Param::Int(created_at));
+            params.push(Param::Text(id.to_string()));
+            let (at, id) = (params.len() - 1, params.len());
+            clauses.push(format!(
+                "(created_at < ${at} OR (created_at = ${at} AND id < ${id}))"
+            ));
+        }
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let limit = limit.clamp(1, 1_000);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM orders_view {filter_sql} \
+             ORDER BY created_at DESC, id DESC LIMIT {limit}"
+        );
+        let rows = bind_all(&sql, &params).fetch_all(&self.db.pool).await?;
+        rows.iter().map(decode).collect()
     }
 
     /// Unpaid orders whose time is up, oldest first, after `cursor` (the `(expires_at, id)` of

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod backoffice;
 mod cards;
 mod customer;
 pub mod error;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(subscriptions::routes())
         .merge(cards::routes())
         .merge(admin::routes())
+        .merge(backoffice::routes())
         .merge(notify::routes())
         .merge(ops::routes())
         .fallback(error::no_such_endpoint)

@@ -10,7 +10,13 @@
 //!
 //! Money that does not fit this picture (wrong amount, paid after close,
 //! paid twice) moves the order to NeedsReview from wherever it is. That is
-//! sticky: refunds can still be made, but only staff can resolve it.
+//! sticky: refunds can still be made, but only staff can resolve it
+//! (`ResolveReview`), which gives the order back the status its money says:
+//! Paid, PartiallyRefunded or Refunded by confirmed refunds.
+//!
+//! Some events leave the status alone but still flag the order for staff (a
+//! refund on a consumed card, a card not consumed on a paid order, a failed
+//! refund); `ResolveReview` closes those too. See `review.rs`.
 //! ```
 //!
 //! `decide` enforces the rules and never changes anything; `evolve` applies
@@ -23,8 +29,8 @@ use uuid::Uuid;
 
 use super::{
     CardRef, CardStatus, CloseReason, Order, OrderCard, OrderError, OrderEvent, OrderId, OrderLine,
-    OrderStatus, PayChannel, Payment, Refund, RefundStatus, MAX_LINES, MAX_ORDER_TOTAL_FEN,
-    MAX_REFUNDS,
+    OrderStatus, PayChannel, Payment, Refund, RefundStatus, Review, ReviewItem, ReviewOutcome,
+    ReviewReason, ReviewResolution, MAX_LINES, MAX_ORDER_TOTAL_FEN, MAX_REFUNDS,
 };
 use crate::money::Fen;
 
@@ -80,6 +86,12 @@ pub enum OrderCommand {
     RecordCardConsumed { at: DateTime<Utc> },
     /// The order's card will not be consumed by us.
     RecordCardConsumeFailed { reason: String, at: DateTime<Utc> },
+    /// Staff settled what the order has in review (all of it at once).
+    ResolveReview {
+        resolution: ReviewResolution,
+        note: Option<String>,
+        now: DateTime<Utc>,
+    },
 }
 
 /// Checks `command` against the current state and returns the events that
@@ -143,6 +155,11 @@ pub fn decide(state: Option<&Order>, command: OrderCommand) -> Result<Vec<OrderE
         }),
         C::RecordCardConsumed { at } => card_consumed(order, at),
         C::RecordCardConsumeFailed { reason, at } => card_consume_failed(order, reason, at),
+        C::ResolveReview {
+            resolution,
+            note,
+            now,
+        } => resolve_review(order, resolution, note, now),
         C::RecordRefundSuccess {
             out_refund_no,
             refund_id,
@@ -207,6 +224,42 @@ fn card_consume_failed(
         code: card.code.clone(),
         reason,
         failed_at: at,
+    }])
+}
+
+/// Staff close everything open in the order's review. A repeat of the resolution that closed
+/// it last (same resolution, same note) is "already done"; any other answer once nothing is
+/// open is a conflict, so two staff members deciding differently at once do not both win.
+fn resolve_review(
+    order: &Order,
+    resolution: ReviewResolution,
+    note: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Vec<OrderEvent>, OrderError> {
+    if !order.review.is_open() {
+        return match order.review.resolved.last() {
+            Some(last) if last.resolution == resolution && last.note == note => Ok(vec![]),
+            Some(last) => Err(OrderError::ReviewAlreadyResolved {
+                resolution: last.resolution,
+            }),
+            None => Err(OrderError::NothingToReview),
+        };
+    }
+    if resolution == ReviewResolution::Other && note.is_none() {
+        return Err(OrderError::ReviewNoteRequired { resolution });
+    }
+    if resolution == ReviewResolution::Refunded
+        && order
+            .refunds
+            .iter()
+            .all(|r| r.status == RefundStatus::Failed)
+    {
+        return Err(OrderError::NothingRefunded);
+    }
+    Ok(vec![OrderEvent::ReviewResolved {
+        resolution,
+        note,
+        resolved_at: now,
     }])
 }
 
@@ -466,6 +519,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
                     failure_reason: None,
                     refund_flagged: false,
                 }),
+                review: Review::default(),
             }),
             _ => None,
         };
@@ -505,6 +559,9 @@ fn apply(order: &mut Order, event: &OrderEvent) {
             // Anything else (after close, a second transaction) means
             // someone is owed money back, so a human must look.
             let clean = order.status == OrderStatus::PendingPayment && order.payments.is_empty();
+            if !clean {
+                flag_arrival(order, transaction_id, *amount_fen, *paid_at);
+            }
             record_arrival(
                 order,
                 Payment {
@@ -532,6 +589,7 @@ fn apply(order: &mut Order, event: &OrderEvent) {
             if order.has_payment(transaction_id) {
                 return;
             }
+            flag_arrival(order, transaction_id, *received_fen, *paid_at);
             record_arrival(
                 order,
                 Payment {
@@ -595,6 +653,15 @@ fn apply(order: &mut Order, event: &OrderEvent) {
                 refund.status = RefundStatus::Failed;
                 refund.failure_reason = Some(reason.clone());
                 refund.finished_at = Some(*failed_at);
+                let amount_fen = refund.amount_fen;
+                order.review.open.push(ReviewItem {
+                    reason: ReviewReason::RefundFailed {
+                        out_refund_no: out_refund_no.clone(),
+                        amount_fen,
+                        reason: reason.clone(),
+                    },
+                    at: *failed_at,
+                });
             }
             settle_refund_status(order);
         }
@@ -605,7 +672,11 @@ fn apply(order: &mut Order, event: &OrderEvent) {
                 card.failure_reason = None;
             }
         }
-        OrderEvent::CardConsumeFailed { reason, .. } => {
+        OrderEvent::CardConsumeFailed {
+            reason, failed_at, ..
+        } => {
+            // All the money went back already: the customer keeps the card, nothing is owed.
+            let kept_money = order.status != OrderStatus::Refunded;
             if let Some(card) = order
                 .card
                 .as_mut()
@@ -613,14 +684,82 @@ fn apply(order: &mut Order, event: &OrderEvent) {
             {
                 card.status = CardStatus::ConsumeFailed;
                 card.failure_reason = Some(reason.clone());
+                let card_id = card.card_id.clone();
+                if kept_money {
+                    order.review.open.push(ReviewItem {
+                        reason: ReviewReason::CardNotConsumed {
+                            card_id,
+                            reason: reason.clone(),
+                        },
+                        at: *failed_at,
+                    });
+                }
             }
         }
-        OrderEvent::CardRefundFlagged { .. } => {
+        OrderEvent::CardRefundFlagged {
+            card_id,
+            out_refund_no,
+            flagged_at,
+            ..
+        } => {
             if let Some(card) = order.card.as_mut() {
                 card.refund_flagged = true;
+                order.review.open.push(ReviewItem {
+                    reason: ReviewReason::CardRefunded {
+                        card_id: card_id.clone(),
+                        out_refund_no: out_refund_no.clone(),
+                    },
+                    at: *flagged_at,
+                });
+            }
+        }
+        OrderEvent::ReviewResolved {
+            resolution,
+            note,
+            resolved_at,
+        } => {
+            if !order.review.is_open() {
+                return;
+            }
+            let items = std::mem::take(&mut order.review.open);
+            order.review.resolved.push(ReviewOutcome {
+                resolution: *resolution,
+                note: note.clone(),
+                resolved_at: *resolved_at,
+                items,
+            });
+            // Review only ever follows arrived money, so the money now says the status.
+            if order.status == OrderStatus::NeedsReview {
+                order.status = order.money_status();
             }
         }
     }
+}
+
+/// Money that does not fit the happy path, named for staff by what it ran into. Called before
+/// the payment is recorded, on the order as it was.
+fn flag_arrival(order: &mut Order, transaction_id: &str, received_fen: Fen, at: DateTime<Utc>) {
+    let (transaction_id, expected_fen) = (transaction_id.to_owned(), order.total_fen);
+    let reason = if order.status == OrderStatus::Closed {
+        ReviewReason::PaidAfterClose {
+            transaction_id,
+            expected_fen,
+            received_fen,
+        }
+    } else if !order.payments.is_empty() {
+        ReviewReason::PaidTwice {
+            transaction_id,
+            expected_fen,
+            received_fen,
+        }
+    } else {
+        ReviewReason::AmountMismatch {
+            transaction_id,
+            expected_fen,
+            received_fen,
+        }
+    };
+    order.review.open.push(ReviewItem { reason, at });
 }
 
 /// The first payment is the one receipts and reconciliation refer to,
@@ -651,12 +790,5 @@ fn settle_refund_status(order: &mut Order) {
     ) {
         return;
     }
-    let refunded = order.refunded_fen();
-    order.status = if refunded == Fen::ZERO {
-        OrderStatus::Paid
-    } else if refunded >= order.paid_fen() {
-        OrderStatus::Refunded
-    } else {
-        OrderStatus::PartiallyRefunded
-    };
+    order.status = order.money_status();
 }

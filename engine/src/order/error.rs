@@ -1,7 +1,9 @@
 //! Why a command was rejected. `code()` is a public contract (clients switch on its string);
 //! messages are for humans and may change.
 
-use super::{OrderStatus, MAX_LINES, MAX_ORDER_TOTAL_FEN, MAX_QUANTITY, MAX_REFUNDS};
+use super::{
+    OrderStatus, ReviewResolution, MAX_LINES, MAX_ORDER_TOTAL_FEN, MAX_QUANTITY, MAX_REFUNDS,
+};
 use crate::error_code::ErrorCode;
 use crate::money::Fen;
 
@@ -68,6 +70,14 @@ pub enum OrderError {
     NoCard,
     #[error("the order's card is consumed only after payment")]
     CardNotDue,
+    #[error("the order has nothing in review to resolve")]
+    NothingToReview,
+    #[error("the order's review was already resolved as {resolution}")]
+    ReviewAlreadyResolved { resolution: ReviewResolution },
+    #[error("a resolution of {resolution} needs a note saying what was done")]
+    ReviewNoteRequired { resolution: ReviewResolution },
+    #[error("resolved as refunded, but the order has no refund that has not failed")]
+    NothingRefunded,
 }
 
 impl OrderError {
@@ -94,6 +104,10 @@ impl OrderError {
             OrderError::RefundAlreadyFinal { .. } => ErrorCode::RefundAlreadyFinal,
             OrderError::NoCard => ErrorCode::NoCard,
             OrderError::CardNotDue => ErrorCode::CardNotDue,
+            OrderError::NothingToReview => ErrorCode::NothingToReview,
+            OrderError::ReviewAlreadyResolved { .. } => ErrorCode::ReviewAlreadyResolved,
+            OrderError::ReviewNoteRequired { .. } => ErrorCode::ReviewNoteRequired,
+            OrderError::NothingRefunded => ErrorCode::NothingRefunded,
         }
     }
 
@@ -104,7 +118,8 @@ impl OrderError {
             | OrderError::InvalidQuantity { .. }
             | OrderError::InvalidPrice
             | OrderError::InvalidAmount
-            | OrderError::InvalidTtl => ErrorKind::Invalid,
+            | OrderError::InvalidTtl
+            | OrderError::ReviewNoteRequired { .. } => ErrorKind::Invalid,
             OrderError::NotFound | OrderError::UnknownRefund { .. } | OrderError::NoCard => {
                 ErrorKind::NotFound
             }
@@ -115,10 +130,13 @@ impl OrderError {
             | OrderError::NotRefundable { .. }
             | OrderError::RefundConflict { .. }
             | OrderError::RefundAlreadyFinal { .. }
-            | OrderError::CardNotDue => ErrorKind::Conflict,
+            | OrderError::CardNotDue
+            | OrderError::NothingToReview
+            | OrderError::ReviewAlreadyResolved { .. } => ErrorKind::Conflict,
             OrderError::TotalTooLarge
             | OrderError::RefundExceedsRefundable { .. }
-            | OrderError::TooManyRefunds => ErrorKind::Rule,
+            | OrderError::TooManyRefunds
+            | OrderError::NothingRefunded => ErrorKind::Rule,
         }
     }
 }

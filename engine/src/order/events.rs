@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{CardRef, CloseReason, OrderId, OrderLine, PayChannel};
+use super::{CardRef, CloseReason, OrderId, OrderLine, PayChannel, ReviewResolution};
 use crate::money::Fen;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +90,13 @@ pub enum OrderEvent {
         out_refund_no: String,
         flagged_at: DateTime<Utc>,
     },
+    /// Staff settled everything the order had in review (who: the event's metadata actor).
+    ReviewResolved {
+        resolution: ReviewResolution,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        resolved_at: DateTime<Utc>,
+    },
 }
 
 impl OrderEvent {
@@ -107,6 +114,7 @@ impl OrderEvent {
             OrderEvent::CardConsumed { .. } => "CardConsumed",
             OrderEvent::CardConsumeFailed { .. } => "CardConsumeFailed",
             OrderEvent::CardRefundFlagged { .. } => "CardRefundFlagged",
+            OrderEvent::ReviewResolved { .. } => "ReviewResolved",
         }
     }
 

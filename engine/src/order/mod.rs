@@ -11,6 +11,7 @@
 mod decide;
 mod error;
 mod events;
+mod review;
 mod state;
 mod status;
 
@@ -20,6 +21,7 @@ mod tests;
 pub use decide::{decide, evolve, replay, OrderCommand};
 pub use error::{ErrorKind, OrderError};
 pub use events::OrderEvent;
+pub use review::{Review, ReviewItem, ReviewOutcome, ReviewReason, ReviewResolution};
 pub use state::{CardRef, CardStatus, Order, OrderCard, OrderLine, Payment, Refund};
 pub use status::{CloseReason, OrderStatus, PayChannel, RefundStatus};
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    CloseReason, OrderError, OrderId, OrderStatus, PayChannel, RefundStatus, MAX_QUANTITY,
+    CloseReason, OrderError, OrderId, OrderStatus, PayChannel, RefundStatus, Review, MAX_QUANTITY,
 };
 use crate::money::Fen;
 
@@ -134,6 +134,8 @@ pub struct Order {
     pub closed_at: Option<DateTime<Utc>>,
     pub close_reason: Option<CloseReason>,
     pub card: Option<OrderCard>,
+    /// What awaits staff's decision, and how earlier reviews were resolved.
+    pub review: Review,
 }
 
 impl Order {
@@ -154,6 +156,20 @@ impl Order {
     /// concurrent refunds cannot both spend the same yuan.
     pub fn refunding_fen(&self) -> Fen {
         self.refund_sum(RefundStatus::Processing)
+    }
+
+    /// The status the order's money alone gives, once a first payment arrived and nothing is
+    /// in review: paid, partially refunded or refunded by confirmed refunds. In-flight refunds
+    /// do not count: until WeChat Pay confirms, the customer has not got money back.
+    pub fn money_status(&self) -> OrderStatus {
+        let refunded = self.refunded_fen();
+        if refunded == Fen::ZERO {
+            OrderStatus::Paid
+        } else if refunded >= self.paid_fen() {
+            OrderStatus::Refunded
+        } else {
+            OrderStatus::PartiallyRefunded
+        }
     }
 
     /// What a new refund may still take: paid minus refunded minus in flight.

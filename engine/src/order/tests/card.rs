@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn with_card() -> Order {
+pub(super) fn with_card() -> Order {
     let command = match place_with(default_lines()) {
         OrderCommand::Place {
             order_id,
@@ -34,7 +34,7 @@ fn with_card() -> Order {
     step(None, command).unwrap()
 }
 
-fn consumed() -> OrderCommand {
+pub(super) fn consumed() -> OrderCommand {
     OrderCommand::RecordCardConsumed { at: at(6) }
 }
 

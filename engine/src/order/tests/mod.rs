@@ -8,6 +8,7 @@ mod payment;
 mod place;
 mod properties;
 mod refund;
+mod review;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use uuid::Uuid;
@@ -114,6 +115,14 @@ fn refund_ok(out_refund_no: &str) -> OrderCommand {
         out_refund_no: out_refund_no.into(),
         refund_id: Some(format!("wx-{out_refund_no}")),
         at: at(70),
+    }
+}
+
+fn resolve(resolution: ReviewResolution, note: Option<&str>) -> OrderCommand {
+    OrderCommand::ResolveReview {
+        resolution,
+        note: note.map(String::from),
+        now: at(90),
     }
 }
 

@@ -48,6 +48,11 @@ enum Plan {
         no: u8,
         minute: i64,
     },
+    ResolveReview {
+        resolution: ReviewResolution,
+        note: Option<u8>,
+        minute: i64,
+    },
 }
 
 /// Mostly the right amount: a wrong one sends the order to review for
@@ -97,6 +102,16 @@ fn plan() -> impl Strategy<Value = Plan> {
             .prop_map(|(no, amount, minute)| Plan::RequestRefund { no, amount, minute }),
         3 => (0u8..4, minute()).prop_map(|(no, minute)| Plan::RefundSucceeded { no, minute }),
         2 => (0u8..4, minute()).prop_map(|(no, minute)| Plan::RefundFailed { no, minute }),
+        2 => (resolution(), prop::option::of(0u8..2), minute())
+            .prop_map(|(resolution, note, minute)| Plan::ResolveReview { resolution, note, minute }),
+    ]
+}
+
+fn resolution() -> impl Strategy<Value = ReviewResolution> {
+    prop_oneof![
+        Just(ReviewResolution::Refunded),
+        Just(ReviewResolution::Accepted),
+        Just(ReviewResolution::Other),
     ]
 }
 
@@ -167,6 +182,15 @@ fn command(plan: &Plan, order: &Order) -> OrderCommand {
             out_refund_no: format!("R{no}"),
             reason: "ABNORMAL".into(),
             at: at(minute),
+        },
+        Plan::ResolveReview {
+            resolution,
+            note,
+            minute,
+        } => OrderCommand::ResolveReview {
+            resolution,
+            note: note.map(|n| format!("note {n}")),
+            now: at(minute),
         },
     }
 }
@@ -249,14 +273,16 @@ proptest! {
         }
     }
 
+    /// Until staff resolve a review; after that the money, not the payments, says the status.
     #[test]
     fn settled_statuses_mean_exactly_one_matching_payment((cart, plans) in scenario()) {
         for step in simulate(cart, &plans) {
             let order = step.after.unwrap();
-            if matches!(
+            let settled = matches!(
                 order.status,
                 OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded
-            ) {
+            );
+            if settled && order.review.resolved.is_empty() {
                 prop_assert_eq!(order.payments.len(), 1, "{:?}", order.status);
                 prop_assert!(order.payments[0].matched);
                 prop_assert_eq!(order.payments[0].amount_fen, order.total_fen);
@@ -281,12 +307,48 @@ proptest! {
     }
 
     #[test]
-    fn needs_review_is_never_left_by_a_command((cart, plans) in scenario()) {
+    fn needs_review_is_left_only_by_a_staff_resolution((cart, plans) in scenario()) {
         for step in simulate(cart, &plans) {
             let was_review = step.before.as_ref().map(|o| o.status) == Some(OrderStatus::NeedsReview);
-            if was_review {
+            let resolved = matches!(&step.outcome, Ok(events) if events.iter().any(
+                |e| matches!(e, OrderEvent::ReviewResolved { .. })
+            ));
+            if was_review && !resolved {
                 prop_assert_eq!(step.after.unwrap().status, OrderStatus::NeedsReview);
             }
+        }
+    }
+
+    #[test]
+    fn needs_review_always_says_why((cart, plans) in scenario()) {
+        for step in simulate(cart, &plans) {
+            let order = step.after.unwrap();
+            if order.status == OrderStatus::NeedsReview {
+                prop_assert!(order.review.is_open(), "{:?}", step.command);
+            }
+        }
+    }
+
+    #[test]
+    fn a_resolution_closes_the_review_and_the_money_says_the_status((cart, plans) in scenario()) {
+        for step in simulate(cart, &plans) {
+            let Ok(events) = &step.outcome else { continue };
+            if !events.iter().any(|e| matches!(e, OrderEvent::ReviewResolved { .. })) {
+                continue;
+            }
+            let before = step.before.unwrap();
+            let after = step.after.unwrap();
+            prop_assert!(before.review.is_open());
+            prop_assert!(!after.review.is_open());
+            prop_assert!(after.paid_fen() > Fen::ZERO);
+            if before.status == OrderStatus::NeedsReview {
+                prop_assert_eq!(after.status, after.money_status());
+            } else {
+                prop_assert_eq!(after.status, before.status);
+            }
+            // Money itself is untouched by a decision about it.
+            prop_assert_eq!(&after.payments, &before.payments);
+            prop_assert_eq!(&after.refunds, &before.refunds);
         }
     }
 
@@ -339,6 +401,7 @@ fn the_generator_reaches_every_corner() {
             "RefundRequested",
             "RefundSucceeded",
             "RefundFailed",
+            "ReviewResolved",
             "retry",
         ]
         .map(String::from),
@@ -354,6 +417,10 @@ fn the_generator_reaches_every_corner() {
             "unknown_refund",
             "refund_already_final",
             "invalid_amount",
+            "nothing_to_review",
+            "review_already_resolved",
+            "review_note_required",
+            "nothing_refunded",
         ]
         .map(|code| format!("error {code}")),
     );

@@ -1,8 +1,10 @@
-//! WeChat Pay protocol primitives for paystream.
+//! WeChat Pay for paystream: the protocol primitives and, with the `client`
+//! feature, the APIv2 and APIv3 clients that implement the engine's payment
+//! port (module `client`).
 //!
-//! Pure functions only — no HTTP, no clocks read behind your back (time is
-//! always a parameter), no files. The HTTP client and the sandbox simulator
-//! build on these.
+//! The primitives are pure functions — no HTTP, no clocks read behind your
+//! back (time is always a parameter), no files. The clients and the sandbox
+//! simulator build on them.
 //!
 //! * [`v2::sign`], [`v2::xml`], [`v2::refund_notify`] — APIv2 (XML, MD5 /
 //!   HMAC-SHA256, AES-256-ECB refund notifications).

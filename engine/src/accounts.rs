@@ -4,7 +4,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::db::{millis, Db};
+use crate::db::{from_millis, millis, Db};
 use crate::error::{Error, ErrorCode, Kind, Result};
 
 /// What `code2Session` gives for a `wx.login` code.
@@ -115,7 +115,18 @@ pub struct Staff {
     pub id: Uuid,
     pub username: String,
     pub role: Role,
+    /// A disabled account cannot log in and its tokens are refused.
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    /// Staff tokens carry the value they were issued under; a password reset or a disable bumps
+    /// it, which ends every older session. Never shown.
+    #[serde(skip)]
+    pub session_version: i64,
 }
+
+/// The columns [`decode_staff`] reads.
+const STAFF_COLUMNS: &str =
+    "id, username, password_hash, role, disabled, created_at, session_version";
 
 fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s)
@@ -130,6 +141,9 @@ fn decode_staff(row: &AnyRow) -> Result<(Staff, String)> {
             id: parse_uuid(&id)?,
             username: row.try_get("username")?,
             role: Role::parse(&role).unwrap_or(Role::Support),
+            disabled: row.try_get::<i64, _>("disabled")? != 0,
+            created_at: from_millis(row.try_get("created_at")?),
+            session_version: row.try_get("session_version")?,
         },
         row.try_get("password_hash")?,
     ))
@@ -157,6 +171,24 @@ async fn password_matches(password: SecretString, hash: String) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// A staff password: at least 8 characters.
+fn check_password(password: &SecretString) -> Result<()> {
+    if password.expose_secret().chars().count() < 8 {
+        return Err(Error::invalid(
+            ErrorCode::WeakPassword,
+            "a staff password needs at least 8 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn staff_not_found(username: &str) -> Error {
+    Error::not_found(
+        ErrorCode::StaffNotFound,
+        format!("no staff account {username}"),
+    )
 }
 
 /// A hash of a random password, checked when the username is unknown so that a wrong username
@@ -331,18 +363,17 @@ impl Accounts {
                 "username must be 1-64 characters",
             ));
         }
-        if password.expose_secret().chars().count() < 8 {
-            return Err(Error::invalid(
-                ErrorCode::WeakPassword,
-                "a staff password needs at least 8 characters",
-            ));
-        }
+        check_password(&password)?;
         let _permit = self.hashing_permit()?;
         let hash = hash_password(password).await?;
+        let now = Utc::now();
         let staff = Staff {
             id: Uuid::now_v7(),
             username: username.to_string(),
             role,
+            disabled: false,
+            created_at: from_millis(millis(now)),
+            session_version: 0,
         };
         let inserted = sqlx::query(
             "INSERT INTO staff (id, username, password_hash, role, created_at) \
@@ -352,7 +383,7 @@ impl Accounts {
         .bind(&staff.username)
         .bind(hash)
         .bind(role.as_str())
-        .bind(millis(Utc::now()))
+        .bind(millis(now))
         .execute(&self.db.pool)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -387,29 +418,156 @@ impl Accounts {
             return Err(invalid());
         }
         let _permit = self.hashing_permit()?;
-        let row =
-            sqlx::query("SELECT id, username, password_hash, role FROM staff WHERE username = $1")
-                .bind(username.trim())
-                .fetch_optional(&self.db.pool)
-                .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {STAFF_COLUMNS} FROM staff WHERE username = $1"
+        ))
+        .bind(username.trim())
+        .fetch_optional(&self.db.pool)
+        .await?;
         let found = row.as_ref().map(decode_staff).transpose()?;
         let hash = found
             .as_ref()
             .map(|(_, h)| h.clone())
             .unwrap_or_else(|| DUMMY_HASH.to_string());
         let matches = password_matches(password, hash).await;
+        // A disabled account is refused exactly like a wrong password (after the same work).
         match found {
-            Some((staff, _)) if matches => Ok(staff),
+            Some((staff, _)) if matches && !staff.disabled => Ok(staff),
             _ => Err(invalid()),
         }
     }
 
     pub async fn staff(&self, id: Uuid) -> Result<Option<Staff>> {
-        let row = sqlx::query("SELECT id, username, password_hash, role FROM staff WHERE id = $1")
+        let row = sqlx::query(&format!("SELECT {STAFF_COLUMNS} FROM staff WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(&self.db.pool)
             .await?;
         Ok(row.as_ref().map(decode_staff).transpose()?.map(|(s, _)| s))
+    }
+
+    pub async fn staff_by_username(&self, username: &str) -> Result<Option<Staff>> {
+        let row = sqlx::query(&format!(
+            "SELECT {STAFF_COLUMNS} FROM staff WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(row.as_ref().map(decode_staff).transpose()?.map(|(s, _)| s))
+    }
+
+    /// Every staff account, oldest first.
+    pub async fn list_staff(&self) -> Result<Vec<Staff>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STAFF_COLUMNS} FROM staff ORDER BY created_at, username"
+        ))
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|row| decode_staff(row).map(|(s, _)| s))
+            .collect()
+    }
+
+    /// Sets a new password and ends every session of the account.
+    pub async fn reset_staff_password(
+        &self,
+        username: &str,
+        password: SecretString,
+    ) -> Result<Staff> {
+        check_password(&password)?;
+        if self.staff_by_username(username).await?.is_none() {
+            return Err(staff_not_found(username));
+        }
+        let _permit = self.hashing_permit()?;
+        let hash = hash_password(password).await?;
+        let updated = sqlx::query(
+            "UPDATE staff SET password_hash = $1, session_version = session_version + 1 \
+             WHERE username = $2",
+        )
+        .bind(hash)
+        .bind(username)
+        .execute(&self.db.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(staff_not_found(username));
+        }
+        self.staff_by_username(username)
+            .await?
+            .ok_or_else(|| staff_not_found(username))
+    }
+
+    /// Disables an account (ending its sessions) or enables it again; `actor` is the admin
+    /// doing it. Nobody disables their own account, and the last enabled admin stays enabled.
+    /// Disabling a disabled account (or enabling an enabled one) changes nothing.
+    pub async fn set_staff_disabled(
+        &self,
+        actor: Uuid,
+        username: &str,
+        disabled: bool,
+    ) -> Result<Staff> {
+        let mut tx = self.db.begin_write().await?;
+        if disabled {
+            // Serialises every change that could leave no enabled admin: on PostgreSQL this
+            // locks the admin rows until commit (SQLite's BEGIN IMMEDIATE already serialises).
+            // Two admins disabling each other at once: the second finds no other admin.
+            sqlx::query("UPDATE staff SET role = role WHERE role = 'admin'")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {STAFF_COLUMNS} FROM staff WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((target, _)) = row.as_ref().map(decode_staff).transpose()? else {
+            return Err(staff_not_found(username));
+        };
+        if target.disabled == disabled {
+            return Ok(target);
+        }
+        if disabled {
+            if target.id == actor {
+                return Err(Error::new(
+                    Kind::Conflict,
+                    ErrorCode::CannotDisableSelf,
+                    "an admin cannot disable their own account",
+                ));
+            }
+            if target.role == Role::Admin {
+                let others: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM staff WHERE role = 'admin' AND disabled = 0 AND id <> $1",
+                )
+                .bind(target.id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+                if others == 0 {
+                    return Err(Error::new(
+                        Kind::Conflict,
+                        ErrorCode::LastAdmin,
+                        format!("{username} is the last enabled admin"),
+                    ));
+                }
+            }
+            sqlx::query(
+                "UPDATE staff SET disabled = 1, session_version = session_version + 1 \
+                 WHERE id = $1",
+            )
+            .bind(target.id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query("UPDATE staff SET disabled = 0 WHERE id = $1")
+                .bind(target.id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let session_version = target.session_version + i64::from(disabled);
+        Ok(Staff {
+            disabled,
+            session_version,
+            ..target
+        })
     }
 
     /// The key that signs session tokens: shared by every engine on this database and kept across

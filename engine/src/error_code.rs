@@ -137,6 +137,12 @@ error_codes! {
     StaffExists => "staff_exists",
     /// Wrong staff username or password.
     InvalidCredentials => "invalid_credentials",
+    /// No staff account with this username.
+    StaffNotFound => "staff_not_found",
+    /// An admin disabling their own account.
+    CannotDisableSelf => "cannot_disable_self",
+    /// Disabling the last enabled admin account.
+    LastAdmin => "last_admin",
 
     // ---- HTTP: authentication ----
     /// No `Authorization: Bearer` token was sent.

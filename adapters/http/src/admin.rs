@@ -150,9 +150,12 @@ async fn login(
         Err(e) => return Err(ApiError(e).into()),
     };
     throttles.staff_by_username.forgive(&username);
-    let issued = state
-        .tokens
-        .issue(staff.id, crate::tokens::STAFF, state.staff_session_ttl)?;
+    let issued = state.tokens.issue_session(
+        staff.id,
+        crate::tokens::STAFF,
+        staff.session_version,
+        state.staff_session_ttl,
+    )?;
     tracing::info!(staff_id = %staff.id, role = staff.role.as_str(), "staff logged in");
     Ok(Json(json!({
         "token": issued.token,

@@ -47,7 +47,7 @@ impl FromRequestParts<AppState> for Customer {
 }
 
 /// A logged-in staff member, checked against the staff table on every request so that a removed
-/// account loses access at once.
+/// or disabled account, or a session ended by a password reset, loses access at once.
 pub struct StaffMember(pub Staff);
 
 impl FromRequestParts<AppState> for StaffMember {
@@ -62,6 +62,13 @@ impl FromRequestParts<AppState> for StaffMember {
                 "this staff account no longer exists",
             )
         })?;
+        if staff.disabled || staff.session_version != claims.sv {
+            return Err(ApiError::new(
+                Kind::Unauthenticated,
+                ErrorCode::InvalidToken,
+                "this session has ended (password reset or account disabled); log in again",
+            ));
+        }
         Ok(StaffMember(staff))
     }
 }

@@ -11,10 +11,12 @@ mod extract;
 mod notify;
 pub use notify::{WECHATPAY_V2_PATH, WECHATPAY_V2_REFUND_PATH, WECHATPAY_V3_PATH};
 pub mod ops;
+mod staff;
 mod subscriptions;
 pub mod telemetry;
 mod text;
 pub mod throttle;
+mod timeline;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -88,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .merge(cards::routes())
         .merge(admin::routes())
         .merge(backoffice::routes())
+        .merge(staff::routes())
+        .merge(timeline::routes())
         .merge(notify::routes())
         .merge(ops::routes())
         .fallback(error::no_such_endpoint)

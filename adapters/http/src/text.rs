@@ -39,6 +39,13 @@ pub(crate) const REFUND_REASON: TextField = TextField {
     max_chars: 80,
 };
 
+/// A staff account's username (the engine also caps it at 64 bytes, with the same code).
+pub(crate) const STAFF_USERNAME: TextField = TextField {
+    name: "username",
+    code: ErrorCode::InvalidUsername,
+    max_chars: 64,
+};
+
 /// Whether PostgreSQL can store `s` as text (and inside jsonb).
 pub(crate) fn storable(s: &str) -> bool {
     !s.contains('\0')

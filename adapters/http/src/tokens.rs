@@ -18,6 +18,14 @@ pub struct Claims {
     pub aud: String,
     pub iat: i64,
     pub exp: i64,
+    /// Staff tokens: the account's session version when issued (a password reset or a disable
+    /// bumps it, ending older tokens). Absent, that is 0, elsewhere.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sv: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone)]
@@ -40,6 +48,17 @@ impl Tokens {
     }
 
     pub fn issue(&self, subject: Uuid, audience: &str, ttl: Duration) -> Result<Issued, ApiError> {
+        self.issue_session(subject, audience, 0, ttl)
+    }
+
+    /// A token that also carries the account's session version (claim `sv`).
+    pub fn issue_session(
+        &self,
+        subject: Uuid,
+        audience: &str,
+        session_version: i64,
+        ttl: Duration,
+    ) -> Result<Issued, ApiError> {
         let now = Utc::now();
         let expires_at = now + ttl;
         let claims = Claims {
@@ -47,6 +66,7 @@ impl Tokens {
             aud: audience.to_string(),
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
+            sv: session_version,
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::new(Kind::Internal, ErrorCode::InternalError, e.to_string()))?;

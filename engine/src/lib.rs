@@ -2,6 +2,7 @@
 //! services that turn requests into events. Nothing here knows HTTP, XML, RabbitMQ or WeChat.
 
 pub mod accounts;
+pub mod beijing;
 pub mod cards;
 pub mod catalogue;
 pub mod consumers;

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Days, FixedOffset, NaiveDate, Utc};
+use chrono::{Days, NaiveDate};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -25,15 +25,7 @@ use paystream_engine::order::{Order, PayChannel, RefundStatus};
 
 use crate::orders::placeholders;
 
-/// Merchants think in Beijing days.
-pub fn china() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("UTC+8")
-}
-
-/// The Beijing calendar day of an instant.
-pub fn beijing_day(at: DateTime<Utc>) -> NaiveDate {
-    at.with_timezone(&china()).date_naive()
-}
+pub use paystream_engine::beijing::day as beijing_day;
 
 /// Money of one day on one channel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -224,7 +216,7 @@ impl DailyTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     #[test]
     fn a_beijing_day_starts_at_16_utc() {

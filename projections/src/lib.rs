@@ -7,7 +7,7 @@ mod orders;
 mod review;
 
 pub use checks::Checks;
-pub use daily::{beijing_day, china, ChannelTotals, DailyTotals, DayTotals, MAX_REPORT_DAYS};
+pub use daily::{beijing_day, ChannelTotals, DailyTotals, DayTotals, MAX_REPORT_DAYS};
 pub use orders::{
     backfill_if_needed, rebuild, OrderFilter, OrderView, OrdersProjection, OrdersView, Page,
 };

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use chrono::{DateTime, Days, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use paystream_engine::catalogue::ProductInput;
 use paystream_engine::money::Fen;
 use paystream_engine::orders::Metadata;
@@ -210,11 +210,6 @@ struct SearchQuery {
     per_page: Option<u32>,
 }
 
-/// Merchants think in Beijing days.
-fn china() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("UTC+8")
-}
-
 /// An RFC 3339 instant, or a date meaning that day in Beijing time; `end` makes a date inclusive
 /// (the bound becomes the start of the next day).
 fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<DateTime<Utc>>> {
@@ -238,7 +233,10 @@ fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<D
     };
     let start = date
         .and_hms_opt(0, 0, 0)
-        .and_then(|t| t.and_local_timezone(china()).single())
+        .and_then(|t| {
+            t.and_local_timezone(paystream_engine::beijing::OFFSET)
+                .single()
+        })
         .map(|t| t.with_timezone(&Utc));
     Ok(start)
 }
@@ -259,12 +257,19 @@ fn text_filter(v: Option<String>, name: &str) -> ApiResult<Option<String>> {
     Ok(v)
 }
 
-async fn search_orders(
-    State(state): State<AppState>,
-    _staff: StaffMember,
-    ApiQuery(q): ApiQuery<SearchQuery>,
-) -> ApiResult<impl IntoResponse> {
-    let filter = OrderFilter {
+/// The filters of an order search as the query string has them (`/admin/orders`, and its CSV).
+pub(crate) struct OrderFilterQuery {
+    pub status: Option<String>,
+    pub openid: Option<String>,
+    pub out_trade_no: Option<String>,
+    pub transaction_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// The search those filters ask for; bad values are a 400 `invalid_query` naming the field.
+pub(crate) fn order_filter(q: OrderFilterQuery) -> ApiResult<OrderFilter> {
+    Ok(OrderFilter {
         user_id: None,
         status: parse_status(q.status.as_deref())?,
         openid: text_filter(q.openid, "openid")?,
@@ -272,7 +277,22 @@ async fn search_orders(
         transaction_id: text_filter(q.transaction_id, "transaction_id")?,
         from: parse_bound(q.from.as_deref(), "from", false)?,
         to: parse_bound(q.to.as_deref(), "to", true)?,
-    };
+    })
+}
+
+async fn search_orders(
+    State(state): State<AppState>,
+    _staff: StaffMember,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let filter = order_filter(OrderFilterQuery {
+        status: q.status,
+        openid: q.openid,
+        out_trade_no: q.out_trade_no,
+        transaction_id: q.transaction_id,
+        from: q.from,
+        to: q.to,
+    })?;
     let page = state
         .orders_view
         .search(&filter, q.page.unwrap_or(1), q.per_page.unwrap_or(20))

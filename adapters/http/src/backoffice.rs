@@ -16,14 +16,13 @@ use paystream_engine::order::{OrderCommand, ReviewResolution};
 use paystream_engine::orders::Metadata;
 use paystream_engine::{ErrorCode, Kind};
 use paystream_projections::{
-    beijing_day, china, DailyTotals, OrderFilter, OrderView, OrdersView, ReviewQueue,
-    MAX_REPORT_DAYS,
+    beijing_day, DailyTotals, OrderFilter, OrderView, OrdersView, ReviewQueue, MAX_REPORT_DAYS,
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::StaffMember;
-use crate::customer::{parse_order_id, parse_status};
+use crate::customer::parse_order_id;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{empty_as_none, ApiJson, ApiQuery, RequestId};
 use crate::text::TextField;
@@ -196,49 +195,14 @@ struct ExportQuery {
     to: Option<String>,
 }
 
-/// An RFC 3339 instant, or a date meaning that day in Beijing time; `end` makes a date inclusive
-/// (the bound becomes the start of the next day). The same rule as `admin.rs`'s search.
-fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<DateTime<Utc>>> {
-    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
-        return Ok(Some(at.with_timezone(&Utc)));
-    }
-    let date = NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .map_err(|_| bad_query(format!("{name} must be YYYY-MM-DD or an RFC 3339 time")))?;
-    let date = if end {
-        date.checked_add_days(Days::new(1)).unwrap_or(date)
-    } else {
-        date
-    };
-    Ok(date
-        .and_hms_opt(0, 0, 0)
-        .and_then(|t| t.and_local_timezone(china()).single())
-        .map(|t| t.with_timezone(&Utc)))
-}
-
-/// A text filter: blank means no filter; too long or control characters are bad input (the
-/// same rule as `admin.rs`'s search).
-fn text_filter(v: Option<String>, name: &str) -> ApiResult<Option<String>> {
-    let v = v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    if v.as_ref()
-        .is_some_and(|s| s.len() > 128 || !crate::text::clean(s))
-    {
-        return Err(bad_query(format!("{name} is not a valid value")));
-    }
-    Ok(v)
-}
-
 fn export_filter(q: ExportQuery) -> ApiResult<OrderFilter> {
-    Ok(OrderFilter {
-        user_id: None,
-        status: parse_status(q.status.as_deref())?,
-        openid: text_filter(q.openid, "openid")?,
-        out_trade_no: text_filter(q.out_trade_no, "out_trade_no")?,
-        transaction_id: text_filter(q.transaction_id, "transaction_id")?,
-        from: parse_bound(q.from.as_deref(), "from", false)?,
-        to: parse_bound(q.to.as_deref(), "to", true)?,
+    crate::admin::order_filter(crate::admin::OrderFilterQuery {
+        status: q.status,
+        openid: q.openid,
+        out_trade_no: q.out_trade_no,
+        transaction_id: q.transaction_id,
+        from: q.from,
+        to: q.to,
     })
 }
 
@@ -279,11 +243,7 @@ fn yuan(fen: i64) -> String {
 /// An RFC 3339 instant of the view in Beijing time, `yyyy-MM-dd HH:mm:ss`.
 fn beijing_time(at: &str) -> String {
     DateTime::parse_from_rfc3339(at)
-        .map(|at| {
-            at.with_timezone(&china())
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
+        .map(|at| paystream_engine::beijing::datetime(at.to_utc()))
         .unwrap_or_default()
 }
 

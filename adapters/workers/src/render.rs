@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use paystream_engine::consumers::EventMessage;
 use paystream_engine::money::Fen;
 use paystream_engine::order::{Order, OrderStatus};
@@ -13,8 +13,7 @@ use crate::templates::{field_limit, placeholders, Template};
 
 /// Beijing time, the time customers read (no daylight saving).
 fn beijing(at: DateTime<Utc>) -> String {
-    let offset = FixedOffset::east_opt(8 * 3600).expect("valid offset");
-    at.with_timezone(&offset)
+    at.with_timezone(&paystream_engine::beijing::OFFSET)
         .format("%Y-%m-%d %H:%M")
         .to_string()
 }

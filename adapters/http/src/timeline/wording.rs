@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, FixedOffset, Utc};
 use paystream_engine::money::Fen;
 use paystream_engine::order::{CloseReason, OrderEvent, OrderLine, PayChannel, ReviewResolution};
 use serde::Serialize;
@@ -186,16 +185,7 @@ pub fn yuan(amount: Fen) -> String {
     format!("¥{}", amount.to_yuan())
 }
 
-fn beijing() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("UTC+8")
-}
-
-/// `yyyy-MM-dd HH:mm:ss` in Beijing time (UTC+8).
-pub fn beijing_time(at: DateTime<Utc>) -> String {
-    at.with_timezone(&beijing())
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
+pub use paystream_engine::beijing::datetime as beijing_time;
 
 fn lines(items: &[OrderLine], lang: Lang) -> String {
     let sep = match lang {
@@ -414,7 +404,7 @@ fn refund_words(out_refund_no: &str, ctx: &Context<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
     use paystream_engine::order::CardRef;
 
     fn fen(v: i64) -> Fen {

@@ -231,10 +231,7 @@ pub(crate) fn settle(
             .refunds
             .get_mut(out_refund_no)
             .ok_or(SettleError::NotFound)?;
-        if refund.status.is_final() {
-            return Err(SettleError::Final(refund.status.as_str()));
-        }
-        if automatic && (held || refund.status != RefundStatus::Processing) {
+        if !refund.status.may_settle(held, automatic) {
             return Err(SettleError::Final(refund.status.as_str()));
         }
         refund.status = status;

@@ -214,6 +214,12 @@ impl RefundStatus {
     pub(crate) fn is_final(self) -> bool {
         matches!(self, RefundStatus::Success | RefundStatus::Closed)
     }
+
+    /// Whether a refund in this state may be settled now: never once final; by the timer
+    /// (`automatic`) only while PROCESSING and not held — the same for both APIs.
+    pub(crate) fn may_settle(self, held: bool, automatic: bool) -> bool {
+        !self.is_final() && !(automatic && (held || self != RefundStatus::Processing))
+    }
 }
 
 pub(crate) struct Refund {

@@ -93,6 +93,16 @@ impl Answer {
     }
 }
 
+/// How a call WeChat may answer "try again" to is retried, the same for both APIs: three more
+/// times, from 100 ms to 2 s apart, with jitter.
+fn retry_policy() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(3)
+        .with_jitter()
+}
+
 /// Transient: worth the same call again (WeChat says so for SYSTEM_ERROR and 5xx).
 fn retryable(error: &GatewayError) -> bool {
     matches!(error, GatewayError::Unavailable(_))
@@ -161,13 +171,7 @@ impl V3Client {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let attempt = || self.call_once(method.clone(), path_and_query, &body);
         attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(2))
-                    .with_max_times(3)
-                    .with_jitter(),
-            )
+            .retry(retry_policy())
             .when(retryable)
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "WeChat Pay call failed; retrying with the same parameters"))
             .await

@@ -10,7 +10,7 @@ use super::xml;
 use crate::Result;
 
 /// Beijing time (UTC+8, no daylight saving): APIv2's `time_expire` and `time_start` are local.
-fn beijing() -> FixedOffset {
+pub(crate) fn beijing() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
 }
 

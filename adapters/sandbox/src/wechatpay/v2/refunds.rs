@@ -1,6 +1,7 @@
 //! `/secapi/pay/refund` (mutual TLS), `/pay/refundquery`, and settling v2 refunds (on the timer
 //! v3 uses, or through the control API) with their encrypted notifications.
 
+pub(crate) use crate::wechatpay::refunds::SettleError;
 use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{OriginalUri, State};
@@ -266,13 +267,6 @@ fn refundquery(pay: &Pay, req: &V2Request) -> V2Result {
     Ok(fields)
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum SettleError {
-    NotFound,
-    /// Already SUCCESS or REFUNDCLOSE, or (automatic settling) no longer due.
-    Final(&'static str),
-}
-
 /// Move a v2 refund to `status` and notify its `notify_url` (SUCCESS, REFUNDCLOSE and CHANGE are
 /// notified). `automatic` is the timer: it only settles refunds still PROCESSING and not held.
 /// Returns the refund as refundquery shows it.
@@ -291,10 +285,7 @@ pub(crate) fn settle(
             .refunds
             .get_mut(out_refund_no)
             .ok_or(SettleError::NotFound)?;
-        if refund.status.is_final() {
-            return Err(SettleError::Final(refund.status.v2_str()));
-        }
-        if automatic && (held || refund.status != RefundStatus::Processing) {
+        if !refund.status.may_settle(held, automatic) {
             return Err(SettleError::Final(refund.status.v2_str()));
         }
         refund.status = status;

@@ -11,7 +11,7 @@ mod notice;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use paystream_engine::payments::gateway::GatewayError;
 use reqwest::header::CONTENT_TYPE;
@@ -129,8 +129,12 @@ pub(crate) fn beijing_dashed(text: &str) -> Option<DateTime<Utc>> {
 
 fn beijing(text: &str, format: &str) -> Option<DateTime<Utc>> {
     let local = NaiveDateTime::parse_from_str(text, format).ok()?;
-    let offset = chrono::FixedOffset::east_opt(8 * 3600)?;
-    Some(offset.from_local_datetime(&local).single()?.to_utc())
+    Some(
+        crate::v2::request::beijing()
+            .from_local_datetime(&local)
+            .single()?
+            .to_utc(),
+    )
 }
 
 impl V2Client {
@@ -190,13 +194,7 @@ impl V2Client {
             .map_err(|e| GatewayError::Unavailable(format!("cannot build the request: {e}")))?;
         let attempt = || self.call_once(host, path, &body);
         attempt
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(2))
-                    .with_max_times(3)
-                    .with_jitter(),
-            )
+            .retry(super::retry_policy())
             .when(|f| matches!(f, Failure::Transient(_)))
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, path, "WeChat Pay v2 call failed; retrying with the same request"))
             .await

@@ -87,7 +87,10 @@ async fn idle_and_trickling_connections_are_closed_and_the_engine_still_answers(
 async fn beyond_the_cap_a_short_lived_overflow_keeps_the_engine_answering() {
     let app = spawn_app_with(Backend::Postgres, |s| {
         s.max_connections = 16;
-        s.http_idle_timeout_seconds = 30;
+        // Regular deadlines far beyond the test's few seconds (the header deadline also ends a
+        // connection that never sends a request).
+        s.http_header_timeout_seconds = 60;
+        s.http_idle_timeout_seconds = 60;
     })
     .await;
     let target = addr(&app.base);
@@ -114,14 +117,19 @@ async fn beyond_the_cap_a_short_lived_overflow_keeps_the_engine_answering() {
         "the health check waited for the regular idle deadline: {waited:?}"
     );
     // The overflow's idle connections were closed on the short deadline, the regular ones not.
-    let mut open = 0;
-    for stream in &mut held {
-        if closed_within(stream, Duration::from_millis(50))
-            .await
-            .is_none()
-        {
-            open += 1;
-        }
-    }
-    assert_eq!(open, 16, "the regular idle connections keep their slots");
+    // Watched all at once for a few seconds (well under the regular 60 s, well over the 2 s of
+    // the overflow) so a slow machine's scheduling cannot make an overflow connection look held.
+    let closed = futures::future::join_all(
+        held.iter_mut()
+            .map(|stream| closed_within(stream, Duration::from_secs(6))),
+    )
+    .await;
+    let open = closed.iter().filter(|took| took.is_none()).count();
+    // The engine may hold one regular slot itself: in sandbox mode its WeChat Pay client fetched
+    // the platform certificates from the simulator served on this same port and keeps that
+    // connection alive; then one of ours waited in the backlog for an overflow slot.
+    assert!(
+        (15..=16).contains(&open),
+        "the regular idle connections keep their slots: {open} of 20 still open"
+    );
 }

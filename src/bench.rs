@@ -1,8 +1,9 @@
-//! `paystream bench append|notify|lag|relay`: the benchmarks of docs/benchmarks.md.
+//! `paystream bench append|notify|lag|relay|rebuild`: the benchmarks of docs/benchmarks.md.
 //!
 //! `append` runs single-event appends from concurrent writers, beside pgbench running an
 //! equivalent two-statement transaction on the same server, so the figures can be compared;
-//! `notify` is in `bench_notify`, `lag` in `bench_lag`, `relay` in `bench_relay`.
+//! `notify` is in `bench_notify`, `lag` in `bench_lag`, `relay` in `bench_relay`, `rebuild` in
+//! `bench_rebuild`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure: `append`, `notify`, `lag` or `relay`.
+    /// What to measure: `append`, `notify`, `lag`, `relay` or `rebuild`.
     #[arg(default_value = "append")]
     pub what: String,
     /// A PostgreSQL URL; the benchmark creates and drops its own tables' rows there.
@@ -44,6 +45,9 @@ pub struct BenchArgs {
     /// relay's and the broker's share of the lag, without the worker's.
     #[arg(long)]
     pub probe: bool,
+    /// Events in the log `rebuild` replays.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
     /// Skip the pgbench baseline.
     #[arg(long)]
     pub no_pgbench: bool,
@@ -58,7 +62,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "notify" => crate::bench_notify::run(&args).await,
         "lag" => crate::bench_lag::run(&args).await,
         "relay" => run_relay(&args).await,
-        other => bail!("unknown benchmark {other:?} (known: append, notify, lag, relay)"),
+        "rebuild" => crate::bench_rebuild::run(&args).await,
+        other => bail!("unknown benchmark {other:?} (known: append, notify, lag, relay, rebuild)"),
     }
 }
 

@@ -352,14 +352,14 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A database for this benchmark only.
-struct FreshDatabase {
-    url: String,
+/// A database for this benchmark only (also `bench rebuild`'s).
+pub(crate) struct FreshDatabase {
+    pub(crate) url: String,
     admin: Option<(String, String)>,
 }
 
 impl FreshDatabase {
-    async fn create(url: &str) -> anyhow::Result<FreshDatabase> {
+    pub(crate) async fn create(url: &str) -> anyhow::Result<FreshDatabase> {
         match Backend::of_url(url) {
             Some(Backend::Postgres) => {
                 let name = format!("paystream_bench_relay_{}", Uuid::new_v4().simple());
@@ -390,7 +390,7 @@ impl FreshDatabase {
         }
     }
 
-    async fn drop(self) {
+    pub(crate) async fn drop(self) {
         match self.admin {
             Some((admin, name)) => {
                 if let Ok(db) = Db::connect(&admin).await {

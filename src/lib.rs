@@ -20,7 +20,7 @@ use paystream_engine::payments::Payments;
 use paystream_engine::store::{EventStore, SqlEventStore};
 use paystream_engine::subscriptions::Subscriptions;
 use paystream_http::{AppState, Services, Tokens};
-use paystream_projections::{Checks, OrdersProjection, OrdersView};
+use paystream_projections::{Checks, OrdersView};
 use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig};
 use paystream_wechat::MiniProgramClient;
 use paystream_wechatpay::client::{ClientCertificate, V2Client, V2Config, V3Client, V3Config};
@@ -36,9 +36,15 @@ use crate::config::{
     SANDBOX_SECRET,
 };
 
-/// The event store with every inline projection attached.
+/// The event store with every inline projection attached (the ones a rebuild replays).
 pub fn event_store(db: &Db) -> Arc<dyn EventStore> {
-    Arc::new(SqlEventStore::new(db.clone()).with_projection(Arc::new(OrdersProjection)))
+    let store = paystream_projections::inline_projections()
+        .into_iter()
+        .fold(
+            SqlEventStore::new(db.clone()),
+            SqlEventStore::with_projection,
+        );
+    Arc::new(store)
 }
 
 pub async fn connect(database_url: &str) -> anyhow::Result<Db> {

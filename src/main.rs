@@ -19,8 +19,10 @@ mod bench;
 mod bench_cpu;
 mod bench_lag;
 mod bench_notify;
+mod bench_rebuild;
 mod bench_relay;
 mod demo;
+mod rebuild_cli;
 
 #[derive(Parser)]
 #[command(
@@ -56,7 +58,8 @@ enum Command {
         )]
         listen_addr: SocketAddr,
     },
-    /// Drop every read model and replay it from the event log.
+    /// Drop every read model and replay it from the event log, with progress on stderr. Meant
+    /// for a stopped engine; a running one waits for it on PostgreSQL (see README).
     RebuildProjections(DbSettings),
     /// Measure the event store (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
@@ -191,12 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = stop.send(true);
             secapi_server.await??;
         }
-        Command::RebuildProjections(db) => {
-            let db = paystream::connect(&db.database_url).await?;
-            let store = paystream::event_store(&db);
-            let streams = paystream_projections::rebuild(store.as_ref()).await?;
-            println!("rebuilt read models from {streams} order streams");
-        }
+        Command::RebuildProjections(db) => rebuild_cli::run(&db.database_url).await?,
         Command::Bench(args) => bench::run(args).await?,
         Command::Demo(args) => demo::run(args).await?,
     }

@@ -733,7 +733,8 @@ async fn projections_rebuild_from_the_log(backend: Backend) {
     assert_eq!(
         paystream_projections::rebuild(store.as_ref())
             .await
-            .unwrap(),
+            .unwrap()
+            .streams,
         3
     );
     let (_, after) = app.get("/api/orders", Some(&alice)).await;
@@ -916,9 +917,9 @@ mod edges {
     on_both_backends!(edges_of_the_contract);
 }
 
-/// The back-office page is served as HTML, and its refund form sends each refund with an
-/// Idempotency-Key (one per intent), so a double click or a retry after a lost answer cannot pay
-/// a refund twice — a refund without a key is a new refund every time.
+/// The back-office page is served as HTML, and its refund form (`admin_ui/js/refund.js`) sends
+/// each refund with an Idempotency-Key (one per intent), so a double click or a retry after a
+/// lost answer cannot pay a refund twice — a refund without a key is a new refund every time.
 #[tokio::test]
 async fn back_office_page_sends_refunds_with_an_idempotency_key() {
     let app = spawn_app(Backend::Sqlite).await;
@@ -929,13 +930,19 @@ async fn back_office_page_sends_refunds_with_an_idempotency_key() {
         .unwrap()
         .to_owned();
     assert!(content_type.starts_with("text/html"), "{content_type}");
-    let page = response.text().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/admin/assets/refund.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let script = response.text().await.unwrap();
     for wired in [
-        r#"id="refund-form""#,
-        r#""/admin/orders/" + id + "/refunds""#,
-        r#"{ "Idempotency-Key": intent.key }"#,
+        "/refunds`",
+        r#""Idempotency-Key": keyFor(order.id, parsed.fen, why)"#,
         "key: newKey()",
     ] {
-        assert!(page.contains(wired), "the page lacks {wired}");
+        assert!(script.contains(wired), "the refund form lacks {wired}");
     }
 }

@@ -326,8 +326,8 @@ async fn the_back_office_page_carries_security_headers() {
     let csp = header("content-security-policy");
     for directive in [
         "default-src 'none'",
-        "script-src 'sha256-",
-        "style-src 'sha256-",
+        "script-src 'self'",
+        "style-src 'self'",
         "connect-src 'self'",
         "frame-ancestors 'none'",
         "base-uri 'none'",
@@ -340,7 +340,7 @@ async fn the_back_office_page_carries_security_headers() {
     assert_eq!(header("referrer-policy"), "no-referrer");
     assert!(header("content-type").starts_with("text/html"));
     let page = response.text().await.unwrap();
-    assert!(page.contains("paystream back-office"));
+    assert!(page.contains(r#"src="/admin/assets/app.js""#), "{page}");
 }
 
 /// Should text the database cannot store slip past the input checks (an engine caller, a field

@@ -165,7 +165,7 @@ error_codes! {
     InvalidIdempotencyKey => "invalid_idempotency_key",
     /// An order note that is too long or holds control characters.
     InvalidNote => "invalid_note",
-    /// An order status filter that names no status.
+    /// A status filter (of orders, payments or refunds) that names no status.
     InvalidStatus => "invalid_status",
     /// A refund reason that is too long or holds control characters.
     InvalidReason => "invalid_reason",

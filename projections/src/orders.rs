@@ -1,7 +1,8 @@
 //! `orders_view`: one row per order, for lists and searches. Kept inline — in the transaction of
 //! each append — by folding the order's stream with the domain's own `evolve`, so the row can
-//! never disagree with the aggregate. The same fold keeps the back-office read models:
-//! `review_queue` ([`crate::review`]) and `daily_totals` ([`crate::daily`]).
+//! never disagree with the aggregate. The same fold keeps the other read models: `refunds_view`
+//! ([`crate::refunds`]), `payments_view` ([`crate::payments`]), `review_queue`
+//! ([`crate::review`]) and `daily_totals` ([`crate::daily`]).
 
 use std::collections::HashMap;
 
@@ -18,9 +19,12 @@ use paystream_engine::order::{
     self, Order, OrderCard, OrderEvent, OrderLine, OrderStatus, PayChannel,
 };
 use paystream_engine::orders::STREAM_PREFIX;
-use paystream_engine::store::{read_streams_on, EventStore, InlineProjection, RecordedEvent};
+use paystream_engine::store::{read_streams_on, InlineProjection, RecordedEvent};
 
-use crate::{daily, review};
+use crate::payments::Attempts;
+use crate::refunds::Requesters;
+use crate::search::{bind_all, Param};
+use crate::{daily, payments, refunds, review};
 
 /// An order as the API shows it (contract.md, "Order").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -146,15 +150,6 @@ const UPSERT_ORDERS_CONFLICT: &str = " ON CONFLICT (id) DO UPDATE SET status = e
     paid_at = excluded.paid_at, updated_at = excluded.updated_at, version = excluded.version, \
     payment_requested_at = excluded.payment_requested_at, card = excluded.card";
 
-const REFUND_VALUES: usize = 6;
-/// Refund rows per statement (each binds [`REFUND_VALUES`] parameters).
-const REFUNDS_PER_STATEMENT: usize = 500;
-
-const UPSERT_REFUNDS: &str = "INSERT INTO refunds_view (out_refund_no, order_id, amount_fen, \
-    status, requested_at, finished_at) VALUES ";
-const UPSERT_REFUNDS_CONFLICT: &str = " ON CONFLICT (out_refund_no) DO UPDATE \
-    SET status = excluded.status, finished_at = excluded.finished_at";
-
 /// `($1, …, $k), ($k+1, …)`: `rows` tuples of `width` placeholders. One statement per batch of
 /// orders instead of one per order.
 pub(crate) fn placeholders(rows: usize, width: usize) -> String {
@@ -170,18 +165,144 @@ pub(crate) fn placeholders(rows: usize, width: usize) -> String {
         .join(", ")
 }
 
-/// Writes the rows of `orders` (each with its stream version) in two statements at most.
-async fn upsert(conn: &mut AnyConnection, orders: &[(Order, i64)]) -> Result<(), sqlx::Error> {
+/// An order folded from its stream, with what its rows take from the stream itself.
+pub(crate) struct Projected {
+    pub order: Order,
+    /// The stream's last version.
+    pub version: i64,
+    /// When the stream's last event was recorded (ms): the rows' `updated_at`. Taken from the
+    /// log rather than the clock so that a rebuild writes exactly the rows the appends wrote.
+    pub changed_at: i64,
+    /// The order's payment attempts (`payments_view`).
+    pub payments: Attempts,
+    /// An event projected now asked for, closed or paid an attempt: its rows must be written.
+    pub payments_changed: bool,
+    /// Who asked for each refund (`refunds_view`).
+    pub refund_requesters: Requesters,
+}
+
+/// `orders_view` rows per statement (each binds [`ORDER_VALUES`] parameters): far below both
+/// PostgreSQL's and SQLite's limits of bound parameters.
+const ORDERS_PER_STATEMENT: usize = 1_000;
+
+/// Writes the rows of `orders`: one statement per [`ORDERS_PER_STATEMENT`] orders, then their
+/// refunds and payment attempts.
+async fn upsert(conn: &mut AnyConnection, orders: &[Projected]) -> Result<(), sqlx::Error> {
+    for round in orders.chunks(ORDERS_PER_STATEMENT) {
+        upsert_orders(conn, round).await?;
+    }
+    refunds::write(conn, orders).await?;
+    payments::write(conn, orders).await
+}
+
+/// PostgreSQL, during a rebuild: the rows of `orders` inserted into the freshly truncated tables
+/// with one statement per table, its rows passed as one JSON parameter (a page's streams are
+/// whole, so every key is written once and plain INSERT suffices). Binding thousands of
+/// parameters in VALUES lists cost PostgreSQL more than the rows themselves.
+async fn insert_all(conn: &mut AnyConnection, orders: &[Projected]) -> Result<(), sqlx::Error> {
+    let rows = orders
+        .iter()
+        .map(|p| {
+            let order = &p.order;
+            Ok(OrderRow {
+                id: order.id.to_string(),
+                out_trade_no: &order.out_trade_no,
+                user_id: order.user_id.to_string(),
+                openid: &order.openid,
+                status: order.status.as_str(),
+                total_fen: order.total_fen.get(),
+                paid_fen: order.paid_fen().get(),
+                refunded_fen: order.refunded_fen().get(),
+                channel: order.channel.map(|c| c.as_str()),
+                transaction_id: order.transaction_id.as_deref(),
+                items: serde_json::to_string(&order.items)
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+                note: order.note.as_deref(),
+                created_at: millis(order.created_at),
+                expires_at: millis(order.expires_at),
+                paid_at: order.paid_at.map(millis),
+                updated_at: p.changed_at,
+                version: p.version,
+                payment_requested_at: order.payment_requested_at.map(millis),
+                card: order
+                    .card
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    insert_json(conn, "orders_view", ORDER_COLUMNS, &rows).await?;
+    refunds::insert_all(conn, orders).await?;
+    payments::insert_all(conn, orders).await
+}
+
+/// An `orders_view` row as [`insert_json`] passes it, keyed by column.
+#[derive(Serialize)]
+struct OrderRow<'a> {
+    id: String,
+    out_trade_no: &'a str,
+    user_id: String,
+    openid: &'a str,
+    status: &'a str,
+    total_fen: i64,
+    paid_fen: i64,
+    refunded_fen: i64,
+    channel: Option<&'a str>,
+    transaction_id: Option<&'a str>,
+    items: String,
+    note: Option<&'a str>,
+    created_at: i64,
+    expires_at: i64,
+    paid_at: Option<i64>,
+    updated_at: i64,
+    version: i64,
+    payment_requested_at: Option<i64>,
+    card: Option<String>,
+}
+
+const ORDER_COLUMNS: &str = "id, out_trade_no, user_id, openid, status, total_fen, paid_fen, \
+    refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at, \
+    updated_at, version, payment_requested_at, card";
+
+/// PostgreSQL: inserts `rows` (serialized as JSON objects keyed by the table's column names)
+/// into `table` with one statement and one parameter; the table's own row type gives each
+/// column its type.
+pub(crate) async fn insert_json<T: Serialize>(
+    conn: &mut AnyConnection,
+    table: &str,
+    columns: &str,
+    rows: &[T],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(rows).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let sql = format!(
+        "INSERT INTO {table} ({columns}) SELECT {columns} \
+         FROM json_populate_recordset(NULL::{table}, $1::json)"
+    );
+    sqlx::query(&sql).bind(json).execute(&mut *conn).await?;
+    Ok(())
+}
+
+async fn upsert_orders(conn: &mut AnyConnection, orders: &[Projected]) -> Result<(), sqlx::Error> {
     if orders.is_empty() {
         return Ok(());
     }
-    let now = millis(Utc::now());
     let sql = format!(
         "{UPSERT_ORDERS}{}{UPSERT_ORDERS_CONFLICT}",
         placeholders(orders.len(), ORDER_VALUES)
     );
     let mut query = sqlx::query(&sql);
-    for (order, version) in orders {
+    for Projected {
+        order,
+        version,
+        changed_at,
+        ..
+    } in orders
+    {
         let items = serde_json::to_string(&order.items)
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         let card = order
@@ -206,35 +327,12 @@ async fn upsert(conn: &mut AnyConnection, orders: &[(Order, i64)]) -> Result<(),
             .bind(millis(order.created_at))
             .bind(millis(order.expires_at))
             .bind(order.paid_at.map(millis))
-            .bind(now)
+            .bind(*changed_at)
             .bind(*version)
             .bind(order.payment_requested_at.map(millis))
             .bind(card);
     }
     query.execute(&mut *conn).await?;
-
-    let refunds: Vec<_> = orders
-        .iter()
-        .flat_map(|(order, _)| order.refunds.iter().map(move |r| (order.id, r)))
-        .collect();
-    // An order has at most 50 refunds, but a rebuild projects many orders at once.
-    for round in refunds.chunks(REFUNDS_PER_STATEMENT) {
-        let sql = format!(
-            "{UPSERT_REFUNDS}{}{UPSERT_REFUNDS_CONFLICT}",
-            placeholders(round.len(), REFUND_VALUES)
-        );
-        let mut query = sqlx::query(&sql);
-        for (order_id, refund) in round {
-            query = query
-                .bind(refund.out_refund_no.clone())
-                .bind(order_id.to_string())
-                .bind(refund.amount_fen.get())
-                .bind(refund.status.as_str())
-                .bind(millis(refund.requested_at))
-                .bind(refund.finished_at.map(millis));
-        }
-        query.execute(&mut *conn).await?;
-    }
     Ok(())
 }
 
@@ -243,6 +341,9 @@ struct Folded {
     order: Option<Order>,
     /// An event projected now closed a review: the order's queue row may have to go.
     review_closed: bool,
+    payments: Attempts,
+    payments_changed: bool,
+    refund_requesters: Requesters,
 }
 
 /// Folds a stream with the domain's `evolve`. Events from version `first_new` on are the ones
@@ -254,6 +355,8 @@ fn fold(
 ) -> Result<Folded, sqlx::Error> {
     let mut state: Option<Order> = None;
     let mut review_closed = false;
+    let (mut payments, mut payments_changed) = (Attempts::default(), false);
+    let mut refund_requesters = Requesters::default();
     for stored in events {
         let event = OrderEvent::from_stored(&stored.event_type, stored.data.clone())
             .map_err(|e| sqlx::Error::Protocol(format!("undecodable order event: {e}")))?;
@@ -274,55 +377,98 @@ fn fold(
             review_closed |= new && matches!(event, OrderEvent::ReviewResolved { .. });
             state = order::evolve(state, &event);
         }
+        if let Some(after) = &state {
+            payments.observe(&event, after);
+            refund_requesters.observe(stored, &event);
+        }
+        payments_changed |= new
+            && matches!(
+                event,
+                OrderEvent::PaymentRequested { .. }
+                    | OrderEvent::PaymentSucceeded { .. }
+                    | OrderEvent::PaymentAmountMismatch { .. }
+                    | OrderEvent::OrderClosed { .. }
+            );
     }
     Ok(Folded {
         order: state,
         review_closed,
+        payments,
+        payments_changed,
+        refund_requesters,
     })
 }
 
-/// Streams projected per statement: keeps the bound parameters far below PostgreSQL's limit.
+/// Streams read per statement: keeps the bound parameters far below PostgreSQL's limit.
 const STREAMS_PER_ROUND: usize = 200;
 
 /// Re-reads the given order streams (in the caller's transaction, so it sees what was just
-/// appended), folds each with the domain's `evolve` and writes their rows. `first_new` gives,
-/// per stream, the first version being projected now; `None` projects every event (a rebuild).
+/// appended) and projects them. `first_new` gives, per stream, the first version being projected
+/// now.
 async fn project_streams(
     conn: &mut AnyConnection,
     backend: Backend,
     stream_ids: &[&str],
-    first_new: Option<&HashMap<&str, i64>>,
+    first_new: &HashMap<&str, i64>,
 ) -> Result<(), sqlx::Error> {
     for round in stream_ids.chunks(STREAMS_PER_ROUND) {
         let events = read_streams_on(conn, backend, round)
             .await
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let mut orders = Vec::with_capacity(round.len());
-        let mut money = daily::Movements::new();
-        let mut review_closed = Vec::new();
-        for stream in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
-            let version = stream.last().map(|e| e.version).unwrap_or_default();
-            let from = match first_new {
-                None => 0,
-                Some(first_new) => stream
-                    .first()
-                    .and_then(|e| first_new.get(e.stream_id.as_str()).copied())
-                    .unwrap_or(i64::MAX),
-            };
-            let folded = fold(stream, from, &mut money)?;
-            if let Some(order) = folded.order {
-                if folded.review_closed {
-                    review_closed.push(order.id);
-                }
-                orders.push((order, version));
-            }
-        }
-        upsert(conn, &orders).await?;
-        let orders: Vec<&Order> = orders.iter().map(|(order, _)| order).collect();
-        review::write(conn, &orders, &review_closed).await?;
-        daily::add(conn, &money).await?;
+        project(conn, &events, Some(first_new), false).await?;
     }
     Ok(())
+}
+
+/// Folds each of the whole streams in `events` (grouped by stream, each in version order) with
+/// the domain's `evolve` and writes their rows. `first_new` gives, per stream, the first version
+/// being projected now; `None` projects every event (a rebuild). `bulk`: the tables were
+/// truncated and hold none of these rows, and the database is PostgreSQL ([`insert_all`]).
+async fn project(
+    conn: &mut AnyConnection,
+    events: &[RecordedEvent],
+    first_new: Option<&HashMap<&str, i64>>,
+    bulk: bool,
+) -> Result<(), sqlx::Error> {
+    let mut orders = Vec::new();
+    let mut money = daily::Movements::new();
+    let mut review_closed = Vec::new();
+    for stream in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
+        let (Some(first), Some(last)) = (stream.first(), stream.last()) else {
+            continue;
+        };
+        if !first.stream_id.starts_with(STREAM_PREFIX) {
+            continue;
+        }
+        let from = match first_new {
+            None => 0,
+            Some(first_new) => first_new
+                .get(first.stream_id.as_str())
+                .copied()
+                .unwrap_or(i64::MAX),
+        };
+        let folded = fold(stream, from, &mut money)?;
+        if let Some(order) = folded.order {
+            if folded.review_closed {
+                review_closed.push(order.id);
+            }
+            orders.push(Projected {
+                order,
+                version: last.version,
+                changed_at: millis(last.recorded_at),
+                payments: folded.payments,
+                payments_changed: folded.payments_changed,
+                refund_requesters: folded.refund_requesters,
+            });
+        }
+    }
+    if bulk {
+        insert_all(conn, &orders).await?;
+    } else {
+        upsert(conn, &orders).await?;
+    }
+    review::write(conn, &orders, &review_closed).await?;
+    daily::add(conn, &money).await
 }
 
 pub struct OrdersProjection;
@@ -348,57 +494,19 @@ impl InlineProjection for OrdersProjection {
         }
         let mut streams: Vec<&str> = first_new.keys().copied().collect();
         streams.sort_unstable();
-        project_streams(conn, backend, &streams, Some(&first_new)).await
+        project_streams(conn, backend, &streams, &first_new).await
     }
-}
 
-/// Drops the read models the orders projection keeps (`orders_view`, `refunds_view`,
-/// `review_queue`, `daily_totals`) and replays every order stream into them, in one transaction:
-/// readers see the old tables or the new ones, never half of them.
-pub async fn rebuild(store: &dyn EventStore) -> Result<usize> {
-    let db = store.db();
-    let mut tx = db.begin_write().await?;
-    for table in [
-        "orders_view",
-        "refunds_view",
-        "review_queue",
-        "daily_totals",
-    ] {
-        sqlx::query(&format!("DELETE FROM {table}"))
-            .execute(&mut *tx)
-            .await?;
+    /// The streams are whole: folded as they are, without reading them again.
+    async fn replay(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        streams: &[RecordedEvent],
+    ) -> Result<(), sqlx::Error> {
+        // A replay runs only in a rebuild, onto tables it has just emptied.
+        project(conn, streams, None, backend == Backend::Postgres).await
     }
-    // Listed inside the transaction, after the delete: an order placed meanwhile is either in
-    // this list or projected by its own append after this commits — never lost in between.
-    let streams: Vec<String> = sqlx::query_scalar(
-        "SELECT stream_id FROM events WHERE stream_id LIKE $1 GROUP BY stream_id",
-    )
-    .bind(format!("{STREAM_PREFIX}%"))
-    .fetch_all(&mut *tx)
-    .await?;
-    let ids: Vec<&str> = streams.iter().map(String::as_str).collect();
-    project_streams(&mut tx, db.backend, &ids, None).await?;
-    tx.commit().await?;
-    Ok(streams.len())
-}
-
-/// Rebuilds the read models once if a migration asked for it (a read model added to a database
-/// that already holds orders starts empty); returns whether it did. A crash before the marker is
-/// removed only means the (idempotent) rebuild runs again at the next start.
-pub async fn backfill_if_needed(store: &dyn EventStore) -> Result<bool> {
-    let db = store.db();
-    let pending: Vec<String> = sqlx::query_scalar("SELECT name FROM projection_backfills")
-        .fetch_all(&db.pool)
-        .await?;
-    if pending.is_empty() {
-        return Ok(false);
-    }
-    let streams = rebuild(store).await?;
-    tracing::info!(?pending, streams, "read models filled from the event log");
-    sqlx::query("DELETE FROM projection_backfills")
-        .execute(&db.pool)
-        .await?;
-    Ok(true)
 }
 
 /// Which orders to list. Every field narrows the result.
@@ -420,21 +528,6 @@ pub struct Page<T> {
     pub total_items: i64,
     pub total_pages: i64,
     pub items: Vec<T>,
-}
-
-enum Param {
-    Text(String),
-    Int(i64),
-}
-
-fn bind_all<'q>(
-    sql: &'q str,
-    params: &'q [Param],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    params.iter().fold(sqlx::query(sql), |query, p| match p {
-        Param::Text(s) => query.bind(s.as_str()),
-        Param::Int(i) => query.bind(*i),
-    })
 }
 
 /// The WHERE clauses (joined with AND) and their parameters for `filter`.

@@ -2,7 +2,6 @@
 //! orders projection (same transaction as the append) from the order's own `review` state, so the
 //! queue says exactly what the aggregate will let staff resolve.
 
-use chrono::Utc;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
@@ -13,7 +12,7 @@ use paystream_engine::db::{from_millis, millis, Db};
 use paystream_engine::error::Result;
 use paystream_engine::order::{Order, OrderStatus};
 
-use crate::orders::{internal, placeholders, rfc3339, Page};
+use crate::orders::{internal, placeholders, rfc3339, Page, Projected};
 
 /// One order in the queue.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -32,13 +31,15 @@ pub struct ReviewEntry {
 }
 
 /// An order's queue row, if it has anything open.
-struct QueueRow {
-    order: Order,
+struct QueueRow<'a> {
+    order: &'a Order,
     reasons: String,
     since: i64,
+    changed_at: i64,
 }
 
-fn row_of(order: &Order) -> Result<Option<QueueRow>, sqlx::Error> {
+fn row_of(projected: &Projected) -> Result<Option<QueueRow<'_>>, sqlx::Error> {
+    let order = &projected.order;
     let Some(since) = order.review.since() else {
         return Ok(None);
     };
@@ -55,13 +56,16 @@ fn row_of(order: &Order) -> Result<Option<QueueRow>, sqlx::Error> {
     let reasons =
         serde_json::to_string(&reasons).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     Ok(Some(QueueRow {
-        order: order.clone(),
+        order,
         reasons,
         since: millis(since),
+        changed_at: projected.changed_at,
     }))
 }
 
 const VALUES: usize = 9;
+/// Rows per statement, far below both databases' limits of bound parameters.
+const ROWS_PER_STATEMENT: usize = 1_000;
 const UPSERT: &str = "INSERT INTO review_queue (order_id, out_trade_no, status, reason, reasons, \
     since, paid_fen, total_fen, updated_at) VALUES ";
 const UPSERT_CONFLICT: &str = " ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, \
@@ -74,7 +78,7 @@ const UPSERT_CONFLICT: &str = " ON CONFLICT (order_id) DO UPDATE SET status = ex
 /// on every append).
 pub(crate) async fn write(
     conn: &mut AnyConnection,
-    orders: &[&Order],
+    orders: &[Projected],
     touched: &[Uuid],
 ) -> Result<(), sqlx::Error> {
     let mut open = Vec::new();
@@ -101,16 +105,19 @@ pub(crate) async fn write(
             .fold(sqlx::query(&sql), |query, id| query.bind(id.as_str()));
         query.execute(&mut *conn).await?;
     }
-    if open.is_empty() {
-        return Ok(());
+    for round in open.chunks(ROWS_PER_STATEMENT) {
+        upsert(conn, round).await?;
     }
+    Ok(())
+}
+
+async fn upsert(conn: &mut AnyConnection, rows: &[QueueRow<'_>]) -> Result<(), sqlx::Error> {
     let sql = format!(
         "{UPSERT}{}{UPSERT_CONFLICT}",
-        placeholders(open.len(), VALUES)
+        placeholders(rows.len(), VALUES)
     );
-    let now = millis(Utc::now());
     let mut query = sqlx::query(&sql);
-    for row in &open {
+    for row in rows {
         query = query
             .bind(row.order.id.to_string())
             .bind(row.order.out_trade_no.clone())
@@ -120,7 +127,7 @@ pub(crate) async fn write(
             .bind(row.since)
             .bind(row.order.paid_fen().get())
             .bind(row.order.total_fen.get())
-            .bind(now);
+            .bind(row.changed_at);
     }
     query.execute(&mut *conn).await?;
     Ok(())

@@ -1,13 +1,11 @@
 //! The back-office API (contract.md, "Back-office API"). Support staff read; admins also write.
 
-use std::sync::LazyLock;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use paystream_engine::catalogue::ProductInput;
 use paystream_engine::money::Fen;
@@ -17,90 +15,36 @@ use paystream_projections::{OrderFilter, OrderView};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::StaffMember;
 use crate::customer::{parse_order_id, parse_status};
 use crate::error::{ApiError, ApiResult, RetryLater};
 use crate::extract::{empty_as_none, ApiJson, ApiQuery, ClientIp, RequestId};
+use crate::openapi::{self, ErrorBody};
 use crate::text::{PRODUCT_NAME, REFUND_REASON};
 use crate::throttle::{client_key, username_key};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/", get(ui))
-        .route("/admin/login", post(login))
-        .route("/admin/products", get(list_products).post(create_product))
-        .route("/admin/products/{sku}", put(put_product))
-        .route("/admin/orders", get(search_orders))
-        .route("/admin/orders/{id}", get(get_order))
-        .route("/admin/orders/{id}/events", get(order_events))
-        .route("/admin/orders/{id}/refunds", post(refund_order))
+/// Each endpoint with its OpenAPI operation (the handler's `#[utoipa::path]`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(list_products, create_product))
+        .routes(routes!(put_product))
+        .routes(routes!(search_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(order_events))
+        .routes(routes!(refund_order))
 }
 
-const ADMIN_HTML: &str = include_str!("admin.html");
-
-/// The page's Content-Security-Policy: nothing but its own inline script and style (allowed by
-/// their SHA-256, computed from the page itself so an edit cannot leave a stale hash) and
-/// `fetch` to this origin; no framing, no plugins, no `<base>`, forms post here only.
-static ADMIN_CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
-    let script = inline_hashes(ADMIN_HTML, "script");
-    let style = inline_hashes(ADMIN_HTML, "style");
-    let policy = format!(
-        "default-src 'none'; script-src {script}; style-src {style}; connect-src 'self'; \
-         img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    );
-    HeaderValue::from_str(&policy).expect("a CSP is ASCII")
-});
-
-/// The CSP sources (`'sha256-…'`) of every inline `<tag>…</tag>` in `html`, space-separated.
-fn inline_hashes(html: &str, tag: &str) -> String {
-    use base64::Engine;
-    use sha2::{Digest, Sha256};
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut sources = Vec::new();
-    let mut rest = html;
-    while let Some(start) = rest.find(&open) {
-        let body = &rest[start + open.len()..];
-        let Some(end) = body.find(&close) else { break };
-        let digest = Sha256::digest(&body.as_bytes()[..end]);
-        sources.push(format!(
-            "'sha256-{}'",
-            base64::engine::general_purpose::STANDARD.encode(digest)
-        ));
-        rest = &body[end + close.len()..];
-    }
-    if sources.is_empty() {
-        "'none'".to_string()
-    } else {
-        sources.join(" ")
-    }
-}
-
-/// The back-office page, with the headers that keep it from being framed, sniffed, or leaking
-/// its URL, and a CSP that lets it run only its own code.
-async fn ui() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_SECURITY_POLICY, ADMIN_CSP.clone()),
-            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        Html(ADMIN_HTML),
-    )
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = StaffLoginRequest)]
 struct LoginRequest {
     username: String,
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
@@ -111,6 +55,24 @@ const LOCKED_OUT: &str = "too many failed logins; try again after the time in Re
 /// exists) answers 429 `too_many_attempts` with `Retry-After` until the lockout ends; lockouts
 /// double while failures go on, and a successful login clears its username's count. Refused
 /// attempts check no password (and cost no hashing). Failures are logged at WARN.
+#[utoipa::path(
+    post,
+    path = "/admin/login",
+    tag = "back-office",
+    operation_id = "staff_login",
+    summary = "Log a staff member in",
+    description = "Answers a bearer token for `/admin/*`. After 5 failures for one username, or \
+        20 from one client address, every attempt for it answers 429 `too_many_attempts` with \
+        `Retry-After` until the lockout ends; lockouts double while failures go on.",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = openapi::StaffSession),
+        (status = 401, description = "Wrong username or password, or a disabled account \
+            (`invalid_credentials`)", body = ErrorBody),
+        (status = 429, description = "Locked out (`too_many_attempts`, with `Retry-After`), or \
+            too many logins being checked at once (`rate_limited`)", body = ErrorBody),
+    ),
+)]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -164,6 +126,14 @@ async fn login(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/products",
+    tag = "back-office",
+    summary = "Every product, for sale or not",
+    security(("staff_token" = [])),
+    responses((status = 200, description = "The catalogue", body = openapi::ProductList)),
+)]
 async fn list_products(
     State(state): State<AppState>,
     _staff: StaffMember,
@@ -171,6 +141,20 @@ async fn list_products(
     Ok(Json(json!({ "items": state.catalogue.list(false).await? })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/products",
+    tag = "back-office",
+    summary = "Add a product (admin only)",
+    security(("staff_token" = [])),
+    request_body = openapi::ProductInput,
+    responses(
+        (status = 201, description = "The product", body = openapi::Product),
+        (status = 400, description = "`invalid_sku`, `invalid_name`, `invalid_price`", body = ErrorBody),
+        (status = 403, description = "Admins only (`admin_only`)", body = ErrorBody),
+        (status = 409, description = "The sku is taken (`product_exists`)", body = ErrorBody),
+    ),
+)]
 async fn create_product(
     State(state): State<AppState>,
     staff: StaffMember,
@@ -183,6 +167,21 @@ async fn create_product(
     Ok((StatusCode::CREATED, Json(product)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/products/{sku}",
+    tag = "back-office",
+    summary = "Create or replace a product (admin only)",
+    security(("staff_token" = [])),
+    params(("sku" = String, Path, description = "1-64 of A-Z, a-z, 0-9, '-' and '_'")),
+    request_body = openapi::ProductInput,
+    responses(
+        (status = 200, description = "The product", body = openapi::Product),
+        (status = 400, description = "`invalid_sku`, `sku_mismatch`, `invalid_name`, \
+            `invalid_price`", body = ErrorBody),
+        (status = 403, description = "Admins only (`admin_only`)", body = ErrorBody),
+    ),
+)]
 async fn put_product(
     State(state): State<AppState>,
     staff: StaffMember,
@@ -196,23 +195,37 @@ async fn put_product(
     Ok(Json(product))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
+    #[param(value_type = Option<openapi::OrderStatus>)]
     status: Option<String>,
+    /// The customer's openid.
     openid: Option<String>,
+    /// Our order number, as WeChat Pay knows it.
     out_trade_no: Option<String>,
+    /// WeChat Pay's payment id.
     transaction_id: Option<String>,
+    /// Placed at or after: an RFC 3339 time, or `YYYY-MM-DD` (that day in Beijing time).
     from: Option<String>,
+    /// Placed before: an RFC 3339 time, or `YYYY-MM-DD` (that whole day included).
     to: Option<String>,
+    /// From 1 (the default).
     #[serde(default, deserialize_with = "empty_as_none")]
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// 20 by default, 100 at most.
     #[serde(default, deserialize_with = "empty_as_none")]
     per_page: Option<u32>,
 }
 
 /// An RFC 3339 instant, or a date meaning that day in Beijing time; `end` makes a date inclusive
 /// (the bound becomes the start of the next day).
-fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<DateTime<Utc>>> {
+pub(crate) fn parse_bound(
+    value: Option<&str>,
+    name: &str,
+    end: bool,
+) -> ApiResult<Option<DateTime<Utc>>> {
     let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
@@ -243,7 +256,7 @@ fn parse_bound(value: Option<&str>, name: &str, end: bool) -> ApiResult<Option<D
 
 /// A text filter: blank means no filter; control characters (which PostgreSQL text cannot hold)
 /// are bad input.
-fn text_filter(v: Option<String>, name: &str) -> ApiResult<Option<String>> {
+pub(crate) fn text_filter(v: Option<String>, name: &str) -> ApiResult<Option<String>> {
     let v = v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     if v.as_ref()
         .is_some_and(|s| s.len() > 128 || !crate::text::clean(s))
@@ -280,6 +293,15 @@ pub(crate) fn order_filter(q: OrderFilterQuery) -> ApiResult<OrderFilter> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/orders",
+    tag = "back-office",
+    summary = "Search orders, newest first",
+    security(("staff_token" = [])),
+    params(SearchQuery),
+    responses((status = 200, description = "One page of orders", body = openapi::OrderPage)),
+)]
 async fn search_orders(
     State(state): State<AppState>,
     _staff: StaffMember,
@@ -300,6 +322,19 @@ async fn search_orders(
     Ok(Json(page))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/orders/{id}",
+    tag = "back-office",
+    operation_id = "get_order_for_staff",
+    summary = "An order with its customer, payments and refunds",
+    security(("staff_token" = [])),
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = openapi::StaffOrder),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+    ),
+)]
 async fn get_order(
     State(state): State<AppState>,
     _staff: StaffMember,
@@ -319,6 +354,18 @@ async fn get_order(
     Ok(Json(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/orders/{id}/events",
+    tag = "back-office",
+    summary = "An order's event stream, oldest first",
+    security(("staff_token" = [])),
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The events", body = openapi::OrderEvents),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+    ),
+)]
 async fn order_events(
     State(state): State<AppState>,
     _staff: StaffMember,
@@ -345,15 +392,42 @@ async fn order_events(
     Ok(Json(json!({ "items": items })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefundRequest {
+    /// Integer fen, positive, at most what is left to refund.
     amount_fen: i64,
     #[serde(default)]
+    #[schema(nullable = false)]
     reason: Option<String>,
 }
 
 /// 202: the refund is recorded and asked for; its outcome arrives by notice or query.
+#[utoipa::path(
+    post,
+    path = "/admin/orders/{id}/refunds",
+    tag = "back-office",
+    summary = "Refund (part of) a paid order (admin only)",
+    description = "The refund is recorded and asked for at WeChat Pay; its outcome arrives \
+        later. With an `Idempotency-Key`, the same request again answers the same refund.",
+    security(("staff_token" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The order's id"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-128 characters"),
+    ),
+    request_body = RefundRequest,
+    responses(
+        (status = 202, description = "Recorded and asked for", body = openapi::RefundAccepted),
+        (status = 400, description = "`invalid_amount`, `invalid_reason`", body = ErrorBody),
+        (status = 403, description = "Admins only (`admin_only`)", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "Not refundable (`order_not_refundable`), or the key was \
+            used for another refund (`refund_conflict`)", body = ErrorBody),
+        (status = 422, description = "More than is left to refund (`refund_exceeds_refundable`), \
+            or too many refunds (`too_many_refunds`)", body = ErrorBody),
+        (status = 502, description = "WeChat Pay refused (`wechatpay_rejected`)", body = ErrorBody),
+    ),
+)]
 async fn refund_order(
     State(state): State<AppState>,
     staff: StaffMember,
@@ -387,68 +461,4 @@ async fn refund_order(
             json!({ "out_refund_no": refund.out_refund_no, "amount_fen": refund.amount_fen, "status": refund.status }),
         ),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The CSP allows the page's inline code by hash only, so the page must keep all of its code
-    /// in its one `<script>` and `<style>`: an inline handler (`onclick="…"`), a `style="…"`
-    /// attribute, a `javascript:` URL or anything loaded from elsewhere would be blocked.
-    #[test]
-    fn the_page_runs_only_code_its_csp_allows() {
-        let csp = ADMIN_CSP.to_str().unwrap();
-        assert!(!csp.contains("unsafe"), "{csp}");
-        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-        assert!(csp.contains("default-src 'none'"), "{csp}");
-        assert_eq!(ADMIN_HTML.matches("<script").count(), 1);
-        assert_eq!(ADMIN_HTML.matches("<style").count(), 1);
-        let script = inline_hashes(ADMIN_HTML, "script");
-        let style = inline_hashes(ADMIN_HTML, "style");
-        assert!(script.starts_with("'sha256-") && !script.contains(' '));
-        assert!(csp.contains(&format!("script-src {script};")), "{csp}");
-        assert!(csp.contains(&format!("style-src {style};")), "{csp}");
-
-        let start = ADMIN_HTML.find("<script>").unwrap();
-        let end = ADMIN_HTML.find("</script>").unwrap();
-        let markup = format!("{}{}", &ADMIN_HTML[..start], &ADMIN_HTML[end..]).to_lowercase();
-        for attribute in [
-            " onclick=",
-            " onsubmit=",
-            " onload=",
-            " onerror=",
-            " oninput=",
-        ] {
-            assert!(!markup.contains(attribute), "inline handler {attribute}");
-        }
-        for forbidden in [
-            " style=",
-            "javascript:",
-            " src=",
-            "<link",
-            "<iframe",
-            "<img",
-        ] {
-            assert!(!markup.contains(forbidden), "{forbidden} in the page");
-        }
-    }
-
-    #[test]
-    fn inline_hashes_hash_each_element_body() {
-        use base64::Engine;
-        use sha2::{Digest, Sha256};
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(s));
-        let html = "<script>a()</script><p></p><script>\nb()\n</script>";
-        assert_eq!(
-            inline_hashes(html, "script"),
-            format!("'sha256-{}' 'sha256-{}'", b64("a()"), b64("\nb()\n"))
-        );
-        assert_eq!(inline_hashes(html, "style"), "'none'");
-        // The well-known hash of an empty script.
-        assert_eq!(
-            inline_hashes("<script></script>", "script"),
-            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
-        );
-    }
 }

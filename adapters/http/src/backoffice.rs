@@ -8,8 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use paystream_engine::money::Fen;
 use paystream_engine::order::{OrderCommand, ReviewResolution};
@@ -20,20 +19,25 @@ use paystream_projections::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::StaffMember;
 use crate::customer::parse_order_id;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{empty_as_none, ApiJson, ApiQuery, RequestId};
+use crate::openapi::{self, ErrorBody};
 use crate::text::TextField;
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/admin/review", get(review_queue))
-        .route("/admin/orders/{id}/review", post(resolve_review))
-        .route("/admin/reports/daily", get(daily_report))
-        .route("/admin/orders.csv", get(export_orders))
+/// Each endpoint with its OpenAPI operation (the handler's `#[utoipa::path]`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(review_queue))
+        .routes(routes!(resolve_review))
+        .routes(routes!(daily_report))
+        .routes(routes!(export_orders))
 }
 
 /// Staff's note on a review resolution.
@@ -43,16 +47,29 @@ const REVIEW_NOTE: TextField = TextField {
     max_chars: 500,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// From 1 (the default).
     #[serde(default, deserialize_with = "empty_as_none")]
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// 100 by default and at most.
     #[serde(default, deserialize_with = "empty_as_none")]
     per_page: Option<u32>,
 }
 
 /// `GET /admin/review`: orders awaiting a staff decision, longest waiting first, each with why
 /// (`reason` in words, `reasons` itemised). Paged like `/admin/orders` (100 per page at most).
+#[utoipa::path(
+    get,
+    path = "/admin/review",
+    tag = "back-office",
+    summary = "Orders awaiting a staff decision, longest waiting first, each with why",
+    security(("staff_token" = [])),
+    params(PageQuery),
+    responses((status = 200, description = "One page of the queue", body = openapi::ReviewPage)),
+)]
 async fn review_queue(
     State(state): State<AppState>,
     _staff: StaffMember,
@@ -64,11 +81,17 @@ async fn review_queue(
     Ok(Json(page))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResolveRequest {
+    /// `refunded` (the money that did not belong went back through refunds on the order),
+    /// `accepted` (the money is kept and the order stands) or `other` (settled outside the
+    /// engine; `note` required).
+    #[schema(pattern = "^(refunded|accepted|other)$")]
     resolution: String,
+    /// What was done; up to 500 characters.
     #[serde(default)]
+    #[schema(nullable = false)]
     note: Option<String>,
 }
 
@@ -78,6 +101,26 @@ struct ResolveRequest {
 /// `accepted` (the money is kept and the order stands) or `other` (settled outside the engine;
 /// `note` required). An order in `needs_review` gets back the status its money says. Repeating
 /// the same resolution answers as the first time; a different one once resolved is a 409.
+#[utoipa::path(
+    post,
+    path = "/admin/orders/{id}/review",
+    tag = "back-office",
+    summary = "Record how staff resolved an order's review (admin only)",
+    description = "An order in `needs_review` gets back the status its money says. Repeating \
+        the same resolution answers as the first time; a different one once resolved is a 409.",
+    security(("staff_token" = [])),
+    params(("id" = Uuid, Path, description = "The order's id")),
+    request_body = ResolveRequest,
+    responses(
+        (status = 200, description = "The order and its review", body = openapi::ReviewedOrder),
+        (status = 400, description = "`invalid_resolution`, `invalid_note`, \
+            `review_note_required`", body = ErrorBody),
+        (status = 403, description = "Admins only (`admin_only`)", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`nothing_to_review`, `review_already_resolved`", body = ErrorBody),
+        (status = 422, description = "`refunded` without a refund (`nothing_refunded`)", body = ErrorBody),
+    ),
+)]
 async fn resolve_review(
     State(state): State<AppState>,
     staff: StaffMember,
@@ -111,9 +154,14 @@ async fn resolve_review(
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReportQuery {
+    /// The first Beijing day, `YYYY-MM-DD`; 30 days before `to` by default.
+    #[param(format = Date)]
     from: Option<String>,
+    /// The last Beijing day, `YYYY-MM-DD`, included; today by default. At most 366 days.
+    #[param(format = Date)]
     to: Option<String>,
 }
 
@@ -167,6 +215,15 @@ fn report_range(
 /// `daily_totals` read model (see `projections/src/daily.rs` for what is counted where: every
 /// payment that arrived counts in `gross_fen` on the day of its `paid_at`, the part that went to
 /// review also in `unmatched_fen`; refunds count on the day WeChat Pay confirmed them).
+#[utoipa::path(
+    get,
+    path = "/admin/reports/daily",
+    tag = "back-office",
+    summary = "Money per Beijing day, split by channel",
+    security(("staff_token" = [])),
+    params(ReportQuery),
+    responses((status = 200, description = "One item per day, oldest first", body = openapi::DailyReport)),
+)]
 async fn daily_report(
     State(state): State<AppState>,
     _staff: StaffMember,
@@ -185,13 +242,20 @@ async fn daily_report(
 
 /// The filters of `GET /admin/orders` (`admin.rs`, `SearchQuery`); paging parameters are
 /// accepted and ignored: the export is the whole result.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ExportQuery {
+    #[param(value_type = Option<openapi::OrderStatus>)]
     status: Option<String>,
+    /// The customer's openid.
     openid: Option<String>,
+    /// Our order number, as WeChat Pay knows it.
     out_trade_no: Option<String>,
+    /// WeChat Pay's payment id.
     transaction_id: Option<String>,
+    /// Placed at or after: an RFC 3339 time, or `YYYY-MM-DD` (that day in Beijing time).
     from: Option<String>,
+    /// Placed before: an RFC 3339 time, or `YYYY-MM-DD` (that whole day included).
     to: Option<String>,
 }
 
@@ -360,6 +424,17 @@ impl Export {
 /// batches walked by keyset, so a large export holds one batch in memory and orders placed
 /// meanwhile neither repeat nor hide others. Any staff member may export (it is the search as a
 /// file, and the search is open to support staff).
+#[utoipa::path(
+    get,
+    path = "/admin/orders.csv",
+    tag = "back-office",
+    summary = "Every order matching the search, as CSV",
+    description = "UTF-8 with a BOM, a header row, Beijing times, money in yuan with two \
+        decimals; newest first. Takes the filters of `GET /admin/orders` (paging is ignored).",
+    security(("staff_token" = [])),
+    params(ExportQuery),
+    responses((status = 200, description = "The orders", content_type = "text/csv", body = String)),
+)]
 async fn export_orders(
     State(state): State<AppState>,
     _staff: StaffMember,

@@ -3,8 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use paystream_engine::accounts::WechatError;
 use paystream_engine::catalogue::LineRequest;
@@ -15,25 +14,40 @@ use paystream_projections::{OrderFilter, OrderView};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Customer;
 use crate::error::{ApiError, ApiResult, RetryLater};
 use crate::extract::{empty_as_none, ApiJson, ApiQuery, ClientIp, RequestId};
+use crate::openapi::{self, ErrorBody};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/api/login", post(login))
-        .route("/api/me/phone", post(phone))
-        .route("/api/products", get(products))
-        .route("/api/orders", post(place_order).get(list_orders))
-        .route("/api/orders/{id}", get(get_order))
-        .route("/api/orders/{id}/cancel", post(cancel_order))
-        .route("/api/orders/{id}/pay", post(pay_order))
+/// Each endpoint with its OpenAPI operation (the handler's `#[utoipa::path]`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(login))
+        .routes(routes!(phone))
+        .routes(routes!(products))
+        .routes(routes!(place_order, list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(cancel_order))
+        .routes(routes!(pay_order))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness: whether the database answers",
+    responses(
+        (status = 200, description = "The database answers", body = openapi::Health),
+        (status = 503, description = "The database does not answer (`database_unavailable`)", body = ErrorBody),
+    ),
+)]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     if state.db.ping().await {
         (StatusCode::OK, Json(json!({ "status": "ok" })))
@@ -47,8 +61,10 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-#[derive(Deserialize)]
+/// A code the mini-program got from WeChat.
+#[derive(Deserialize, ToSchema)]
 struct CodeRequest {
+    /// The `wx.login` (or `getPhoneNumber`) code: 1-128 printable characters.
     code: String,
 }
 
@@ -73,6 +89,24 @@ impl CodeRequest {
 /// concurrent guesses cannot overshoot) and given back when the login succeeds or WeChat is
 /// unreachable, so customers behind one address (a carrier's NAT, an office) are never limited
 /// for logging in, only for guessing.
+#[utoipa::path(
+    post,
+    path = "/api/login",
+    tag = "customer",
+    operation_id = "customer_login",
+    summary = "Log in with a `wx.login` code",
+    description = "Exchanges the code at WeChat and answers a bearer token for `/api/*`. Codes \
+        WeChat refuses are limited per client address (20 at once, then 10 a minute): beyond \
+        that, 429 `rate_limited` with `Retry-After`.",
+    request_body = CodeRequest,
+    responses(
+        (status = 200, description = "Logged in", body = openapi::CustomerSession),
+        (status = 401, description = "WeChat refused the code (`invalid_code`)", body = ErrorBody),
+        (status = 429, description = "Too many refused codes from this address (`rate_limited`, \
+            with `Retry-After`), or WeChat's rate limit (`wechat_rate_limited`)", body = ErrorBody),
+        (status = 503, description = "WeChat is unreachable (`wechat_unavailable`)", body = ErrorBody),
+    ),
+)]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -121,6 +155,20 @@ async fn login(
     })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/me/phone",
+    tag = "customer",
+    summary = "Record the customer's phone number from a `getPhoneNumber` code",
+    security(("customer_token" = [])),
+    request_body = CodeRequest,
+    responses(
+        (status = 200, description = "The phone number, now on the customer's account", body = openapi::PhoneNumber),
+        (status = 400, description = "A malformed code (`invalid_code_format`), or one WeChat \
+            refused (`invalid_code`)", body = ErrorBody),
+        (status = 503, description = "WeChat is unreachable (`wechat_unavailable`)", body = ErrorBody),
+    ),
+)]
 async fn phone(
     State(state): State<AppState>,
     customer: Customer,
@@ -141,23 +189,36 @@ async fn phone(
     Ok(Json(phone))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/products",
+    tag = "customer",
+    operation_id = "list_products_for_sale",
+    summary = "The products for sale",
+    responses((status = 200, description = "Active products", body = openapi::ProductList)),
+)]
 async fn products(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let items = state.catalogue.list(true).await?;
     Ok(Json(json!({ "items": items })))
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlaceOrderRequest {
+    /// What to buy; prices come from the catalogue.
+    #[schema(value_type = Vec<openapi::LineRequest>)]
     items: Vec<LineRequest>,
     #[serde(default)]
+    #[schema(nullable = false)]
     note: Option<String>,
     /// The customer's card (coupon) to redeem with this order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     card: Option<CardRequest>,
 }
 
-#[derive(Deserialize, Serialize)]
+/// A card (coupon) in the customer's WeChat card holder.
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CardRequest {
     card_id: String,
@@ -197,6 +258,25 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> 
     Ok(Some(key.to_string()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    tag = "customer",
+    summary = "Place an order",
+    description = "Prices come from the catalogue, never from the client. A card, if given, is \
+        checked at WeChat now and consumed once the order is paid. With an `Idempotency-Key`, \
+        the same request again answers the same order.",
+    security(("customer_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-128 characters; \
+        reusing one for a different request is a 409 `idempotency_key_reused`")),
+    request_body = PlaceOrderRequest,
+    responses(
+        (status = 201, description = "The order, waiting for payment", body = openapi::Order),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`unknown_sku`, `product_inactive`, `card_not_usable`, \
+            `total_too_large`", body = ErrorBody),
+    ),
+)]
 async fn place_order(
     State(state): State<AppState>,
     customer: Customer,
@@ -250,12 +330,18 @@ async fn place_order(
     Ok((StatusCode::CREATED, Json(OrderView::from(&order))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// From 1 (the default).
     #[serde(default, deserialize_with = "empty_as_none")]
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// 20 by default, 100 at most.
     #[serde(default, deserialize_with = "empty_as_none")]
     per_page: Option<u32>,
+    /// Only orders in this status.
+    #[param(value_type = Option<openapi::OrderStatus>)]
     status: Option<String>,
 }
 
@@ -274,6 +360,15 @@ pub(crate) fn parse_status(status: Option<&str>) -> ApiResult<Option<OrderStatus
         .transpose()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    tag = "customer",
+    summary = "The customer's own orders, newest first",
+    security(("customer_token" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "One page of orders", body = openapi::OrderPage)),
+)]
 async fn list_orders(
     State(state): State<AppState>,
     customer: Customer,
@@ -312,6 +407,19 @@ async fn own_order(
     Ok(order)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    tag = "customer",
+    operation_id = "get_own_order",
+    summary = "One of the customer's orders",
+    security(("customer_token" = [])),
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = openapi::Order),
+        (status = 404, description = "No such order, or someone else's (`order_not_found`)", body = ErrorBody),
+    ),
+)]
 async fn get_order(
     State(state): State<AppState>,
     customer: Customer,
@@ -321,6 +429,20 @@ async fn get_order(
     Ok(Json(OrderView::from(&order)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/cancel",
+    tag = "customer",
+    summary = "Cancel an unpaid order",
+    security(("customer_token" = [])),
+    params(("id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order, closed", body = openapi::Order),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "Paid already (`order_already_paid`), or the customer is \
+            paying right now (`payment_in_progress`)", body = ErrorBody),
+    ),
+)]
 async fn cancel_order(
     State(state): State<AppState>,
     customer: Customer,
@@ -337,12 +459,31 @@ async fn cancel_order(
     Ok(Json(OrderView::from(&outcome.order)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PayRequest {
+    /// Which WeChat Pay API to pay through.
+    #[schema(value_type = openapi::PayChannel)]
     channel: PayChannel,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/pay",
+    tag = "customer",
+    summary = "Start paying an order: the parameters of `wx.requestPayment`",
+    security(("customer_token" = [])),
+    params(("id" = Uuid, Path, description = "The order's id")),
+    request_body = PayRequest,
+    responses(
+        (status = 200, description = "Exactly what `wx.requestPayment` takes", body = openapi::PayParams),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "Paid already, closed, expired, or ordered through the \
+            other channel (`order_already_paid`, `order_not_payable`, `order_expired`, \
+            `payment_channel_fixed`)", body = ErrorBody),
+        (status = 502, description = "WeChat Pay refused (`wechatpay_rejected`)", body = ErrorBody),
+    ),
+)]
 async fn pay_order(
     State(state): State<AppState>,
     customer: Customer,

@@ -2,13 +2,16 @@
 //! Handlers are thin: parse, authorise, call an engine service, shape the answer.
 
 mod admin;
+mod admin_ui;
 mod auth;
 mod backoffice;
 mod cards;
 mod customer;
 pub mod error;
 mod extract;
+mod money_search;
 mod notify;
+mod openapi;
 pub use notify::{WECHATPAY_V2_PATH, WECHATPAY_V2_REFUND_PATH, WECHATPAY_V3_PATH};
 pub mod ops;
 mod staff;
@@ -22,7 +25,7 @@ pub mod tokens;
 use std::sync::Arc;
 
 use axum::http::{HeaderName, Request};
-use axum::Router;
+use axum::{Extension, Router};
 use paystream_engine::accounts::{Accounts, MiniProgram};
 use paystream_engine::cards::Cards;
 use paystream_engine::catalogue::Catalogue;
@@ -34,6 +37,7 @@ use paystream_engine::subscriptions::Subscriptions;
 use paystream_projections::OrdersView;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use ops::Ops;
 pub use throttle::Throttles;
@@ -83,17 +87,38 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Bodies larger than this are refused before they are parsed.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every endpoint of the API. Each module registers its endpoints with `utoipa_axum::routes!`
+/// from the handlers' `#[utoipa::path]`, so an endpoint cannot be served without its operation
+/// in `/api/openapi.json`: add new API endpoints here, never to [`router`] directly.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
         .merge(customer::routes())
         .merge(subscriptions::routes())
         .merge(cards::routes())
         .merge(admin::routes())
+        .merge(admin_ui::api_routes())
         .merge(backoffice::routes())
         .merge(staff::routes())
         .merge(timeline::routes())
+        .merge(money_search::routes())
         .merge(notify::routes())
         .merge(ops::routes())
+        .merge(openapi::routes())
+}
+
+/// The OpenAPI document of [`api`], as `GET /api/openapi.json` serves it.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::complete(api().into_openapi())
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, document) = api().split_for_parts();
+    let document = openapi::Served::new(&openapi::complete(document));
+    Router::new()
+        .merge(api)
+        .layer(Extension(document))
+        // The back-office web UI's pages and static files: for browsers, not in the document.
+        .merge(admin_ui::routes())
         .fallback(error::no_such_endpoint)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)

@@ -10,14 +10,16 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use paystream_engine::order::PayChannel;
 use paystream_engine::payments::gateway::RawNotice;
 use paystream_engine::payments::{NoticeError, NoticeOutcome};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::status_of;
+use crate::openapi::NotifyFailure;
 use crate::{telemetry, AppState};
 
 /// Where WeChat Pay APIv3 sends notifications (the wiring gives the gateway this URL).
@@ -31,11 +33,12 @@ pub const WECHATPAY_V2_REFUND_PATH: &str = "/notify/wechatpay/v2/refund";
 /// WeChat's notifications are a few kilobytes; anything near this is not one.
 const MAX_NOTICE_BYTES: usize = 64 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(WECHATPAY_V3_PATH, post(wechatpay_v3))
-        .route(WECHATPAY_V2_PATH, post(wechatpay_v2))
-        .route(WECHATPAY_V2_REFUND_PATH, post(wechatpay_v2))
+/// Each endpoint with its OpenAPI operation (the handler's `#[utoipa::path]`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(wechatpay_v3))
+        .routes(routes!(wechatpay_v2))
+        .routes(routes!(wechatpay_v2_refund))
         .layer(DefaultBodyLimit::max(MAX_NOTICE_BYTES))
 }
 
@@ -65,6 +68,25 @@ async fn receive(
     result
 }
 
+#[utoipa::path(
+    post,
+    path = WECHATPAY_V3_PATH,
+    tag = "notify",
+    summary = "WeChat Pay APIv3 notifications: TRANSACTION.SUCCESS and REFUND.*",
+    description = "Authenticated by WeChat Pay's signature (the `Wechatpay-Signature`, \
+        `-Timestamp`, `-Nonce` and `-Serial` headers over the raw body), not by a token; the \
+        resource is AES-GCM encrypted with the APIv3 key. Answers in WeChat Pay's dialect: \
+        204 = received, anything else = send it again.",
+    request_body(content = Object, content_type = "application/json", description = "The signed notification"),
+    responses(
+        (status = 204, description = "Received"),
+        (status = 400, description = "Malformed", body = NotifyFailure),
+        (status = 401, description = "The signature does not verify", body = NotifyFailure),
+        (status = 404, description = "Not one of our orders", body = NotifyFailure),
+        (status = 413, description = "Too large to be a notification", body = NotifyFailure),
+        (status = 503, description = "Not recorded now: send it again", body = NotifyFailure),
+    ),
+)]
 async fn wechatpay_v3(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -112,8 +134,55 @@ fn v2_answer(status: StatusCode, return_code: &str, return_msg: &'static str) ->
     (status, [(CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
 }
 
+/// The answers of both APIv2 endpoints, for the OpenAPI document: the `return_code` XML, where
+/// only SUCCESS acknowledges (built by [`v2_answer`]).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Describes; the answers are built by `v2_answer`.
+enum V2Answer {
+    #[response(
+        status = 200,
+        description = "Received: `<xml><return_code>SUCCESS</return_code>…</xml>`",
+        content_type = "text/xml"
+    )]
+    Received(String),
+    #[response(
+        status = 400,
+        description = "Malformed; `return_code` FAIL, WeChat Pay sends it again",
+        content_type = "text/xml"
+    )]
+    Malformed(String),
+    #[response(
+        status = 401,
+        description = "Not signed (or encrypted) by WeChat Pay; `return_code` FAIL",
+        content_type = "text/xml"
+    )]
+    Unverifiable(String),
+    #[response(
+        status = 404,
+        description = "Not one of our orders; `return_code` FAIL",
+        content_type = "text/xml"
+    )]
+    NotOurs(String),
+    #[response(
+        status = 503,
+        description = "Not recorded now; `return_code` FAIL, WeChat Pay sends it again",
+        content_type = "text/xml"
+    )]
+    NotRecorded(String),
+}
+
 /// Pay and refund notifies alike: the gateway tells them apart by their content (a refund
 /// notify's proof is its encrypted `req_info`, a pay notify's its `sign`).
+#[utoipa::path(
+    post,
+    path = WECHATPAY_V2_PATH,
+    tag = "notify",
+    summary = "WeChat Pay APIv2 pay notifications",
+    description = "Authenticated by the `sign` in the XML (MD5 or HMAC-SHA256 with the APIv2 \
+        key), not by a token. Answers with the `return_code` XML; only SUCCESS acknowledges.",
+    request_body(content = String, content_type = "text/xml", description = "The signed notification"),
+    responses(V2Answer),
+)]
 async fn wechatpay_v2(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -150,4 +219,24 @@ async fn wechatpay_v2(
             v2_answer(status_of(e.kind()), "FAIL", "not recorded, send again")
         }
     }
+}
+
+/// APIv2 refund notifies come to their own URL (the `notify_url` of each refund) but are handled
+/// like pay notifies: the gateway tells them apart by their content.
+#[utoipa::path(
+    post,
+    path = WECHATPAY_V2_REFUND_PATH,
+    tag = "notify",
+    summary = "WeChat Pay APIv2 refund notifications",
+    description = "Authenticated by the `req_info`, AES-256-ECB encrypted with the MD5 of the \
+        APIv2 key, not by a token. Answers with the `return_code` XML; only SUCCESS acknowledges.",
+    request_body(content = String, content_type = "text/xml", description = "The encrypted notification"),
+    responses(V2Answer),
+)]
+async fn wechatpay_v2_refund(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    wechatpay_v2(state, headers, body).await
 }

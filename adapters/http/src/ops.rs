@@ -11,13 +11,14 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use metrics_exporter_prometheus::PrometheusHandle;
 use paystream_engine::consumers::Broker;
 use paystream_engine::db::Db;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::extract::client_ip;
 use crate::{telemetry, AppState, REQUEST_ID};
@@ -81,10 +82,11 @@ impl Ops {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+/// Each endpoint with its OpenAPI operation (the handler's `#[utoipa::path]`).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
 }
 
 /// One readiness check's verdict.
@@ -143,6 +145,16 @@ async fn database_ok(db: &Db) -> bool {
 
 /// Ready to serve: the database answers and, with RabbitMQ configured, so does the broker (the
 /// API works without it — the log is the outbox — but events then wait to be published).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: the database answers and, with `AMQP_URL` set, so does the broker",
+    responses(
+        (status = 200, description = "Ready", body = crate::openapi::Readiness),
+        (status = 503, description = "Not ready; `checks` names what failed", body = crate::openapi::Readiness),
+    ),
+)]
 async fn ready(State(state): State<AppState>) -> Response {
     let broker = async {
         match &state.broker {
@@ -156,6 +168,13 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Every metric of this process, in Prometheus' text exposition format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Every metric of this process, in Prometheus' text format",
+    responses((status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String)),
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

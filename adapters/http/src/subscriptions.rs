@@ -3,31 +3,48 @@
 
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use paystream_engine::subscriptions::valid_template_id;
 use paystream_engine::{ErrorCode, Kind};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Customer;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
+use crate::openapi::{self, ErrorBody};
 use crate::AppState;
 
 /// `wx.requestSubscribeMessage` takes at most 3 templates a call; allow a little slack.
 const MAX_TEMPLATES: usize = 10;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/subscriptions", post(accept))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(accept))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AcceptRequest {
+    /// The templates `wx.requestSubscribeMessage` reported as accepted: 1-10 ids.
     template_ids: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/subscriptions",
+    tag = "customer",
+    summary = "Record subscribe-message templates the customer accepted",
+    description = "Each accepted template allows one subscribe message of that template.",
+    security(("customer_token" = [])),
+    request_body = AcceptRequest,
+    responses(
+        (status = 200, description = "Recorded", body = openapi::AcceptedTemplates),
+        (status = 400, description = "`invalid_template_ids`", body = ErrorBody),
+    ),
+)]
 async fn accept(
     State(state): State<AppState>,
     customer: Customer,

@@ -8,26 +8,35 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use paystream_engine::order::OrderEvent;
 use paystream_engine::{ErrorCode, Kind};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::StaffMember;
 use crate::customer::{order_not_found, parse_order_id};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
+use crate::openapi::{self, ErrorBody};
 use crate::AppState;
 use wording::{ActorRef, Context, Known, Lang};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/admin/orders/{id}/timeline", get(timeline))
+/// How an actor appears in the timeline (its OpenAPI schema is `TimelineActor`).
+pub(crate) use wording::Actor as TimelineActor;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(timeline))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TimelineQuery {
+    /// `zh-CN` (the default) or `en`.
+    #[param(pattern = "^(zh-CN|en)$")]
     lang: Option<String>,
 }
 
@@ -68,6 +77,19 @@ async fn look_up(state: &AppState, actor: &ActorRef) -> ApiResult<Known> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/orders/{id}/timeline",
+    tag = "back-office",
+    summary = "An order's history in plain words",
+    description = "One sentence per event, money in yuan, Beijing time, actors by name.",
+    security(("staff_token" = [])),
+    params(("id" = Uuid, Path, description = "The order's id"), TimelineQuery),
+    responses(
+        (status = 200, description = "The timeline, oldest first", body = openapi::Timeline),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+    ),
+)]
 async fn timeline(
     State(state): State<AppState>,
     _staff: StaffMember,

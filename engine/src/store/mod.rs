@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::db::{Backend, Db};
 
-pub use sql::{events_after, read_stream_on, read_streams_on, SqlEventStore};
+pub use sql::{events_after, read_by_stream_on, read_stream_on, read_streams_on, SqlEventStore};
 
 /// What the appender believes the stream looks like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +158,20 @@ pub trait InlineProjection: Send + Sync {
         backend: Backend,
         appended: &[RecordedEvent],
     ) -> Result<(), sqlx::Error>;
+
+    /// A rebuild (`paystream rebuild-projections`): `streams` holds whole streams, each in
+    /// version order from version 1, to be projected onto read models that hold nothing of them
+    /// yet. That is what an append of those streams in one transaction would hand
+    /// [`InlineProjection::apply`], which is therefore the default; a projection that re-reads
+    /// its streams on every append may skip the re-read here, since `streams` is all there is.
+    async fn replay(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        streams: &[RecordedEvent],
+    ) -> Result<(), sqlx::Error> {
+        self.apply(conn, backend, streams).await
+    }
 }
 
 #[async_trait]

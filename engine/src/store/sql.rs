@@ -156,6 +156,39 @@ pub async fn read_streams_on(
     rows.iter().map(decode).collect()
 }
 
+/// Up to `limit` events of the whole log in stream order — by stream id, then version — strictly
+/// after the event `after` (`(stream_id, version)`; `None` starts at the beginning), on a
+/// connection the caller holds. A rebuild pages through the log with it: the unique
+/// `(stream_id, version)` index serves it, and every stream comes in one piece (or continues on
+/// the next page), so a fold never needs to look back.
+pub async fn read_by_stream_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    after: Option<(&str, i64)>,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let columns = columns(backend);
+    let rows = match after {
+        None => {
+            let sql = format!("SELECT {columns} FROM events ORDER BY stream_id, version LIMIT $1");
+            sqlx::query(&sql).bind(limit).fetch_all(conn).await?
+        }
+        Some((stream_id, version)) => {
+            let sql = format!(
+                "SELECT {columns} FROM events WHERE (stream_id, version) > ($1, $2) \
+                 ORDER BY stream_id, version LIMIT $3"
+            );
+            sqlx::query(&sql)
+                .bind(stream_id)
+                .bind(version)
+                .bind(limit)
+                .fetch_all(conn)
+                .await?
+        }
+    };
+    rows.iter().map(decode).collect()
+}
+
 /// How many events lie after `after` in log order, counting no further than `cap`: how far a
 /// follower of the log is behind (a gauge, so a cap keeps a huge backlog cheap to measure).
 pub async fn events_after(db: &Db, after: Checkpoint, cap: i64) -> Result<i64, StoreError> {

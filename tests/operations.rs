@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{spawn_app, spawn_app_with, TestApp};
 use paystream_engine::db::Backend;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The `/metrics` page.
 async fn scrape(app: &TestApp) -> String {
@@ -62,18 +62,6 @@ async fn scrape_until(app: &TestApp, done: impl Fn(&str) -> bool) -> String {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn place_order(app: &TestApp, token: &str) -> Value {
-    let (status, order) = app
-        .post(
-            "/api/orders",
-            Some(token),
-            json!({ "items": [{ "sku": "tea", "quantity": 1 }] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    order
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -153,7 +141,7 @@ async fn appends_notifications_and_jobs_are_counted() {
     let appends_timed_before = sample(&page, "event_append_duration_seconds_count", &[]);
 
     // A paid order: prepay, the customer pays (simulated), WeChat Pay notifies.
-    let order = place_order(&app, &token).await;
+    let order = app.place_order(&token, "tea", 1).await;
     let path = format!("/api/orders/{}/pay", order["id"].as_str().unwrap());
     let (status, params) = app
         .post(&path, Some(&token), json!({ "channel": "wechatpay_v3" }))
@@ -190,7 +178,7 @@ async fn appends_notifications_and_jobs_are_counted() {
 
     // The expiry sweep and the pollers.
     let expired_before = sample(&page, "orders_expired_total", &[]);
-    place_order(&app, &token).await;
+    app.place_order(&token, "tea", 1).await;
     assert_eq!(app.expire_all_now().await, 1);
     app.reconcile_now().await;
     let page = scrape(&app).await;
@@ -218,7 +206,7 @@ async fn with_the_broker_down_readyz_names_it_and_the_relay_lag_grows() {
 
     app.add_product("tea", 1250, true).await;
     let (token, _) = app.login("lagging").await;
-    place_order(&app, &token).await;
+    app.place_order(&token, "tea", 1).await;
     let events = app.event_count().await as f64;
     assert!(events >= 1.0);
     // Only this test runs a relay in this process, so the gauge is this database's.

@@ -114,21 +114,8 @@ async fn control_get(app: &TestApp, path: &str) -> Value {
 async fn customer_with_order(app: &TestApp) -> (String, Value) {
     app.add_product("tea", PRICE, true).await;
     let (token, _) = app.login("payer").await;
-    let order = another_order(app, &token).await;
+    let order = app.place_order(&token, "tea", 2).await;
     (token, order)
-}
-
-/// One more order of two teas for a customer who already has a token (the product exists).
-async fn another_order(app: &TestApp, token: &str) -> Value {
-    let (status, order) = app
-        .post(
-            "/api/orders",
-            Some(token),
-            json!({ "items": [{ "sku": "tea", "quantity": 2 }] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    order
 }
 
 async fn pay(app: &TestApp, token: &str, order: &Value) -> (StatusCode, Value) {
@@ -730,7 +717,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
     );
 
     // Expiry takes the same path.
-    let order2 = another_order(&app, &token).await;
+    let order2 = app.place_order(&token, "tea", 2).await;
     pay(&app, &token, &order2).await;
     assert_eq!(app.expire_all_now().await, 1);
     let at_wechat = control_get(&app, &format!("/transactions/{}", out_trade_no(&order2))).await;
@@ -738,7 +725,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
 
     // And an expired order the customer did pay at WeChat (notice still on its way) is recorded
     // as paid by the sweep, not closed.
-    let order3 = another_order(&app, &token).await;
+    let order3 = app.place_order(&token, "tea", 2).await;
     pay(&app, &token, &order3).await;
     pay_with_a_late_notice(&app, &order3).await;
     app.expire_all_now().await;
@@ -780,7 +767,7 @@ async fn query_finds_a_payment_whose_notice_is_late() {
     // The order above is paid, so it would not be asked again anyway: an unpaid one shows the
     // back-off itself — asked once, then not again until its check is due.
     // (A zero delay would also make the back-off zero, so this uses one second.)
-    let unpaid = another_order(&app, &token).await;
+    let unpaid = app.place_order(&token, "tea", 2).await;
     pay(&app, &token, &unpaid).await;
     let one_second = paystream::jobs::ReconcileTiming {
         payment_after: chrono::Duration::seconds(1),
@@ -823,7 +810,7 @@ async fn transient_wechat_trouble_is_retried_and_forgeries_are_refused() {
         "retried with the same parameters: {body}"
     );
 
-    let second = another_order(&app, &token).await;
+    let second = app.place_order(&token, "tea", 2).await;
     control(&app, "/faults", json!({ "unsigned_next": 1 })).await;
     let (status, body) = pay(&app, &token, &second).await;
     assert_error(

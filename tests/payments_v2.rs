@@ -36,20 +36,8 @@ fn merchant(app: &TestApp) -> paystream_sandbox::MerchantCredentials {
 async fn customer_with_order(app: &TestApp) -> (String, Value) {
     app.add_product("tea", PRICE, true).await;
     let (token, _) = app.login("payer").await;
-    let order = another_order(app, &token).await;
+    let order = app.place_order(&token, "tea", 2).await;
     (token, order)
-}
-
-async fn another_order(app: &TestApp, token: &str) -> Value {
-    let (status, order) = app
-        .post(
-            "/api/orders",
-            Some(token),
-            json!({ "items": [{ "sku": "tea", "quantity": 2 }] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    order
 }
 
 async fn pay_with(app: &TestApp, token: &str, order: &Value, channel: &str) -> (StatusCode, Value) {
@@ -393,7 +381,7 @@ async fn cancel_closes_at_wechat_or_records_the_payment_found_there() {
     assert_eq!(status, StatusCode::CONFLICT);
 
     // Paid at WeChat while the notify is late: the cancel finds and records the payment.
-    let order = another_order(&app, &token).await;
+    let order = app.place_order(&token, "tea", 2).await;
     pay(&app, &token, &order).await;
     customer_pays(&app, &order, json!({ "delay_ms": 60_000 })).await;
     let cancel = format!("/api/orders/{}/cancel", order["id"].as_str().unwrap());

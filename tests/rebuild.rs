@@ -25,18 +25,6 @@ const TOTAL: i64 = 2 * PRICE;
 
 // ---- A varied history, through the API and the simulator ----
 
-async fn place(app: &TestApp, token: &str) -> Value {
-    let (status, order) = app
-        .post(
-            "/api/orders",
-            Some(token),
-            json!({ "items": [{ "sku": "tea", "quantity": 2 }] }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    order
-}
-
 fn id(order: &Value) -> &str {
     order["id"].as_str().unwrap()
 }
@@ -101,8 +89,8 @@ async fn history_through_the_api(app: &TestApp) {
     let (token, _) = app.login("rebuild-customer").await;
 
     // Closed by expiry first: the sweep closes every unpaid order, so the others come after.
-    let expired = place(app, &token).await;
-    let prepaid_then_expired = place(app, &token).await;
+    let expired = app.place_order(&token, "tea", 2).await;
+    let prepaid_then_expired = app.place_order(&token, "tea", 2).await;
     let (status, body) = app
         .post(
             &format!("/api/orders/{}/pay", id(&prepaid_then_expired)),
@@ -114,19 +102,19 @@ async fn history_through_the_api(app: &TestApp) {
     assert_eq!(app.expire_all_now().await, 2);
     wait_for_status(app, &token, &expired, "closed").await;
 
-    let paid_v3 = place(app, &token).await;
+    let paid_v3 = app.place_order(&token, "tea", 2).await;
     pay(app, &token, &paid_v3, "wechatpay_v3", TOTAL).await;
-    let paid_v2 = place(app, &token).await;
+    let paid_v2 = app.place_order(&token, "tea", 2).await;
     pay(app, &token, &paid_v2, "wechatpay_v2", TOTAL).await;
-    let partly = place(app, &token).await;
+    let partly = app.place_order(&token, "tea", 2).await;
     pay(app, &token, &partly, "wechatpay_v3", TOTAL).await;
-    let fully = place(app, &token).await;
+    let fully = app.place_order(&token, "tea", 2).await;
     pay(app, &token, &fully, "wechatpay_v3", TOTAL).await;
-    let in_review = place(app, &token).await;
+    let in_review = app.place_order(&token, "tea", 2).await;
     pay(app, &token, &in_review, "wechatpay_v3", TOTAL - 1).await;
-    let resolved = place(app, &token).await;
+    let resolved = app.place_order(&token, "tea", 2).await;
     pay(app, &token, &resolved, "wechatpay_v3", TOTAL + 100).await;
-    place(app, &token).await;
+    app.place_order(&token, "tea", 2).await;
 
     for order in [&paid_v3, &paid_v2, &partly, &fully] {
         wait_for_status(app, &token, order, "paid").await;

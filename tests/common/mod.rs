@@ -153,6 +153,19 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
+    /// Places an order of `quantity` × `sku` as the customer holding `token`; the order placed.
+    pub async fn place_order(&self, token: &str, sku: &str, quantity: u32) -> Value {
+        let (status, order) = self
+            .post(
+                "/api/orders",
+                Some(token),
+                json!({ "items": [{ "sku": sku, "quantity": quantity }] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        order
+    }
+
     /// The order's event stream as the back-office shows it (`GET /admin/orders/{id}/events`).
     pub async fn order_events(&self, order: &Value) -> Vec<Value> {
         let admin = self.admin_token().await;

@@ -241,6 +241,11 @@ try {
     assert.equal(await timeline.locator('li[data-type="RefundRequested"]').count(), 1);
     assert.equal(await timeline.locator('li[data-type="RefundSucceeded"]').count(), 1);
     assert.match(await timeline.innerText(), /申请退款 ¥5\.00/);
+    // Each line names who did it: the staff member who asked for the refund.
+    assert.equal(
+      await timeline.locator('li[data-type="RefundRequested"] .actor').innerText(),
+      "admin",
+    );
     await shot("05-order-refunded");
   });
 

@@ -98,7 +98,14 @@ function timeline(items) {
         "li",
         { "data-type": item.type },
         h("time", { datetime: item.at }, item.at_beijing),
-        h("span.text", {}, item.text),
+        h(
+          "span.text",
+          {},
+          item.text,
+          // Who did it, by name (the customer's phone or openid, the staff username, WeChat Pay,
+          // the poller, expiry): support answers "who refunded this?" from here.
+          item.actor ? h("span.actor", {}, item.actor.name) : null,
+        ),
       ),
     ),
   );

@@ -19,7 +19,7 @@ use paystream_engine::error::Result;
 use paystream_engine::order::{Order, OrderEvent, PayChannel, ReviewReason};
 
 use crate::orders::{internal, placeholders, rfc3339, Page, Projected};
-use crate::search::{bind_all, Conditions, PageBounds, Param};
+use crate::search::{search_page, Conditions, PageBounds, Param};
 
 /// What became of a payment attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -423,24 +423,15 @@ impl PaymentsView {
         page: u32,
         per_page: u32,
     ) -> Result<Page<PaymentView>> {
-        let bounds = PageBounds::new(page, per_page);
-        let conditions = filter.conditions();
-        let where_sql = conditions.where_sql();
-        let count_sql = format!("SELECT COUNT(*) AS n FROM payments_view {where_sql}");
-        let total: i64 = bind_all(&count_sql, &conditions.params)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")?;
-        let list_sql = format!(
-            "SELECT {COLUMNS} FROM payments_view {where_sql} \
-             ORDER BY happened_at DESC, order_id DESC, attempt DESC {}",
-            bounds.limit_sql()
-        );
-        let rows = bind_all(&list_sql, &conditions.params)
-            .fetch_all(&self.db.pool)
-            .await?;
-        let items = rows.iter().map(decode).collect::<Result<_>>()?;
-        Ok(bounds.page(total, items))
+        search_page(
+            &self.db,
+            ("payments_view", COLUMNS),
+            &filter.conditions(),
+            "happened_at DESC, order_id DESC, attempt DESC",
+            PageBounds::new(page, per_page),
+            decode,
+        )
+        .await
     }
 }
 

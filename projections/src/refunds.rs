@@ -17,7 +17,7 @@ use paystream_engine::order::{OrderEvent, RefundStatus};
 use paystream_engine::store::RecordedEvent;
 
 use crate::orders::{internal, placeholders, rfc3339, Page, Projected};
-use crate::search::{bind_all, Conditions, PageBounds, Param};
+use crate::search::{search_page, Conditions, PageBounds, Param};
 
 /// Who asked for each refund of one order (`out_refund_no` → staff id), from the metadata of its
 /// `RefundRequested` event. Refunds asked for by anyone else (none today) have no entry.
@@ -247,24 +247,15 @@ impl RefundsView {
         page: u32,
         per_page: u32,
     ) -> Result<Page<RefundView>> {
-        let bounds = PageBounds::new(page, per_page);
-        let conditions = filter.conditions();
-        let where_sql = conditions.where_sql();
-        let count_sql = format!("SELECT COUNT(*) AS n FROM refunds_view {where_sql}");
-        let total: i64 = bind_all(&count_sql, &conditions.params)
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")?;
-        let list_sql = format!(
-            "SELECT {COLUMNS} FROM refunds_view {where_sql} \
-             ORDER BY requested_at DESC, out_refund_no DESC {}",
-            bounds.limit_sql()
-        );
-        let rows = bind_all(&list_sql, &conditions.params)
-            .fetch_all(&self.db.pool)
-            .await?;
-        let items = rows.iter().map(decode).collect::<Result<_>>()?;
-        Ok(bounds.page(total, items))
+        search_page(
+            &self.db,
+            ("refunds_view", COLUMNS),
+            &filter.conditions(),
+            "requested_at DESC, out_refund_no DESC",
+            PageBounds::new(page, per_page),
+            decode,
+        )
+        .await
     }
 }
 

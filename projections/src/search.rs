@@ -1,9 +1,11 @@
 //! What the staff searches share: WHERE conditions with numbered parameters (the same SQL runs on
 //! PostgreSQL and SQLite through `sqlx::Any`, which numbers them `$1, $2, …`), and page bounds.
 
-use sqlx::any::AnyArguments;
+use paystream_engine::db::Db;
+use paystream_engine::error::Result;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use sqlx::Any;
+use sqlx::{Any, Row};
 
 use crate::orders::Page;
 
@@ -88,6 +90,33 @@ impl PageBounds {
             items,
         }
     }
+}
+
+/// One page of `table`'s rows matching `conditions`, in `order_by`, each decoded with `decode`,
+/// and how many match in all: the shape every staff search has.
+pub(crate) async fn search_page<T>(
+    db: &Db,
+    (table, columns): (&str, &str),
+    conditions: &Conditions,
+    order_by: &str,
+    bounds: PageBounds,
+    decode: impl Fn(&AnyRow) -> Result<T>,
+) -> Result<Page<T>> {
+    let where_sql = conditions.where_sql();
+    let count_sql = format!("SELECT COUNT(*) AS n FROM {table} {where_sql}");
+    let total: i64 = bind_all(&count_sql, &conditions.params)
+        .fetch_one(&db.pool)
+        .await?
+        .try_get("n")?;
+    let list_sql = format!(
+        "SELECT {columns} FROM {table} {where_sql} ORDER BY {order_by} {}",
+        bounds.limit_sql()
+    );
+    let rows = bind_all(&list_sql, &conditions.params)
+        .fetch_all(&db.pool)
+        .await?;
+    let items = rows.iter().map(decode).collect::<Result<_>>()?;
+    Ok(bounds.page(total, items))
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! decides what to call and records what comes back, never knowing HTTP, JSON or signatures.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+use super::bills::BillOutcome;
 use crate::money::Fen;
 use crate::order::PayChannel;
 
@@ -182,6 +183,9 @@ pub trait PayGateway: Send + Sync {
     async fn query_refund(&self, out_refund_no: &str) -> Result<RefundState, GatewayError>;
     /// Verifies and decrypts a notification as it arrived.
     async fn verify_notify(&self, notice: &RawNotice<'_>) -> Result<Notice, NotifyError>;
+    /// The provider's trade bill (payments and refunds) of one Beijing day, fetched and
+    /// checked (hash, summary against the rows).
+    async fn trade_bill(&self, date: NaiveDate) -> Result<BillOutcome, GatewayError>;
 }
 
 #[cfg(test)]

@@ -368,6 +368,16 @@ impl PayGateway for V3Client {
         ))
     }
 
+    async fn trade_bill(
+        &self,
+        _date: chrono::NaiveDate,
+    ) -> Result<paystream_engine::payments::bills::BillOutcome, GatewayError> {
+        // PLACEHOLDER (issue 12, being built): replaced by the bill download.
+        Err(GatewayError::Unavailable(
+            "trade bills: not built yet".into(),
+        ))
+    }
+
     async fn verify_notify(&self, notice: &RawNotice<'_>) -> Result<Notice, NotifyError> {
         let body = notice.body;
         let signed = Signed {

@@ -3,7 +3,7 @@
 //! `append` runs single-event appends from concurrent writers, beside pgbench running an
 //! equivalent two-statement transaction on the same server, so the figures can be compared;
 //! `notify` is in `bench_notify`, `lag` in `bench_lag`, `relay` in `bench_relay`, `rebuild` in
-//! `bench_rebuild`.
+//! `bench_rebuild`, `reconcile` in `bench_reconcile`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure: `append`, `notify`, `lag`, `relay` or `rebuild`.
+    /// What to measure: `append`, `notify`, `lag`, `relay`, `rebuild` or `reconcile`.
     #[arg(default_value = "append")]
     pub what: String,
     /// A PostgreSQL URL; the benchmark creates and drops its own tables' rows there.
@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Events in the log `rebuild` replays.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
+    /// Payments of the day `reconcile` reconciles.
+    #[arg(long, default_value_t = 100_000)]
+    pub payments: usize,
     /// Skip the pgbench baseline.
     #[arg(long)]
     pub no_pgbench: bool,
@@ -63,7 +66,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "lag" => crate::bench_lag::run(&args).await,
         "relay" => run_relay(&args).await,
         "rebuild" => crate::bench_rebuild::run(&args).await,
-        other => bail!("unknown benchmark {other:?} (known: append, notify, lag, relay, rebuild)"),
+        "reconcile" => crate::bench_reconcile::run(&args).await,
+        other => bail!(
+            "unknown benchmark {other:?} (known: append, notify, lag, relay, rebuild, reconcile)"
+        ),
     }
 }
 

@@ -60,7 +60,7 @@ async fn bench(url: &str, wanted: u64) -> anyhow::Result<()> {
         copy.bytes as f64 / 1e6
     );
     for what in ["onto empty read models", "onto full read models"] {
-        let rate = rebuild_rate(&db, events).await?;
+        let rate = rebuild_rate(&db, events, orders).await?;
         println!(
             "rebuild {what}: {rate:.0} events/s, ratio to COPY {:.2}",
             rate / copy_rate
@@ -70,7 +70,8 @@ async fn bench(url: &str, wanted: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rebuild_rate(db: &Db, events: u64) -> anyhow::Result<f64> {
+/// One timed rebuild; checks that it replayed every event and wrote every order's row.
+async fn rebuild_rate(db: &Db, events: u64, orders: u64) -> anyhow::Result<f64> {
     let store = paystream::event_store(db);
     let started = Instant::now();
     let rebuilt = paystream_projections::rebuild(store.as_ref()).await?;
@@ -79,6 +80,13 @@ async fn rebuild_rate(db: &Db, events: u64) -> anyhow::Result<f64> {
         rebuilt.events == events,
         "the rebuild replayed {} events of {events}",
         rebuilt.events
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders_view")
+        .fetch_one(&db.pool)
+        .await?;
+    ensure!(
+        u64::try_from(rows) == Ok(orders),
+        "the rebuild wrote {rows} orders of {orders}"
     );
     Ok(events as f64 / seconds)
 }

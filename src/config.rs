@@ -201,6 +201,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub payment_query_after_seconds: u32,
 
+    /// Beijing time of day (`HH:MM`) at which yesterday's WeChat Pay bills are reconciled
+    /// (WeChat makes them after 10:00; a bill not ready yet is asked for again later).
+    #[arg(long, env = "RECONCILE_AT", value_name = "RECONCILE_AT", default_value = "10:00",
+          value_parser = parse_time_of_day)]
+    pub reconcile_at: chrono::NaiveTime,
+
     /// A refund still processing after this long is queried (and re-sent if WeChat never got it).
     #[arg(long, env = "REFUND_QUERY_AFTER_SECONDS", value_name = "REFUND_QUERY_AFTER_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -337,6 +343,7 @@ impl Settings {
             wechatpay_v2_root_ca: None,
             payment_query_after_seconds: 60,
             refund_query_after_seconds: 60,
+            reconcile_at: chrono::NaiveTime::from_hms_opt(10, 0, 0).expect("a valid time"),
             wechatpay_cert_refetch_seconds: 60,
             wechatpay_cert_refresh_hours: 12,
             wechatpay_refund_lag_seconds: 600,
@@ -582,6 +589,12 @@ impl Settings {
 }
 
 /// Whether a URL's host is this machine (a simulator, not WeChat).
+/// `HH:MM` (24-hour).
+fn parse_time_of_day(text: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(text.trim(), "%H:%M")
+        .map_err(|_| format!("{text:?} is not a time of day as HH:MM (e.g. 10:00)"))
+}
+
 fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -666,8 +679,25 @@ mod tests {
             local.sandbox_notify_time_scale,
             parsed.sandbox_notify_time_scale
         );
+        assert_eq!(local.reconcile_at, parsed.reconcile_at);
+        assert_eq!(parsed.reconcile_at.to_string(), "10:00:00");
         assert_eq!(parsed.listen_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(parsed.db.database_url, "sqlite://paystream.db");
+    }
+
+    #[test]
+    fn reconcile_at_is_a_time_of_day() {
+        let parsed = Only::try_parse_from(["paystream", "--reconcile-at", "09:30"])
+            .unwrap()
+            .settings;
+        assert_eq!(parsed.reconcile_at.to_string(), "09:30:00");
+        for bad in ["25:00", "10", "ten"] {
+            let err = Only::try_parse_from(["paystream", "--reconcile-at", bad])
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains("RECONCILE_AT"), "{err}");
+        }
     }
 
     #[test]

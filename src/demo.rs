@@ -19,6 +19,10 @@ pub struct DemoArgs {
     /// Which WeChat Pay API the checkout goes through.
     #[arg(long, value_enum, default_value_t = Channel::WechatpayV3)]
     channel: Channel,
+    /// Show the engine's log lines too (by default only the demo's steps, and errors; RUST_LOG,
+    /// when set, chooses the log lines instead).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -142,14 +146,16 @@ async fn walk(c: &ApiClient, channel: Channel) -> anyhow::Result<()> {
         5,
         "The user pays in WeChat (simulated); WeChat Pay notifies the engine",
     );
+    // `wait`: the simulator answers once the engine answered its notification.
     let paid = c
         .post(
             "/sandbox/control/wechatpay/pay",
             None,
-            json!({ "out_trade_no": order["out_trade_no"], "channel": channel.as_str() }),
+            json!({ "out_trade_no": order["out_trade_no"], "channel": channel.as_str(), "wait": true }),
         )
         .await?;
     show("transaction_id", &paid["transaction_id"]);
+    show("the engine answered the notification", &paid["notified"]);
     let order = wait(c, &token, &id, |o| o["status"] == "paid").await?;
     show(
         "order",

@@ -2,6 +2,16 @@
 //! effects are commands on the event log, and the log's optimistic concurrency lets exactly one
 //! of two racing processes record a change while the other sees it already done. None keeps
 //! state in memory, so a restart loses nothing.
+//!
+//! The pollers (payment queries, refund follow-ups, expiry closes) also share their work: every
+//! due item is a job (a `payment_checks` row, made from the read models) that one process claims
+//! with a lease (`Checks::claim_*`) before it asks WeChat, and releases with its next due time
+//! (the back-off) once the answer is recorded in the log — so N processes ask WeChat once per due
+//! time, not N times. The lease (`JOB_LEASE` in `projections/src/checks.rs`, 5 min) outlasts
+//! one job's work (WeChat calls with their retries, then the append), so nobody retakes a job
+//! between its claim and its release; a process that dies after claiming delays that job by the
+//! lease. Jobs are claimed one at a time, just before their work, so a slow pass never holds
+//! jobs it has not reached. Scheduled runs done once across processes: `paystream_engine::runs`.
 
 use std::time::Duration;
 
@@ -28,31 +38,38 @@ const BATCH: i64 = 200;
 
 /// Closes unpaid orders whose time is up (at WeChat Pay first, when a payment was requested).
 /// Returns how many this call closed; an order closed meanwhile by someone else, or found paid
-/// at WeChat, is not counted.
+/// at WeChat, or claimed by another process, is not counted.
 pub async fn expire_due_orders(
     payments: &Payments,
     view: &OrdersView,
     checks: &Checks,
     now: DateTime<Utc>,
 ) -> paystream_engine::Result<usize> {
+    let clock = Clock::starting_at(now);
     let mut closed = 0;
     let mut cursor = None;
     loop {
         let due = view.due_for_expiry(now, cursor, BATCH).await?;
         for &(_, id) in &due {
+            // Another process may be closing it right now: its job, not ours.
+            if !checks
+                .claim_close(id, now, clock.now() + checks.lease())
+                .await?
+            {
+                tracing::debug!(order_id = %id, "expiry close held by another process");
+                continue;
+            }
+            let subject = format!("close:{id}");
             match close_expired(payments, id).await {
                 Some(true) => {
                     closed += 1;
                     counter!(ORDERS_EXPIRED_TOTAL).increment(1);
+                    checks.done(&subject).await?;
                 }
-                Some(false) => {}
+                Some(false) => checks.done(&subject).await?,
                 // WeChat could not close it (down, customer paying): ask again later, less and
                 // less often, instead of every sweep.
-                None => {
-                    checks
-                        .checked(&format!("close:{id}"), now, CLOSE_RETRY)
-                        .await?
-                }
+                None => checks.checked(&subject, now, CLOSE_RETRY).await?,
             }
         }
         // Page on even past orders that could not be closed, so they never starve the rest.
@@ -62,6 +79,26 @@ pub async fn expire_due_orders(
         }
     }
     Ok(closed)
+}
+
+/// The `now` a pass was called with, advanced by the time the pass has taken since: a lease taken
+/// late in a long pass still lasts its full length. (Due times are judged by the call's `now`.)
+struct Clock {
+    start: DateTime<Utc>,
+    started: tokio::time::Instant,
+}
+
+impl Clock {
+    fn starting_at(start: DateTime<Utc>) -> Clock {
+        Clock {
+            start,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.start + chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default()
+    }
 }
 
 /// How soon a payment the customer was in the middle of (USERPAYING) is asked about again.
@@ -120,47 +157,32 @@ pub struct ReconcileTiming {
 
 /// Asks WeChat Pay about payments without a notice and refunds without an outcome, recording
 /// what it says; a refund WeChat never received is sent again with the same out_refund_no.
-/// Returns how many items were checked.
+/// Each item is claimed first, so a process sharing the database with others asks about the
+/// ones it claimed only. Returns how many items this call checked.
 pub async fn reconcile(
     payments: &Payments,
     checks: &Checks,
     timing: ReconcileTiming,
     now: DateTime<Utc>,
 ) -> paystream_engine::Result<usize> {
-    let mut checked = 0;
-    for order_id in checks
-        .payments_due(now, timing.payment_after, BATCH)
-        .await?
-    {
-        let subject = format!("pay:{order_id}");
-        let checked_payment = payments.reconcile_payment(order_id).await;
-        counter!(PAYMENT_CHECKS_TOTAL, "result" => payment_check_result(&checked_payment))
-            .increment(1);
-        match checked_payment {
-            Ok(PaymentCheck::Recorded) => {
-                tracing::info!(order_id = %order_id, "payment found by query (no notice had arrived)")
-            }
-            Ok(PaymentCheck::Nothing(TradeState::UserPaying)) => {
-                // The customer is entering the password: the outcome is seconds away, so look
-                // again soon instead of backing off.
-                tracing::info!(order_id = %order_id, "the customer is paying right now");
-                checks
-                    .recheck_at(&subject, now + USER_PAYING_RECHECK)
-                    .await?;
-                checked += 1;
-                continue;
-            }
-            Ok(PaymentCheck::Nothing(TradeState::PaymentFailed { reason })) => {
-                // Still payable: the customer may try again, and expiry closes it if not.
-                tracing::warn!(order_id = %order_id, %reason, "the customer's payment failed at WeChat Pay")
-            }
-            Ok(PaymentCheck::Nothing(_)) => {}
-            Err(e) => tracing::warn!(order_id = %order_id, error = %e, "payment query failed"),
-        }
-        checks.checked(&subject, now, timing.payment_after).await?;
-        checked += 1;
+    let clock = Clock::starting_at(now);
+    let mut payments_checked = 0;
+    checks.add_payment_jobs(now, timing.payment_after).await?;
+    while payments_checked < BATCH {
+        let until = clock.now() + checks.lease();
+        let Some(order_id) = checks.claim_payment(now, until).await? else {
+            break;
+        };
+        check_payment(payments, checks, order_id, timing, now).await?;
+        payments_checked += 1;
     }
-    for (order_id, out_refund_no) in checks.refunds_due(now, timing.refund_after, BATCH).await? {
+    let mut refunds_checked = 0;
+    checks.add_refund_jobs(now, timing.refund_after).await?;
+    while refunds_checked < BATCH {
+        let until = clock.now() + checks.lease();
+        let Some((order_id, out_refund_no)) = checks.claim_refund(now, until).await? else {
+            break;
+        };
         let checked_refund = payments.reconcile_refund(order_id, &out_refund_no).await;
         counter!(REFUND_CHECKS_TOTAL, "result" => if checked_refund.is_ok() { "ok" } else { "error" })
             .increment(1);
@@ -170,11 +192,43 @@ pub async fn reconcile(
         checks
             .checked(&format!("refund:{out_refund_no}"), now, timing.refund_after)
             .await?;
-        checked += 1;
+        refunds_checked += 1;
     }
     checks.forget_settled().await?;
     gauge!(REFUNDS_IN_FLIGHT).set(checks.refunds_in_flight().await? as f64);
-    Ok(checked)
+    Ok((payments_checked + refunds_checked) as usize)
+}
+
+/// Asks about one claimed payment, records what WeChat says, and releases the job with its next
+/// due time.
+async fn check_payment(
+    payments: &Payments,
+    checks: &Checks,
+    order_id: Uuid,
+    timing: ReconcileTiming,
+    now: DateTime<Utc>,
+) -> paystream_engine::Result<()> {
+    let subject = format!("pay:{order_id}");
+    let checked_payment = payments.reconcile_payment(order_id).await;
+    counter!(PAYMENT_CHECKS_TOTAL, "result" => payment_check_result(&checked_payment)).increment(1);
+    match checked_payment {
+        Ok(PaymentCheck::Recorded) => {
+            tracing::info!(order_id = %order_id, "payment found by query (no notice had arrived)")
+        }
+        Ok(PaymentCheck::Nothing(TradeState::UserPaying)) => {
+            // The customer is entering the password: the outcome is seconds away, so look
+            // again soon instead of backing off.
+            tracing::info!(order_id = %order_id, "the customer is paying right now");
+            return checks.recheck_at(&subject, now + USER_PAYING_RECHECK).await;
+        }
+        Ok(PaymentCheck::Nothing(TradeState::PaymentFailed { reason })) => {
+            // Still payable: the customer may try again, and expiry closes it if not.
+            tracing::warn!(order_id = %order_id, %reason, "the customer's payment failed at WeChat Pay")
+        }
+        Ok(PaymentCheck::Nothing(_)) => {}
+        Err(e) => tracing::warn!(order_id = %order_id, error = %e, "payment query failed"),
+    }
+    checks.checked(&subject, now, timing.payment_after).await
 }
 
 /// The `result` label of one payment check.

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod jobs;
+pub mod reconcile_job;
 pub mod server;
 pub mod telemetry;
 pub mod workers;
@@ -17,6 +18,7 @@ use paystream_engine::db::Db;
 use paystream_engine::orders::OrderService;
 use paystream_engine::payments::gateway::PayGateway;
 use paystream_engine::payments::Payments;
+use paystream_engine::reconciliation::{Reconciler, Reports};
 use paystream_engine::store::{EventStore, SqlEventStore};
 use paystream_engine::subscriptions::Subscriptions;
 use paystream_http::{AppState, Services, Tokens};
@@ -71,6 +73,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub db: Db,
     pub payments: Payments,
+    /// Reconciles a day against the bills (what `reconcile --date` and the daily job run).
+    pub reconciler: Reconciler,
     pub sandbox: Option<Sandbox>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -90,6 +94,11 @@ impl Running {
         format!("http://{}", self.addr)
     }
 }
+
+/// Logged at start-up when no staff account exists and none is configured: nobody could log in
+/// to the back-office.
+pub const NO_STAFF_HINT: &str = "no staff account exists, so nobody can log in to the \
+    back-office: set ADMIN_USERNAME and ADMIN_PASSWORD and restart to create an admin account";
 
 /// Starts the engine: migrates, binds, serves, and (unless told not to) runs the jobs.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
@@ -114,6 +123,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         if created {
             tracing::info!(username, "bootstrap admin account created");
         }
+    } else if accounts
+        .staff_count()
+        .await
+        .context("cannot count the staff accounts")?
+        == 0
+    {
+        tracing::warn!("{NO_STAFF_HINT}");
     }
 
     let appid = match &mode {
@@ -163,9 +179,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             let secapi_base =
                 serve_sandbox_secapi(sandbox, settings.listen_addr, &signal, &mut tasks).await?;
             sandbox_clients(
-                sandbox,
+                &sandbox.merchant(),
                 &sandbox_base,
-                &secapi_base,
+                Some(&secapi_base),
                 &notify_urls,
                 &settings,
             )?
@@ -191,6 +207,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let orders_view = OrdersView::new(db.clone());
     let payments = Payments::new(db.clone(), orders.clone(), clients.gateways());
     let running_payments = payments.clone();
+    let reconciler = reconciler(&db, &orders, &payments);
     let secret = accounts.token_secret().await?;
     let state = AppState::new(Services {
         db: db.clone(),
@@ -202,6 +219,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         mini_program: wechat.clone(),
         cards: wechat.clone(),
         subscriptions,
+        reconciler: reconciler.clone(),
         broker: amqp_url.clone().map(|url| {
             Arc::new(workers::AmqpBroker { url }) as Arc<dyn paystream_engine::consumers::Broker>
         }),
@@ -298,15 +316,79 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             signal.clone(),
         )));
     }
+    if !settings.no_background_jobs {
+        tasks.push(tokio::spawn(reconcile_job::daily_loop(
+            reconciler.clone(),
+            paystream_engine::runs::Runs::new(db.clone()),
+            settings.reconcile_at,
+            signal.clone(),
+        )));
+    }
     tracing::info!(%addr, backend = ?db.backend, "paystream listening");
     Ok(Running {
         addr,
         db,
         payments: running_payments,
+        reconciler,
         sandbox,
         shutdown,
         tasks,
     })
+}
+
+/// The reconciliation service over this database and these payment channels.
+fn reconciler(db: &Db, orders: &OrderService, payments: &Payments) -> Reconciler {
+    Reconciler::new(
+        payments.clone(),
+        orders.clone(),
+        Arc::new(paystream_projections::Ledger::new(db.clone())),
+        Reports::new(db.clone()),
+    )
+}
+
+/// A reconciler for `paystream reconcile`, a process of its own beside the running engine: the
+/// same database, and the merchant's WeChat Pay — in sandbox mode the simulator of the engine
+/// at `LISTEN_ADDR`, whose state holds the sandbox's payments.
+pub async fn reconciler_for(settings: &Settings) -> anyhow::Result<Reconciler> {
+    let (mode, wechatpay) = settings.wechat().map_err(|e| anyhow!(e))?;
+    let db = connect(&settings.db.database_url).await?;
+    let engine_base = format!("http://{}", loopback(settings.listen_addr));
+    let public_base_url = settings
+        .public_base_url
+        .as_ref()
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| engine_base.clone());
+    let urls = NotifyUrls::under(&public_base_url);
+    let clients = match wechatpay {
+        Some(merchant) => {
+            let appid = match &mode {
+                MiniProgramMode::Remote { appid, .. } => appid.clone(),
+                MiniProgramMode::InProcessSandbox => SANDBOX_APPID.to_string(),
+            };
+            merchant_clients(merchant, &appid, &urls, settings)?
+        }
+        None => {
+            let sandbox_base = format!("{engine_base}/sandbox");
+            let credentials_url = format!("{sandbox_base}/control/wechatpay/merchant");
+            let merchant: paystream_sandbox::MerchantCredentials = reqwest::get(&credentials_url)
+                .await
+                .and_then(|r| r.error_for_status())
+                .with_context(|| {
+                    format!(
+                        "sandbox mode: no engine answers at LISTEN_ADDR={} (its simulator holds                          the sandbox's payments; start `paystream serve` first)",
+                        settings.listen_addr
+                    )
+                })?
+                .json()
+                .await
+                .context("sandbox mode: the engine's simulator sent unreadable credentials")?;
+            sandbox_clients(&merchant, &sandbox_base, None, &urls, settings)?
+        }
+    };
+    let store = event_store(&db);
+    let orders = OrderService::new(store);
+    let payments = Payments::new(db.clone(), orders.clone(), clients.gateways());
+    Ok(reconciler(&db, &orders, &payments))
 }
 
 fn read_file(path: &std::path::Path, variable: &str) -> anyhow::Result<String> {
@@ -485,13 +567,12 @@ async fn serve_sandbox_secapi(
 /// migration mode (notifications signed by a platform certificate or the public key, at
 /// random), so the v3 client holds both, as a merchant in the migration must.
 fn sandbox_clients(
-    sandbox: &Sandbox,
+    merchant: &paystream_sandbox::MerchantCredentials,
     base: &str,
-    secapi_base: &str,
+    secapi_base: Option<&str>,
     urls: &NotifyUrls,
     settings: &Settings,
 ) -> anyhow::Result<PayClients> {
-    let merchant = sandbox.merchant();
     let public_key = (
         merchant.public_key_id.clone(),
         load_public_key_pem(&merchant.public_key_pem)?,
@@ -512,7 +593,7 @@ fn sandbox_clients(
     });
     let v2 = V2Client::new(V2Config {
         api_base: base.to_string(),
-        secapi_base: Some(secapi_base.to_string()),
+        secapi_base: secapi_base.map(str::to_string),
         mchid: merchant.mchid.clone(),
         appid: merchant.appid.clone(),
         api_key: ApiV2Key::new(merchant.apiv2_key.clone()),

@@ -20,9 +20,11 @@ mod bench_cpu;
 mod bench_lag;
 mod bench_notify;
 mod bench_rebuild;
+mod bench_reconcile;
 mod bench_relay;
 mod demo;
 mod rebuild_cli;
+mod reconcile_cli;
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +63,16 @@ enum Command {
     /// Drop every read model and replay it from the event log, with progress on stderr. Meant
     /// for a stopped engine; a running one waits for it on PostgreSQL (see README).
     RebuildProjections(DbSettings),
+    /// Reconcile one Beijing day against WeChat Pay's trade and refund bills, with progress on
+    /// stderr and the report on stdout. Settings as `serve` (same database and WeChat Pay; in
+    /// sandbox mode, the simulator of the engine running at LISTEN_ADDR).
+    Reconcile {
+        /// The Beijing day, YYYY-MM-DD.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        date: chrono::NaiveDate,
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
     /// Measure the event store (see docs/benchmarks.md).
     Bench(bench::BenchArgs),
     /// A scripted checkout against the built-in simulator, printing each step.
@@ -69,9 +81,15 @@ enum Command {
 
 /// lapin logs every broken connection as ERROR lines of its own; the relay and the workers log
 /// the same event once, with back-off, so lapin's are off unless RUST_LOG asks for them.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,lapin=off"));
+/// `quiet` (the demo, unless `--verbose`): only errors, so the output is the demo's own steps;
+/// RUST_LOG, when set, wins either way.
+fn init_logging(quiet: bool) {
+    let default = if quiet {
+        "error,lapin=off"
+    } else {
+        "info,sqlx=warn,tower_http=info,lapin=off"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only on a terminal: a log file or a collector should not get escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -99,8 +117,8 @@ async fn shutdown_signal() {
 }
 
 fn main() -> std::process::ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(matches!(&cli.command, Some(Command::Demo(args)) if !args.verbose));
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -157,28 +175,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("sandbox secapi: cannot listen")?;
             let secapi_addr = secapi.local_addr()?;
-            // What an engine needs to reach APIv2's secapi here, as files it can point at.
+            // Everything an engine needs to use this simulator: its addresses, and its
+            // credentials with the keys as files an engine can point at.
             let merchant = sandbox.merchant();
             let files = tempfile::Builder::new()
                 .prefix("paystream-sandbox-")
                 .tempdir()?;
-            for (name, pem) in [
-                ("secapi_ca.pem", &merchant.secapi_ca_pem),
-                ("apiclient_cert.pem", &merchant.apiv2_client_cert_pem),
-                ("apiclient_key.pem", &merchant.apiv2_client_key_pem),
-            ] {
-                std::fs::write(files.path().join(name), pem)?;
-            }
-            let dir = files.path().display();
-            tracing::warn!(
-                %listen_addr, appid = SANDBOX_APPID,
-                "WeChat simulator running; point WECHAT_API_BASE and WECHATPAY_API_BASE at \
-                 http://{listen_addr}; the merchant's ids and keys: GET \
-                 http://{listen_addr}/control/wechatpay/merchant. APIv2 refunds: \
-                 WECHATPAY_V2_SECAPI_BASE=https://{secapi_addr} WECHATPAY_V2_ROOT_CA={dir}/secapi_ca.pem \
-                 WECHATPAY_V2_CLIENT_CERT={dir}/apiclient_cert.pem \
-                 WECHATPAY_V2_CLIENT_KEY={dir}/apiclient_key.pem"
+            let write = |name: &str, pem: &str| -> std::io::Result<String> {
+                let path = files.path().join(name);
+                std::fs::write(&path, pem)?;
+                Ok(path.display().to_string())
+            };
+            let merchant_key = write("apiclient_key.pem", &merchant.merchant_private_key_pem)?;
+            let client_cert = write("apiclient_cert.pem", &merchant.apiv2_client_cert_pem)?;
+            // The same key as the merchant API key (one certificate serves both APIs).
+            let client_key = write("apiv2_client_key.pem", &merchant.apiv2_client_key_pem)?;
+            let public_key = write("pub_key.pem", &merchant.public_key_pem)?;
+            let secapi_ca = write("secapi_ca.pem", &merchant.secapi_ca_pem)?;
+            let base = format!("http://{}", loopback(listener.local_addr()?));
+            let secapi_base = format!("https://{}", loopback(secapi_addr));
+            tracing::warn!(%base, "WeChat simulator running on its own; its settings for an engine are on stdout");
+            let exports = [
+                ("WECHAT_APPID", SANDBOX_APPID.to_string()),
+                ("WECHAT_SECRET", SANDBOX_SECRET.to_string()),
+                ("WECHAT_API_BASE", base.clone()),
+                ("WECHATPAY_API_BASE", base.clone()),
+                ("WECHATPAY_MCHID", merchant.mchid.clone()),
+                ("WECHATPAY_APIV3_KEY", merchant.apiv3_key.clone()),
+                ("WECHATPAY_MCH_SERIAL", merchant.merchant_serial.clone()),
+                ("WECHATPAY_MCH_PRIVATE_KEY", merchant_key),
+                ("WECHATPAY_PUBLIC_KEY_ID", merchant.public_key_id.clone()),
+                ("WECHATPAY_PUBLIC_KEY", public_key),
+                ("WECHATPAY_API_KEY", merchant.apiv2_key.clone()),
+                ("WECHATPAY_V2_SECAPI_BASE", secapi_base.clone()),
+                ("WECHATPAY_V2_ROOT_CA", secapi_ca),
+                ("WECHATPAY_V2_CLIENT_CERT", client_cert),
+                ("WECHATPAY_V2_CLIENT_KEY", client_key),
+            ];
+            println!("paystream sandbox: the WeChat simulator on its own (mini-program APIs, WeChat Pay v2 and v3)");
+            println!();
+            println!("  base URL     {base}   (WeChat's paths at the root: /sns/jscode2session, /v3/..., /pay/...)");
+            println!("  control API  {base}/control/...   (e.g. curl '{base}/control/login-code?user=alice')");
+            println!("  APIv2 secapi {secapi_base}   (mutual TLS, v2 refunds)");
+            println!("  mini-program appid {SANDBOX_APPID}, appsecret {SANDBOX_SECRET}");
+            println!();
+            println!("These credentials are the simulator's own and open nothing at WeChat: the appid and");
+            println!("appsecret are fixed sandbox values, the merchant's keys were generated at this start and");
+            println!(
+                "their PEM files ({}) are deleted when it stops. To run an engine",
+                files.path().display()
             );
+            println!("against this simulator, paste these lines into its shell, then start it:");
+            println!();
+            for (name, value) in exports {
+                println!("export {name}={}", shell_quote(&value));
+            }
+            println!();
+            println!("Ctrl-C stops the simulator.");
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let secapi_server = {
                 let sandbox = sandbox.clone();
@@ -198,10 +251,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             secapi_server.await??;
         }
         Command::RebuildProjections(db) => rebuild_cli::run(&db.database_url).await?,
+        Command::Reconcile { date, settings } => reconcile_cli::run(&settings, date).await?,
         Command::Bench(args) => bench::run(args).await?,
         Command::Demo(args) => demo::run(args).await?,
     }
     Ok(())
+}
+
+/// A listen address as a client dials it: the unspecified address (all interfaces) as loopback.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// `value` as one POSIX shell word (quoted only when it needs to be).
+fn shell_quote(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-:+=,@%".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
 }
 
 trait FromEnv {

@@ -14,12 +14,7 @@ pub async fn run(database_url: &str) -> anyhow::Result<()> {
     let db = paystream::connect(database_url).await?;
     let store = paystream::event_store(&db);
     let mut progress = ProgressReport::new();
-    let rebuilt = paystream_projections::rebuild_with(
-        store.as_ref(),
-        &paystream_projections::inline_projections(),
-        &mut progress,
-    )
-    .await?;
+    let rebuilt = paystream_projections::rebuild_with(store.as_ref(), &mut progress).await?;
     let seconds = progress.finish();
     println!("{}", summary(rebuilt, seconds));
     Ok(())

@@ -455,6 +455,14 @@ impl Accounts {
         Ok(row.as_ref().map(decode_staff).transpose()?.map(|(s, _)| s))
     }
 
+    /// How many staff accounts exist, disabled ones included (start-up says how to create the
+    /// first one when there is none).
+    pub async fn staff_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM staff")
+            .fetch_one(&self.db.pool)
+            .await?)
+    }
+
     /// Every staff account, oldest first.
     pub async fn list_staff(&self) -> Result<Vec<Staff>> {
         let rows = sqlx::query(&format!(

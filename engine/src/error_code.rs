@@ -113,6 +113,12 @@ error_codes! {
     /// WeChat Pay is unreachable, failing, or its answer could not be verified.
     WechatpayUnavailable => "wechatpay_unavailable",
 
+    // ---- Reconciliation ----
+    /// No reconciliation report for the Beijing day: it was never reconciled.
+    ReconciliationNotFound => "reconciliation_not_found",
+    /// Reconciling a Beijing day that has not ended (today or later): its bill does not exist yet.
+    DayNotOver => "day_not_over",
+
     // ---- Accounts and WeChat ----
     /// WeChat rejected a `wx.login` / phone-number code (expired, used, or made up).
     InvalidCode => "invalid_code",

@@ -14,11 +14,13 @@ pub mod money;
 pub mod order;
 pub mod orders;
 pub mod payments;
+pub mod reconciliation;
+pub mod runs;
 pub mod state_cache;
 pub mod store;
 pub mod subscriptions;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Error, ErrorCode, Kind, Result};

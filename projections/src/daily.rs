@@ -24,6 +24,7 @@ use paystream_engine::error::Result;
 use paystream_engine::order::{Order, PayChannel, RefundStatus};
 
 use crate::orders::placeholders;
+use crate::rebuild::CopyText;
 
 pub use paystream_engine::beijing::day as beijing_day;
 
@@ -135,6 +136,24 @@ pub(crate) async fn add(conn: &mut AnyConnection, moves: &Movements) -> Result<(
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// `COPY` of `daily_totals` rows, in the column order [`copy_rows`] writes them.
+pub(crate) const COPY_TOTALS: &str = "COPY daily_totals (day, channel, orders_paid, gross_fen, \
+    refunded_fen, unmatched_fen) FROM STDIN";
+
+/// A PostgreSQL rebuild: the totals of all the money it replayed, for [`COPY_TOTALS`] into the
+/// emptied table — what [`add`] would have summed into it page by page.
+pub(crate) fn copy_rows(moves: &Movements, out: &mut CopyText) {
+    for ((day, channel), totals) in moves {
+        out.text(&day.format("%Y-%m-%d").to_string());
+        out.text(channel);
+        out.int(totals.orders_paid);
+        out.int(totals.gross_fen);
+        out.int(totals.refunded_fen);
+        out.int(totals.unmatched_fen);
+        out.end_row();
+    }
 }
 
 /// The most days one report covers.

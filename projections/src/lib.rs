@@ -3,6 +3,7 @@
 
 mod checks;
 mod daily;
+mod ledger;
 mod orders;
 mod payments;
 mod rebuild;
@@ -12,6 +13,7 @@ mod search;
 
 pub use checks::Checks;
 pub use daily::{beijing_day, ChannelTotals, DailyTotals, DayTotals, MAX_REPORT_DAYS};
+pub use ledger::Ledger;
 pub use orders::{OrderFilter, OrderView, OrdersProjection, OrdersView, Page};
 pub use payments::{PaymentFilter, PaymentStatus, PaymentView, PaymentsView};
 pub use rebuild::{

@@ -22,6 +22,7 @@ use paystream_engine::orders::STREAM_PREFIX;
 use paystream_engine::store::{read_streams_on, InlineProjection, RecordedEvent};
 
 use crate::payments::Attempts;
+use crate::rebuild::CopyText;
 use crate::refunds::Requesters;
 use crate::search::{bind_all, Param};
 use crate::{daily, payments, refunds, review};
@@ -195,95 +196,45 @@ async fn upsert(conn: &mut AnyConnection, orders: &[Projected]) -> Result<(), sq
     payments::write(conn, orders).await
 }
 
-/// PostgreSQL, during a rebuild: the rows of `orders` inserted into the freshly truncated tables
-/// with one statement per table, its rows passed as one JSON parameter (a page's streams are
-/// whole, so every key is written once and plain INSERT suffices). Binding thousands of
-/// parameters in VALUES lists cost PostgreSQL more than the rows themselves.
-async fn insert_all(conn: &mut AnyConnection, orders: &[Projected]) -> Result<(), sqlx::Error> {
-    let rows = orders
-        .iter()
-        .map(|p| {
-            let order = &p.order;
-            Ok(OrderRow {
-                id: order.id.to_string(),
-                out_trade_no: &order.out_trade_no,
-                user_id: order.user_id.to_string(),
-                openid: &order.openid,
-                status: order.status.as_str(),
-                total_fen: order.total_fen.get(),
-                paid_fen: order.paid_fen().get(),
-                refunded_fen: order.refunded_fen().get(),
-                channel: order.channel.map(|c| c.as_str()),
-                transaction_id: order.transaction_id.as_deref(),
-                items: serde_json::to_string(&order.items)
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
-                note: order.note.as_deref(),
-                created_at: millis(order.created_at),
-                expires_at: millis(order.expires_at),
-                paid_at: order.paid_at.map(millis),
-                updated_at: p.changed_at,
-                version: p.version,
-                payment_requested_at: order.payment_requested_at.map(millis),
-                card: order
-                    .card
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    insert_json(conn, "orders_view", ORDER_COLUMNS, &rows).await?;
-    refunds::insert_all(conn, orders).await?;
-    payments::insert_all(conn, orders).await
-}
+/// `COPY` of `orders_view` rows, in the column order [`copy_rows`] writes them.
+pub(crate) const COPY_ORDERS: &str = "COPY orders_view (id, out_trade_no, user_id, openid, \
+    status, total_fen, paid_fen, refunded_fen, channel, transaction_id, items, note, created_at, \
+    expires_at, paid_at, updated_at, version, payment_requested_at, card) FROM STDIN";
 
-/// An `orders_view` row as [`insert_json`] passes it, keyed by column.
-#[derive(Serialize)]
-struct OrderRow<'a> {
-    id: String,
-    out_trade_no: &'a str,
-    user_id: String,
-    openid: &'a str,
-    status: &'a str,
-    total_fen: i64,
-    paid_fen: i64,
-    refunded_fen: i64,
-    channel: Option<&'a str>,
-    transaction_id: Option<&'a str>,
-    items: String,
-    note: Option<&'a str>,
-    created_at: i64,
-    expires_at: i64,
-    paid_at: Option<i64>,
-    updated_at: i64,
-    version: i64,
-    payment_requested_at: Option<i64>,
-    card: Option<String>,
-}
-
-const ORDER_COLUMNS: &str = "id, out_trade_no, user_id, openid, status, total_fen, paid_fen, \
-    refunded_fen, channel, transaction_id, items, note, created_at, expires_at, paid_at, \
-    updated_at, version, payment_requested_at, card";
-
-/// PostgreSQL: inserts `rows` (serialized as JSON objects keyed by the table's column names)
-/// into `table` with one statement and one parameter; the table's own row type gives each
-/// column its type.
-pub(crate) async fn insert_json<T: Serialize>(
-    conn: &mut AnyConnection,
-    table: &str,
-    columns: &str,
-    rows: &[T],
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
+/// A PostgreSQL rebuild: the `orders_view` rows of `orders` for [`COPY_ORDERS`] — the values
+/// [`upsert_orders`] binds, as COPY's text.
+pub(crate) fn copy_rows(orders: &[Projected], out: &mut CopyText) -> Result<(), sqlx::Error> {
+    for p in orders {
+        let order = &p.order;
+        let items = serde_json::to_string(&order.items)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let card = order
+            .card
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        out.uuid(order.id);
+        out.text(&order.out_trade_no);
+        out.uuid(order.user_id);
+        out.text(&order.openid);
+        out.text(order.status.as_str());
+        out.int(order.total_fen.get());
+        out.int(order.paid_fen().get());
+        out.int(order.refunded_fen().get());
+        out.opt_text(order.channel.map(|c| c.as_str()));
+        out.opt_text(order.transaction_id.as_deref());
+        out.text(&items);
+        out.opt_text(order.note.as_deref());
+        out.int(millis(order.created_at));
+        out.int(millis(order.expires_at));
+        out.opt_int(order.paid_at.map(millis));
+        out.int(p.changed_at);
+        out.int(p.version);
+        out.opt_int(order.payment_requested_at.map(millis));
+        out.opt_text(card.as_deref());
+        out.end_row();
     }
-    let json = serde_json::to_string(rows).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let sql = format!(
-        "INSERT INTO {table} ({columns}) SELECT {columns} \
-         FROM json_populate_recordset(NULL::{table}, $1::json)"
-    );
-    sqlx::query(&sql).bind(json).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -415,23 +366,44 @@ async fn project_streams(
         let events = read_streams_on(conn, backend, round)
             .await
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        project(conn, &events, Some(first_new), false).await?;
+        project(conn, &events, Some(first_new)).await?;
     }
     Ok(())
 }
 
 /// Folds each of the whole streams in `events` (grouped by stream, each in version order) with
 /// the domain's `evolve` and writes their rows. `first_new` gives, per stream, the first version
-/// being projected now; `None` projects every event (a rebuild). `bulk`: the tables were
-/// truncated and hold none of these rows, and the database is PostgreSQL ([`insert_all`]).
+/// being projected now; `None` projects every event (a rebuild).
 async fn project(
     conn: &mut AnyConnection,
     events: &[RecordedEvent],
     first_new: Option<&HashMap<&str, i64>>,
-    bulk: bool,
 ) -> Result<(), sqlx::Error> {
-    let mut orders = Vec::new();
     let mut money = daily::Movements::new();
+    let (orders, review_closed) = fold_streams(events, first_new, &mut money)?;
+    upsert(conn, &orders).await?;
+    review::write(conn, &orders, &review_closed).await?;
+    daily::add(conn, &money).await
+}
+
+/// A PostgreSQL rebuild ([`crate::rebuild`]): the orders of the whole streams in `events`, every
+/// event projected, the money they moved added to `money` — what [`project`] folds, for the
+/// rebuild to write with COPY (the totals once, at its end).
+pub(crate) fn fold_whole(
+    events: &[RecordedEvent],
+    money: &mut daily::Movements,
+) -> Result<Vec<Projected>, sqlx::Error> {
+    fold_streams(events, None, money).map(|(orders, _)| orders)
+}
+
+/// [`project`]'s fold: the orders of `events`, and those whose review an event projected now
+/// closed.
+fn fold_streams(
+    events: &[RecordedEvent],
+    first_new: Option<&HashMap<&str, i64>>,
+    money: &mut daily::Movements,
+) -> Result<(Vec<Projected>, Vec<Uuid>), sqlx::Error> {
+    let mut orders = Vec::new();
     let mut review_closed = Vec::new();
     for stream in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
         let (Some(first), Some(last)) = (stream.first(), stream.last()) else {
@@ -447,7 +419,7 @@ async fn project(
                 .copied()
                 .unwrap_or(i64::MAX),
         };
-        let folded = fold(stream, from, &mut money)?;
+        let folded = fold(stream, from, money)?;
         if let Some(order) = folded.order {
             if folded.review_closed {
                 review_closed.push(order.id);
@@ -462,13 +434,7 @@ async fn project(
             });
         }
     }
-    if bulk {
-        insert_all(conn, &orders).await?;
-    } else {
-        upsert(conn, &orders).await?;
-    }
-    review::write(conn, &orders, &review_closed).await?;
-    daily::add(conn, &money).await
+    Ok((orders, review_closed))
 }
 
 pub struct OrdersProjection;
@@ -497,15 +463,15 @@ impl InlineProjection for OrdersProjection {
         project_streams(conn, backend, &streams, &first_new).await
     }
 
-    /// The streams are whole: folded as they are, without reading them again.
+    /// The streams are whole: folded as they are, without reading them again. (A rebuild on
+    /// PostgreSQL folds them with [`fold_whole`] and writes them with COPY instead.)
     async fn replay(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        _backend: Backend,
         streams: &[RecordedEvent],
     ) -> Result<(), sqlx::Error> {
-        // A replay runs only in a rebuild, onto tables it has just emptied.
-        project(conn, streams, None, backend == Backend::Postgres).await
+        project(conn, streams, None).await
     }
 }
 

@@ -19,6 +19,7 @@ use paystream_engine::error::Result;
 use paystream_engine::order::{Order, OrderEvent, PayChannel, ReviewReason};
 
 use crate::orders::{internal, placeholders, rfc3339, Page, Projected};
+use crate::rebuild::CopyText;
 use crate::search::{search_page, Conditions, PageBounds, Param};
 
 /// What became of a payment attempt.
@@ -268,57 +269,30 @@ pub(crate) async fn write(
     Ok(())
 }
 
-/// [`write`] during a PostgreSQL rebuild: every attempt of `orders` inserted with one statement
-/// ([`crate::orders::insert_json`]).
-pub(crate) async fn insert_all(
-    conn: &mut AnyConnection,
-    orders: &[Projected],
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<AttemptRow> = orders
-        .iter()
-        .filter(|p| p.payments_changed)
-        .flat_map(|p| {
-            p.payments
-                .0
-                .iter()
-                .enumerate()
-                .map(move |(index, attempt)| AttemptRow {
-                    order_id: p.order.id.to_string(),
-                    attempt: index as i64,
-                    out_trade_no: &p.order.out_trade_no,
-                    openid: &p.order.openid,
-                    channel: attempt.channel.as_str(),
-                    status: attempt.status.as_str(),
-                    transaction_id: attempt.transaction_id.as_deref(),
-                    amount_fen: attempt.amount_fen,
-                    requested_at: attempt.requested_at.map(millis),
-                    paid_at: attempt.paid_at.map(millis),
-                    closed_at: attempt.closed_at.map(millis),
-                    happened_at: millis(attempt.happened_at()),
-                })
-        })
-        .collect();
-    crate::orders::insert_json(conn, "payments_view", INSERT_COLUMNS, &rows).await
-}
+/// `COPY` of `payments_view` rows, in the column order [`copy_rows`] writes them.
+pub(crate) const COPY_PAYMENTS: &str = "COPY payments_view (order_id, attempt, out_trade_no, \
+    openid, channel, status, transaction_id, amount_fen, requested_at, paid_at, closed_at, \
+    happened_at) FROM STDIN";
 
-const INSERT_COLUMNS: &str = "order_id, attempt, out_trade_no, openid, channel, status, \
-    transaction_id, amount_fen, requested_at, paid_at, closed_at, happened_at";
-
-/// A `payments_view` row as [`insert_all`] passes it, keyed by column.
-#[derive(Serialize)]
-struct AttemptRow<'a> {
-    order_id: String,
-    attempt: i64,
-    out_trade_no: &'a str,
-    openid: &'a str,
-    channel: &'a str,
-    status: &'a str,
-    transaction_id: Option<&'a str>,
-    amount_fen: i64,
-    requested_at: Option<i64>,
-    paid_at: Option<i64>,
-    closed_at: Option<i64>,
-    happened_at: i64,
+/// [`write`] during a PostgreSQL rebuild: every attempt of `orders`, for [`COPY_PAYMENTS`].
+pub(crate) fn copy_rows(orders: &[Projected], out: &mut CopyText) {
+    for p in orders.iter().filter(|p| p.payments_changed) {
+        for (index, attempt) in p.payments.0.iter().enumerate() {
+            out.uuid(p.order.id);
+            out.int(index as i64);
+            out.text(&p.order.out_trade_no);
+            out.text(&p.order.openid);
+            out.text(attempt.channel.as_str());
+            out.text(attempt.status.as_str());
+            out.opt_text(attempt.transaction_id.as_deref());
+            out.int(attempt.amount_fen);
+            out.opt_int(attempt.requested_at.map(millis));
+            out.opt_int(attempt.paid_at.map(millis));
+            out.opt_int(attempt.closed_at.map(millis));
+            out.int(millis(attempt.happened_at()));
+            out.end_row();
+        }
+    }
 }
 
 /// A payment attempt as staff see it; money in fen, times RFC 3339.

@@ -1,10 +1,18 @@
 //! `paystream rebuild-projections`: every read model cleared and replayed from the event log, in
 //! one transaction — readers see the old rows or the new ones, never half of them.
 //!
-//! The log is read in stream order (stream id, then version) in pages of [`PAGE_EVENTS`]: each
-//! page goes to every inline projection's [`InlineProjection::replay`] as whole streams, the
-//! stream cut by the page's end waiting for the next page. Nothing about a stream outlives its
-//! page, so memory stays flat however long the log.
+//! The log is read in stream order (stream id, then version) in pages of [`PAGE_EVENTS`] of whole
+//! streams, the stream cut by the page's end waiting for the next page. Nothing about a stream
+//! outlives its page (but the day totals), so memory stays flat however long the log:
+//!
+//! - PostgreSQL: [`READERS`] connections read halves of the log at once, each page decoded,
+//!   folded with the orders projection's own fold ([`crate::orders`]) and encoded in COPY's
+//!   text format ([`CopyText`]) off the async workers; meanwhile the rebuild's transaction, on a
+//!   `PgConnection` of its own (the pool's `AnyConnection` has no COPY), writes the pages
+//!   already folded with `COPY … FROM STDIN`, table by table. The day totals are summed over the
+//!   whole log and written once, at the end;
+//! - SQLite: one connection, the transaction's: each page is read and handed to every inline
+//!   projection's [`InlineProjection::replay`] in turn.
 //!
 //! Writers are shut out for the duration, so that no append lands between the replay and the
 //! commit (its inline projection would count it a second time on top of the replay):
@@ -16,18 +24,24 @@
 //! - SQLite: the transaction holds the database's write lock (`BEGIN IMMEDIATE`) — another
 //!   process's writes wait for their busy timeout and then fail.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::AnyConnection;
+use chrono::DateTime;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{AnyConnection, ConnectOptions, Connection, Row};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use paystream_engine::db::{Backend, Db};
 use paystream_engine::error::Result;
-use paystream_engine::store::{read_by_stream_on, EventStore, InlineProjection, RecordedEvent};
+use paystream_engine::store::{
+    read_by_stream_on, Checkpoint, EventStore, InlineProjection, RecordedEvent,
+};
 
 use crate::orders::internal;
-use crate::READ_MODEL_TABLES;
+use crate::{daily, orders, payments, refunds, review, READ_MODEL_TABLES};
 
 /// Events read per page: large enough that a round trip and a statement per read model carry
 /// thousands of rows, small enough to keep a page's memory in megabytes.
@@ -65,63 +79,113 @@ pub struct Rebuilt {
     pub streams: u64,
 }
 
-/// Clears every read model ([`READ_MODEL_TABLES`]) and replays the whole log into it through
-/// `projections` — the ones the event store applies on each append ([`crate::inline_projections`]).
+/// Clears every read model ([`READ_MODEL_TABLES`]) and replays the whole log into it: what the
+/// inline projections ([`crate::inline_projections`]) wrote on each append.
 pub async fn rebuild(store: &dyn EventStore) -> Result<Rebuilt> {
-    rebuild_with(store, &crate::inline_projections(), &mut Silent).await
+    rebuild_with(store, &mut Silent).await
 }
 
 /// [`rebuild`], telling `progress` how it goes.
-pub async fn rebuild_with(
-    store: &dyn EventStore,
-    projections: &[Arc<dyn InlineProjection>],
-    progress: &mut dyn Progress,
-) -> Result<Rebuilt> {
+pub async fn rebuild_with(store: &dyn EventStore, progress: &mut dyn Progress) -> Result<Rebuilt> {
     let db = store.db();
-    let mut tx = db.begin_write().await?;
-    if db.backend == Backend::Postgres {
-        // Taken before counting and clearing: appends already in flight finish first, later
-        // ones wait for the commit. EXCLUSIVE still lets the log's readers (the relay) read.
-        sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await?;
+    match db.backend {
+        Backend::Postgres => rebuild_postgres(db, progress).await,
+        Backend::Sqlite => rebuild_sqlite(db, &crate::inline_projections(), progress).await,
     }
-    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(&mut *tx)
-        .await?;
-    progress.started(u64::try_from(total).unwrap_or_default());
-    let dropped = clear(&mut tx, db.backend).await?;
-    let rebuilt = replay_log(&mut tx, db, projections, progress).await?;
+}
+
+/// The replay saw every event of the log, or the rebuild must roll back.
+fn check_count(rebuilt: Rebuilt, total: i64) -> Result<()> {
     if rebuilt.events != u64::try_from(total).unwrap_or_default() {
-        // Nothing can append meanwhile; a shortfall means a page went missing. Roll back.
+        // Nothing can append meanwhile; a shortfall means a page went missing.
         return Err(internal(format!(
             "the replay saw {} events of the log's {total}",
             rebuilt.events
         )));
     }
-    for definition in dropped {
-        sqlx::query(&definition).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// SQLite: the transaction holds the write lock from its start (`BEGIN IMMEDIATE`); every page
+/// goes through `projections`' [`InlineProjection::replay`].
+async fn rebuild_sqlite(
+    db: &Db,
+    projections: &[Arc<dyn InlineProjection>],
+    progress: &mut dyn Progress,
+) -> Result<Rebuilt> {
+    let mut tx = db.begin_write().await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    progress.started(u64::try_from(total).unwrap_or_default());
+    for table in READ_MODEL_TABLES {
+        sqlx::query(&format!("DELETE FROM {}", table.name))
+            .execute(&mut *tx)
+            .await?;
     }
+    let rebuilt = replay_log(&mut tx, db.backend, projections, progress).await?;
+    check_count(rebuilt, total)?;
     tx.commit().await?;
     Ok(rebuilt)
 }
 
-/// Empties every read model. On PostgreSQL it also drops their secondary indexes and returns
-/// their definitions, to be created again after the replay: filling a table and then indexing
-/// it (one sort per index) costs a fraction of keeping half a dozen indexes up to date row by
-/// row, and TRUNCATE leaves no dead rows behind for the replay to step over. Both take the
-/// tables' ACCESS EXCLUSIVE lock, so readers of the read models wait for the commit (as appends
-/// do); primary keys and unique constraints stay, the projections' upserts rely on them.
-async fn clear(conn: &mut AnyConnection, backend: Backend) -> Result<Vec<String>> {
-    let names: Vec<&str> = READ_MODEL_TABLES.iter().map(|t| t.name).collect();
-    if backend == Backend::Sqlite {
-        for name in names {
-            sqlx::query(&format!("DELETE FROM {name}"))
-                .execute(&mut *conn)
-                .await?;
-        }
-        return Ok(Vec::new());
+/// PostgreSQL: the rebuild's transaction on a connection of its own, opened from the pool's
+/// settings — a `PgConnection`, for COPY — and closed at the end (a failed rebuild's
+/// transaction rolls back with it).
+async fn rebuild_postgres(db: &Db, progress: &mut dyn Progress) -> Result<Rebuilt> {
+    let options = PgConnectOptions::from_url(&db.pool.connect_options().database_url)?;
+    let mut conn = PgConnection::connect_with(&options).await?;
+    let rebuilt = rebuild_postgres_on(&mut conn, &options, progress).await;
+    let _ = conn.close().await;
+    rebuilt
+}
+
+async fn rebuild_postgres_on(
+    conn: &mut PgConnection,
+    options: &PgConnectOptions,
+    progress: &mut dyn Progress,
+) -> Result<Rebuilt> {
+    let started = Instant::now();
+    let mut tx = conn.begin().await?;
+    // Taken before counting and clearing: appends already in flight finish first, later ones
+    // wait for the commit. EXCLUSIVE still lets the log's readers (the relay, and the pages
+    // read ahead below) read.
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    progress.started(u64::try_from(total).unwrap_or_default());
+    let dropped = clear(&mut tx).await?;
+    let clearing = started.elapsed();
+    let rebuilt = replay_postgres(&mut tx, options, progress).await?;
+    check_count(rebuilt, total)?;
+    let started = Instant::now();
+    for definition in dropped {
+        sqlx::query(&definition).execute(&mut *tx).await?;
     }
+    let indexing = started.elapsed();
+    let started = Instant::now();
+    tx.commit().await?;
+    tracing::debug!(
+        ?clearing,
+        ?indexing,
+        committing = ?started.elapsed(),
+        "read models rebuilt"
+    );
+    Ok(rebuilt)
+}
+
+/// PostgreSQL: empties every read model, drops their secondary indexes and returns their
+/// definitions, to be created again after the replay: filling a table and then indexing it (one
+/// sort per index) costs a fraction of keeping half a dozen indexes up to date row by row, and
+/// TRUNCATE leaves no dead rows behind. Both take the tables' ACCESS EXCLUSIVE lock, so readers
+/// of the read models wait for the commit (as appends do); primary keys and unique constraints
+/// stay — they check the rows the replay writes, and the inline projections' upserts rely on
+/// them.
+async fn clear(conn: &mut PgConnection) -> Result<Vec<String>> {
+    let names: Vec<&str> = READ_MODEL_TABLES.iter().map(|t| t.name).collect();
     sqlx::query(&format!("TRUNCATE {}", names.join(", ")))
         .execute(&mut *conn)
         .await?;
@@ -151,85 +215,365 @@ async fn clear(conn: &mut AnyConnection, backend: Backend) -> Result<Vec<String>
     Ok(definitions)
 }
 
-/// Pages through the whole log in stream order, handing whole streams to every projection.
+/// SQLite: pages through the whole log in stream order on the transaction's connection, handing
+/// whole streams to every projection.
 async fn replay_log(
     conn: &mut AnyConnection,
-    db: &Db,
+    backend: Backend,
     projections: &[Arc<dyn InlineProjection>],
     progress: &mut dyn Progress,
 ) -> Result<Rebuilt> {
-    let mut pages = match db.backend {
-        Backend::Postgres => Pages::ReadAhead(read_ahead(db)),
-        // One connection, the transaction's: nothing to read ahead with.
-        Backend::Sqlite => Pages::Inline(StreamPages::default()),
-    };
+    let mut pages = StreamPages::default();
     let mut done = Rebuilt::default();
-    let (mut waiting, mut projecting) = (Duration::ZERO, Duration::ZERO);
+    let (mut reading, mut projecting) = (Duration::ZERO, Duration::ZERO);
     loop {
         let started = Instant::now();
-        let Some(events) = pages.next(conn, db.backend).await? else {
-            tracing::debug!(?waiting, ?projecting, "log replayed");
+        let Some(events) = pages.next(conn, backend).await? else {
+            tracing::debug!(?reading, ?projecting, "log replayed");
             return Ok(done);
         };
-        waiting += started.elapsed();
+        reading += started.elapsed();
         let started = Instant::now();
         for projection in projections {
-            projection.replay(conn, db.backend, &events).await?;
+            projection.replay(conn, backend, &events).await?;
         }
         projecting += started.elapsed();
         done.events += events.len() as u64;
-        done.streams += events.chunk_by(|a, b| a.stream_id == b.stream_id).count() as u64;
+        done.streams += count_streams(&events);
         progress.advanced(done.events, done.streams);
     }
 }
 
-/// Where the pages come from.
-enum Pages {
-    /// Read on the rebuild's own connection, in turn with the projections.
-    Inline(StreamPages),
-    /// Read by [`read_ahead`].
-    ReadAhead(mpsc::Receiver<Result<Vec<RecordedEvent>>>),
+fn count_streams(events: &[RecordedEvent]) -> u64 {
+    events.chunk_by(|a, b| a.stream_id == b.stream_id).count() as u64
 }
 
-impl Pages {
-    async fn next(
-        &mut self,
-        conn: &mut AnyConnection,
-        backend: Backend,
-    ) -> Result<Option<Vec<RecordedEvent>>> {
-        match self {
-            Pages::Inline(pages) => pages.next(conn, backend).await,
-            Pages::ReadAhead(received) => received.recv().await.transpose(),
+/// PostgreSQL: writes the batches the [`READERS`] make of their ranges of the log ([`read_range`]),
+/// each table's rows with one `COPY … FROM STDIN`, as they come; the day totals, summed over
+/// every batch, last. The tables were just truncated and every stream comes whole in one batch,
+/// so each row is written once: no upsert needed, and the primary keys check it.
+async fn replay_postgres(
+    conn: &mut PgConnection,
+    options: &PgConnectOptions,
+    progress: &mut dyn Progress,
+) -> Result<Rebuilt> {
+    let (send, mut batches) = mpsc::channel(READERS);
+    for (from, to) in ranges(READERS) {
+        tokio::spawn(read_range(options.clone(), from, to, send.clone()));
+    }
+    drop(send);
+    let mut done = Rebuilt::default();
+    let mut money = daily::Movements::new();
+    let (mut waiting, mut writing) = (Duration::ZERO, Duration::ZERO);
+    let mut rows = 0_usize;
+    loop {
+        let started = Instant::now();
+        let Some(batch) = batches.recv().await else {
+            break;
+        };
+        let batch = batch?;
+        waiting += started.elapsed();
+        let started = Instant::now();
+        for (statement, text) in &batch.copies {
+            copy_in(conn, statement, text).await?;
+            rows += text.rows;
+        }
+        writing += started.elapsed();
+        for (key, page) in batch.money {
+            let sum = money.entry(key).or_default();
+            sum.orders_paid += page.orders_paid;
+            sum.gross_fen += page.gross_fen;
+            sum.refunded_fen += page.refunded_fen;
+            sum.unmatched_fen += page.unmatched_fen;
+        }
+        done.events += batch.events;
+        done.streams += batch.streams;
+        progress.advanced(done.events, done.streams);
+    }
+    let mut totals = CopyText::default();
+    daily::copy_rows(&money, &mut totals);
+    copy_in(conn, daily::COPY_TOTALS, &totals).await?;
+    tracing::debug!(?waiting, ?writing, rows, "log replayed");
+    Ok(done)
+}
+
+/// `rows` into the table of `statement` (a `COPY … FROM STDIN` in text format).
+async fn copy_in(conn: &mut PgConnection, statement: &str, rows: &CopyText) -> Result<()> {
+    if rows.rows == 0 {
+        return Ok(());
+    }
+    let mut copy = conn.copy_in_raw(statement).await?;
+    copy.send(rows.bytes.as_slice()).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// What one page of the log makes of the read models, ready for COPY.
+struct Batch {
+    /// The page's events and streams.
+    events: u64,
+    streams: u64,
+    /// `COPY … FROM STDIN` statements and their rows.
+    copies: Vec<(&'static str, CopyText)>,
+    /// The money the page moved, for the day totals.
+    money: daily::Movements,
+}
+
+/// `COPY` of `review_queue` rows, in the column order [`fold_page`] writes them.
+const COPY_REVIEWS: &str = "COPY review_queue (order_id, out_trade_no, status, reason, reasons, \
+    since, paid_fen, total_fen, updated_at) FROM STDIN";
+
+/// Folds one page of whole streams (as the orders projection's `replay` does) into its rows.
+fn fold_page(events: &[RecordedEvent]) -> Result<Batch> {
+    let mut money = daily::Movements::new();
+    let orders = orders::fold_whole(events, &mut money)?;
+    let mut order_rows = CopyText::default();
+    orders::copy_rows(&orders, &mut order_rows)?;
+    let mut refund_rows = CopyText::default();
+    refunds::copy_rows(&orders, &mut refund_rows);
+    let mut payment_rows = CopyText::default();
+    payments::copy_rows(&orders, &mut payment_rows);
+    // The values `review::write` binds.
+    let mut review_rows = CopyText::default();
+    for projected in &orders {
+        let Some(row) = review::row_of(projected)? else {
+            continue;
+        };
+        review_rows.uuid(row.order.id);
+        review_rows.text(&row.order.out_trade_no);
+        review_rows.text(row.order.status.as_str());
+        review_rows.text(&row.order.review.describe());
+        review_rows.text(&row.reasons);
+        review_rows.int(row.since);
+        review_rows.int(row.order.paid_fen().get());
+        review_rows.int(row.order.total_fen.get());
+        review_rows.int(row.changed_at);
+        review_rows.end_row();
+    }
+    Ok(Batch {
+        events: events.len() as u64,
+        streams: count_streams(events),
+        copies: vec![
+            (orders::COPY_ORDERS, order_rows),
+            (refunds::COPY_REFUNDS, refund_rows),
+            (payments::COPY_PAYMENTS, payment_rows),
+            (COPY_REVIEWS, review_rows),
+        ],
+        money,
+    })
+}
+
+/// Readers of the log at once on PostgreSQL, each on a connection of its own over its own range
+/// of stream ids ([`ranges`]): reading a page (PostgreSQL's index scan, its JSON turned to text)
+/// and decoding and folding it (this process) take turns on one connection; two readers keep
+/// both busy, and the writing connection fed.
+const READERS: usize = 2;
+
+/// `readers` ranges of stream ids, `[from, to)`, that together cover every id. Order streams are
+/// `order-` and a random UUID, whose first hex digit is spread evenly: the bounds split the
+/// order streams evenly (any bounds would split the log correctly — other streams fall in one
+/// range or another).
+fn ranges(readers: usize) -> Vec<(Option<String>, Option<String>)> {
+    let bounds: Vec<String> = (1..readers)
+        .map(|i| format!("order-{:x}", i * 16 / readers))
+        .collect();
+    (0..readers)
+        .map(|i| {
+            let from = i.checked_sub(1).map(|j| bounds[j].clone());
+            (from, bounds.get(i).cloned())
+        })
+        .collect()
+}
+
+/// The log's columns as a rebuild reads them ([`decode`]).
+const PAGE_COLUMNS: &str = "global_position, stream_id, version, event_id::text, event_type, \
+    schema_version, data::text, metadata::text, \
+    (extract(epoch FROM recorded_at) * 1000000)::bigint, transaction_id::text::bigint";
+
+/// One reader of [`READERS`]: the log's streams from `from` (included) to `to` (excluded), in
+/// stream order, in pages of [`PAGE_EVENTS`] whole streams, each decoded and folded
+/// ([`fold_page`]) off the async workers and sent to the writer. It sees the very log the
+/// rebuild does: the rebuild's lock keeps appends out. A failure is sent as the last batch;
+/// the writer notices a reader that vanished without one by the count.
+async fn read_range(
+    options: PgConnectOptions,
+    from: Option<String>,
+    to: Option<String>,
+    send: mpsc::Sender<Result<Batch>>,
+) {
+    // The bounds as index conditions, so that the last page's scan stops at `to`.
+    let mut conditions = vec!["(stream_id, version) > ($1, $2)".to_string()];
+    let bounds: Vec<String> = from.iter().chain(&to).cloned().collect();
+    if from.is_some() {
+        conditions.push("stream_id >= $4".into());
+    }
+    if to.is_some() {
+        conditions.push(format!("stream_id < ${}", 4 + bounds.len() - 1));
+    }
+    let sql = format!(
+        "SELECT {PAGE_COLUMNS} FROM events WHERE {} ORDER BY stream_id, version LIMIT $3",
+        conditions.join(" AND ")
+    );
+    let (mut reading, mut folding) = (Duration::ZERO, Duration::ZERO);
+    let read = async {
+        let mut conn = PgConnection::connect_with(&options).await?;
+        // The key of the last event read; before the first, below every key.
+        let mut after = (from.clone().unwrap_or_default(), i64::MIN);
+        // The start of a stream the last page cut: folded with the rest of it, next time.
+        let mut cut: Vec<RecordedEvent> = Vec::new();
+        loop {
+            let started = Instant::now();
+            let query = sqlx::query(&sql)
+                .bind(after.0.as_str())
+                .bind(after.1)
+                .bind(PAGE_EVENTS);
+            let rows = bounds
+                .iter()
+                .fold(query, |query, bound| query.bind(bound.as_str()))
+                .fetch_all(&mut conn)
+                .await?;
+            reading += started.elapsed();
+            let at_end = (rows.len() as i64) < PAGE_EVENTS;
+            if let Some(last) = rows.last() {
+                after = (last.try_get(1)?, last.try_get(2)?);
+            }
+            let started = Instant::now();
+            let earlier = std::mem::take(&mut cut);
+            let (batch, rest) = tokio::task::spawn_blocking(move || {
+                let mut events = earlier;
+                events.reserve(rows.len());
+                for row in &rows {
+                    events.push(decode(row)?);
+                }
+                let mut rest = Vec::new();
+                if !at_end {
+                    // The last stream may go on beyond this page: keep it for the next one.
+                    let last_start = events
+                        .iter()
+                        .rposition(|e| e.stream_id != events[events.len() - 1].stream_id)
+                        .map_or(0, |i| i + 1);
+                    rest = events.split_off(last_start);
+                }
+                let batch = (!events.is_empty())
+                    .then(|| fold_page(&events))
+                    .transpose()?;
+                Ok::<_, paystream_engine::error::Error>((batch, rest))
+            })
+            .await
+            .map_err(internal)??;
+            folding += started.elapsed();
+            cut = rest;
+            if let Some(batch) = batch {
+                if send.send(Ok(batch)).await.is_err() {
+                    break;
+                }
+            }
+            if at_end {
+                break;
+            }
+        }
+        let _ = conn.close().await;
+        Ok::<_, paystream_engine::error::Error>(())
+    };
+    if let Err(e) = read.await {
+        let _ = send.send(Err(e)).await;
+    }
+    tracing::debug!(?from, ?to, ?reading, ?folding, "log range read");
+}
+
+/// An event as [`PAGE_COLUMNS`] reads it: as the event store decodes it, its time from
+/// microseconds since the epoch.
+fn decode(row: &PgRow) -> Result<RecordedEvent> {
+    let position: i64 = row.try_get(0)?;
+    let corrupt = |reason: String| internal(format!("event {position}: {reason}"));
+    let event_id: String = row.try_get(3)?;
+    let data: &str = row.try_get(6)?;
+    let metadata: &str = row.try_get(7)?;
+    let recorded_at: i64 = row.try_get(8)?;
+    Ok(RecordedEvent {
+        global_position: position,
+        stream_id: row.try_get(1)?,
+        version: row.try_get(2)?,
+        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt(e.to_string()))?,
+        event_type: row.try_get(4)?,
+        schema_version: row.try_get(5)?,
+        data: serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?,
+        metadata: serde_json::from_str(metadata).map_err(|e| corrupt(e.to_string()))?,
+        recorded_at: DateTime::from_timestamp_micros(recorded_at)
+            .ok_or_else(|| corrupt(format!("recorded at {recorded_at} µs")))?,
+        checkpoint: Checkpoint {
+            transaction: row.try_get(9)?,
+            position,
+        },
+    })
+}
+
+/// Rows in the text format of PostgreSQL's COPY: columns separated by tabs, rows ended by a
+/// newline, NULL as `\N`, and in values a backslash, tab, newline or carriage return escaped
+/// with a backslash (everything else, UTF-8 included, as it is).
+#[derive(Default)]
+pub(crate) struct CopyText {
+    bytes: Vec<u8>,
+    rows: usize,
+}
+
+impl CopyText {
+    pub(crate) fn text(&mut self, value: &str) {
+        let bytes = value.as_bytes();
+        if bytes
+            .iter()
+            .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+        {
+            for &b in bytes {
+                match b {
+                    b'\\' => self.bytes.extend_from_slice(b"\\\\"),
+                    b'\t' => self.bytes.extend_from_slice(b"\\t"),
+                    b'\n' => self.bytes.extend_from_slice(b"\\n"),
+                    b'\r' => self.bytes.extend_from_slice(b"\\r"),
+                    _ => self.bytes.push(b),
+                }
+            }
+        } else {
+            self.bytes.extend_from_slice(bytes);
+        }
+        self.bytes.push(b'\t');
+    }
+
+    pub(crate) fn opt_text(&mut self, value: Option<&str>) {
+        match value {
+            Some(value) => self.text(value),
+            None => self.null(),
         }
     }
-}
 
-/// PostgreSQL: the pages read and decoded on a connection of their own, one page ahead, while
-/// the rebuild's connection writes the previous one — the two halves of the work overlap. The
-/// other connection sees the very log the rebuild does: the rebuild's lock keeps appends out.
-/// The channel ends early only if the reader died, which [`rebuild_with`] notices by the count.
-fn read_ahead(db: &Db) -> mpsc::Receiver<Result<Vec<RecordedEvent>>> {
-    let (send, received) = mpsc::channel(1);
-    let (pool, backend) = (db.pool.clone(), db.backend);
-    tokio::spawn(async move {
-        let mut conn = match pool.acquire().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                let _ = send.send(Err(e.into())).await;
-                return;
-            }
-        };
-        let mut pages = StreamPages::default();
-        loop {
-            let page = pages.next(&mut conn, backend).await.transpose();
-            let Some(page) = page else { return };
-            let failed = page.is_err();
-            if send.send(page).await.is_err() || failed {
-                return;
-            }
+    /// As `Uuid::to_string` writes it.
+    pub(crate) fn uuid(&mut self, id: Uuid) {
+        let mut buffer = Uuid::encode_buffer();
+        self.text(id.hyphenated().encode_lower(&mut buffer));
+    }
+
+    pub(crate) fn int(&mut self, value: i64) {
+        let _ = write!(self.bytes, "{value}\t");
+    }
+
+    pub(crate) fn opt_int(&mut self, value: Option<i64>) {
+        match value {
+            Some(value) => self.int(value),
+            None => self.null(),
         }
-    });
-    received
+    }
+
+    pub(crate) fn null(&mut self) {
+        self.bytes.extend_from_slice(b"\\N\t");
+    }
+
+    /// Ends the row: its last separator becomes the newline.
+    pub(crate) fn end_row(&mut self) {
+        if let Some(last) = self.bytes.last_mut() {
+            *last = b'\n';
+        }
+        self.rows += 1;
+    }
 }
 
 /// The log in pages of whole streams, in stream order.
@@ -296,4 +640,54 @@ pub async fn backfill_if_needed(store: &dyn EventStore) -> Result<bool> {
         .execute(&db.pool)
         .await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(write: impl FnOnce(&mut CopyText)) -> String {
+        let mut text = CopyText::default();
+        write(&mut text);
+        String::from_utf8(text.bytes).unwrap()
+    }
+
+    #[test]
+    fn copy_text_escapes_what_copy_reads_specially() {
+        let row = encoded(|t| {
+            t.text("tab\there, new\nline, cr\r, back\\slash \\N \\. \"quoted\" '单引号' 茉莉花茶");
+            t.opt_text(None);
+            t.text("");
+            t.int(-42);
+            t.opt_int(None);
+            t.uuid(Uuid::nil());
+            t.end_row();
+        });
+        assert_eq!(
+            row,
+            "tab\\there, new\\nline, cr\\r, back\\\\slash \\\\N \\\\. \"quoted\" '单引号' 茉莉花茶\t\\N\t\t-42\t\\N\t\
+             00000000-0000-0000-0000-000000000000\n"
+        );
+    }
+
+    #[test]
+    fn a_postgres_rebuild_copies_into_every_read_model() {
+        let copies = [
+            orders::COPY_ORDERS,
+            refunds::COPY_REFUNDS,
+            payments::COPY_PAYMENTS,
+            COPY_REVIEWS,
+            daily::COPY_TOTALS,
+        ];
+        for table in READ_MODEL_TABLES {
+            assert!(
+                copies
+                    .iter()
+                    .any(|copy| copy.starts_with(&format!("COPY {} (", table.name))),
+                "{} has no COPY in a PostgreSQL rebuild (fold_page)",
+                table.name
+            );
+        }
+        assert_eq!(copies.len(), READ_MODEL_TABLES.len());
+    }
 }

@@ -17,6 +17,7 @@ use paystream_engine::order::{OrderEvent, RefundStatus};
 use paystream_engine::store::RecordedEvent;
 
 use crate::orders::{internal, placeholders, rfc3339, Page, Projected};
+use crate::rebuild::CopyText;
 use crate::search::{search_page, Conditions, PageBounds, Param};
 
 /// Who asked for each refund of one order (`out_refund_no` → staff id), from the metadata of its
@@ -91,53 +92,32 @@ pub(crate) async fn write(
     Ok(())
 }
 
-/// [`write`] during a PostgreSQL rebuild: every refund of `orders` inserted with one statement
-/// ([`crate::orders::insert_json`]).
-pub(crate) async fn insert_all(
-    conn: &mut AnyConnection,
-    orders: &[Projected],
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<RefundRow> = orders
-        .iter()
-        .flat_map(|p| {
-            p.order.refunds.iter().map(move |refund| RefundRow {
-                out_refund_no: &refund.out_refund_no,
-                order_id: p.order.id.to_string(),
-                out_trade_no: &p.order.out_trade_no,
-                amount_fen: refund.amount_fen.get(),
-                reason: refund.reason.as_deref(),
-                status: refund.status.as_str(),
-                refund_id: refund.refund_id.as_deref(),
-                failure_reason: refund.failure_reason.as_deref(),
-                requested_by: p
-                    .refund_requesters
-                    .of(&refund.out_refund_no)
-                    .map(|id| id.to_string()),
-                requested_at: millis(refund.requested_at),
-                finished_at: refund.finished_at.map(millis),
-            })
-        })
-        .collect();
-    crate::orders::insert_json(conn, "refunds_view", INSERT_COLUMNS, &rows).await
-}
+/// `COPY` of `refunds_view` rows, in the column order [`copy_rows`] writes them.
+pub(crate) const COPY_REFUNDS: &str = "COPY refunds_view (out_refund_no, order_id, \
+    out_trade_no, amount_fen, reason, status, refund_id, failure_reason, requested_by, \
+    requested_at, finished_at) FROM STDIN";
 
-const INSERT_COLUMNS: &str = "out_refund_no, order_id, out_trade_no, amount_fen, reason, \
-    status, refund_id, failure_reason, requested_by, requested_at, finished_at";
-
-/// A `refunds_view` row as [`insert_all`] passes it, keyed by column.
-#[derive(Serialize)]
-struct RefundRow<'a> {
-    out_refund_no: &'a str,
-    order_id: String,
-    out_trade_no: &'a str,
-    amount_fen: i64,
-    reason: Option<&'a str>,
-    status: &'a str,
-    refund_id: Option<&'a str>,
-    failure_reason: Option<&'a str>,
-    requested_by: Option<String>,
-    requested_at: i64,
-    finished_at: Option<i64>,
+/// [`write`] during a PostgreSQL rebuild: every refund of `orders`, for [`COPY_REFUNDS`].
+pub(crate) fn copy_rows(orders: &[Projected], out: &mut CopyText) {
+    for p in orders {
+        for refund in &p.order.refunds {
+            out.text(&refund.out_refund_no);
+            out.uuid(p.order.id);
+            out.text(&p.order.out_trade_no);
+            out.int(refund.amount_fen.get());
+            out.opt_text(refund.reason.as_deref());
+            out.text(refund.status.as_str());
+            out.opt_text(refund.refund_id.as_deref());
+            out.opt_text(refund.failure_reason.as_deref());
+            match p.refund_requesters.of(&refund.out_refund_no) {
+                Some(staff) => out.uuid(staff),
+                None => out.null(),
+            }
+            out.int(millis(refund.requested_at));
+            out.opt_int(refund.finished_at.map(millis));
+            out.end_row();
+        }
+    }
 }
 
 /// A refund as staff see it; money in fen, times RFC 3339.

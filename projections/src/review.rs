@@ -31,14 +31,14 @@ pub struct ReviewEntry {
 }
 
 /// An order's queue row, if it has anything open.
-struct QueueRow<'a> {
-    order: &'a Order,
-    reasons: String,
-    since: i64,
-    changed_at: i64,
+pub(crate) struct QueueRow<'a> {
+    pub(crate) order: &'a Order,
+    pub(crate) reasons: String,
+    pub(crate) since: i64,
+    pub(crate) changed_at: i64,
 }
 
-fn row_of(projected: &Projected) -> Result<Option<QueueRow<'_>>, sqlx::Error> {
+pub(crate) fn row_of(projected: &Projected) -> Result<Option<QueueRow<'_>>, sqlx::Error> {
     let order = &projected.order;
     let Some(since) = order.review.since() else {
         return Ok(None);

@@ -322,6 +322,46 @@ try {
     await shot("09-staff");
   });
 
+  await step("reconciliation: yesterday by default, not reconciled yet, run after a confirmation", async () => {
+    // Nothing reconciled yet: the GET's 404 is that state, not an error (the browser still logs
+    // it, and may deliver the message late: wait for it before no longer expecting it).
+    expected = [/status of 404/];
+    const notFound = page.waitForEvent("console", (m) => /status of 404/.test(m.text()));
+    await page.getByRole("navigation").getByRole("link", { name: "对账" }).click();
+    await page.getByRole("heading", { name: "对账" }).waitFor();
+    const yesterday = await page.evaluate(async () => {
+      const { addDays, beijingToday } = await import("/admin/assets/format.js");
+      return addDays(beijingToday(), -1);
+    });
+    assert.equal(await page.getByTestId("recon-date").inputValue(), yesterday);
+    await page.getByTestId("recon-none").waitFor();
+    await notFound;
+    assert.match(await page.getByTestId("recon-none").innerText(), new RegExp(`${yesterday} 还没有对账`));
+    await page.getByTestId("recon-run").click();
+    const confirm = page.getByTestId("recon-confirm");
+    await confirm.waitFor();
+    await confirm.getByRole("button", { name: "取消" }).click();
+    assert.equal(await page.getByTestId("recon-report").count(), 0);
+    await page.getByTestId("recon-run").click();
+    await page.getByTestId("recon-confirm-run").click();
+    await page.getByTestId("recon-report").waitFor();
+    await main.getByText(`已完成 ${yesterday} 的对账。`).waitFor();
+    // Before 10:00 Beijing the simulator has not made yesterday's bill; after, an empty day has none.
+    assert.match(await page.getByTestId("recon-status").innerText(), /^(无账单|账单未生成|已对账)$/);
+    assert.match(await page.getByTestId("recon-bill").innerText(), /¥\d+\.\d\d/);
+    assert.match(await page.getByTestId("recon-log").innerText(), /¥\d+\.\d\d/);
+    assert.match(await page.getByTestId("recon-ran-at").innerText(), /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d（北京时间）/);
+    await shot("10-reconciliation");
+    // A reload shows the stored report.
+    await page.reload();
+    await page.getByTestId("recon-report").waitFor();
+    await page.setViewportSize({ width: 375, height: 800 });
+    await noHorizontalOverflow("the reconciliation page");
+    await shot("10b-phone-reconciliation");
+    await page.setViewportSize({ width: 1280, height: 900 });
+    expected = [];
+  });
+
   await step("switch to English, remembered, and back", async () => {
     await page.getByTestId("lang-switch").click();
     await page.getByRole("navigation").getByRole("link", { name: "Orders" }).click();
@@ -387,6 +427,11 @@ try {
     await page.getByTestId("products").waitFor();
     assert.equal(await page.getByTestId("product-create").count(), 0);
     assert.equal(await main.getByRole("button", { name: "编辑" }).count(), 0);
+
+    await nav.getByRole("link", { name: "对账" }).click();
+    await page.getByTestId("recon-report").waitFor();
+    assert.equal(await page.getByTestId("recon-run").count(), 0);
+    await shot("14-support-reconciliation");
 
     await page.goto(`${BASE}/admin/#/staff`);
     await main.getByText("此页面仅限管理员").waitFor();

@@ -85,6 +85,7 @@ const ASSETS: &[Asset] = &[
     asset!("refund.js", JS, "js/refund.js"),
     asset!("view-review.js", JS, "js/view-review.js"),
     asset!("view-report.js", JS, "js/view-report.js"),
+    asset!("view-reconciliation.js", JS, "js/view-reconciliation.js"),
     asset!("view-catalogue.js", JS, "js/view-catalogue.js"),
     asset!("view-staff.js", JS, "js/view-staff.js"),
     asset!("uplot.iife.min.js", JS, "vendor/uplot.iife.min.js"),

@@ -268,13 +268,12 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> 
         the same request again answers the same order.",
     security(("customer_token" = [])),
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-128 characters; \
-        reusing one for a different request is a 409 `idempotency_key_reused`")),
+        reusing one for a different request is a 422 `idempotency_key_reused`")),
     request_body = PlaceOrderRequest,
     responses(
         (status = 201, description = "The order, waiting for payment", body = openapi::Order),
-        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 422, description = "`unknown_sku`, `product_inactive`, `card_not_usable`, \
-            `total_too_large`", body = ErrorBody),
+            `total_too_large`, `idempotency_key_reused` (the key was used for another request)", body = ErrorBody),
     ),
 )]
 async fn place_order(

@@ -14,6 +14,7 @@ mod notify;
 mod openapi;
 pub use notify::{WECHATPAY_V2_PATH, WECHATPAY_V2_REFUND_PATH, WECHATPAY_V3_PATH};
 pub mod ops;
+mod reconciliation;
 mod staff;
 mod subscriptions;
 pub mod telemetry;
@@ -33,6 +34,7 @@ use paystream_engine::consumers::Broker;
 use paystream_engine::db::Db;
 use paystream_engine::orders::OrderService;
 use paystream_engine::payments::Payments;
+use paystream_engine::reconciliation::Reconciler;
 use paystream_engine::subscriptions::Subscriptions;
 use paystream_projections::OrdersView;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -57,6 +59,8 @@ pub struct Services {
     pub mini_program: Arc<dyn MiniProgram>,
     pub cards: Arc<dyn Cards>,
     pub subscriptions: Subscriptions,
+    /// Reconciliation against WeChat Pay's bills: its day reports, and running a day on demand.
+    pub reconciler: Reconciler,
     /// RabbitMQ, when the log is fanned out to it (checked by `/readyz`).
     pub broker: Option<Arc<dyn Broker>>,
     pub tokens: Tokens,
@@ -101,6 +105,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(staff::routes())
         .merge(timeline::routes())
         .merge(money_search::routes())
+        .merge(reconciliation::routes())
         .merge(notify::routes())
         .merge(ops::routes())
         .merge(openapi::routes())

@@ -11,6 +11,8 @@
 //! * [`v3::sign`], [`v3::keys`], [`v3::aead`] — APIv3 (SHA256withRSA request,
 //!   response and `wx.requestPayment` signatures; PEM/X.509 loading;
 //!   AEAD_AES_256_GCM).
+//! * [`bill`] — the trade bill (CSV with backquotes, yuan, a summary), read
+//!   and checked against its summary; the same for both APIs.
 //!
 //! Key material is wrapped ([`ApiV2Key`], [`ApiV3Key`],
 //! [`v3::keys::MerchantPrivateKey`]) so that `Debug` never prints it.
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bill;
 mod error;
 mod secret;
 pub mod v2;

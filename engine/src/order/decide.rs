@@ -28,9 +28,9 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::{
-    CardRef, CardStatus, CloseReason, Order, OrderCard, OrderError, OrderEvent, OrderId, OrderLine,
-    OrderStatus, PayChannel, Payment, Refund, RefundStatus, Review, ReviewItem, ReviewOutcome,
-    ReviewReason, ReviewResolution, MAX_LINES, MAX_ORDER_TOTAL_FEN, MAX_REFUNDS,
+    CardRef, CardStatus, CloseReason, Discrepancy, Order, OrderCard, OrderError, OrderEvent,
+    OrderId, OrderLine, OrderStatus, PayChannel, Payment, Refund, RefundStatus, Review, ReviewItem,
+    ReviewOutcome, ReviewReason, ReviewResolution, MAX_LINES, MAX_ORDER_TOTAL_FEN, MAX_REFUNDS,
 };
 use crate::money::Fen;
 
@@ -90,6 +90,11 @@ pub enum OrderCommand {
     ResolveReview {
         resolution: ReviewResolution,
         note: Option<String>,
+        now: DateTime<Utc>,
+    },
+    /// Reconciliation found the provider's bill disagreeing with the log about this order.
+    RecordDiscrepancy {
+        discrepancy: Discrepancy,
         now: DateTime<Utc>,
     },
 }
@@ -160,6 +165,21 @@ pub fn decide(state: Option<&Order>, command: OrderCommand) -> Result<Vec<OrderE
             note,
             now,
         } => resolve_review(order, resolution, note, now),
+        C::RecordDiscrepancy { discrepancy, now } => {
+            // Once per finding: a re-run of the day, or the same finding after staff settled
+            // it, is already done.
+            if order
+                .discrepancies
+                .iter()
+                .any(|known| known.key() == discrepancy.key())
+            {
+                return Ok(vec![]);
+            }
+            Ok(vec![OrderEvent::ReconciliationDiscrepancy {
+                discrepancy,
+                found_at: now,
+            }])
+        }
         C::RecordRefundSuccess {
             out_refund_no,
             refund_id,
@@ -520,6 +540,7 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
                     refund_flagged: false,
                 }),
                 review: Review::default(),
+                discrepancies: Vec::new(),
             }),
             _ => None,
         };
@@ -712,6 +733,25 @@ fn apply(order: &mut Order, event: &OrderEvent) {
                     at: *flagged_at,
                 });
             }
+        }
+        OrderEvent::ReconciliationDiscrepancy {
+            discrepancy,
+            found_at,
+        } => {
+            if order
+                .discrepancies
+                .iter()
+                .any(|known| known.key() == discrepancy.key())
+            {
+                return;
+            }
+            order.discrepancies.push(discrepancy.clone());
+            order.review.open.push(ReviewItem {
+                reason: ReviewReason::ReconciliationDiscrepancy {
+                    discrepancy: discrepancy.clone(),
+                },
+                at: *found_at,
+            });
         }
         OrderEvent::ReviewResolved {
             resolution,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{CardRef, CloseReason, OrderId, OrderLine, PayChannel, ReviewResolution};
+use super::{CardRef, CloseReason, Discrepancy, OrderId, OrderLine, PayChannel, ReviewResolution};
 use crate::money::Fen;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +97,13 @@ pub enum OrderEvent {
         note: Option<String>,
         resolved_at: DateTime<Utc>,
     },
+    /// Reconciliation against the provider's bill found the log and the bill disagreeing about
+    /// this order: staff must look (the order's status is left alone).
+    ReconciliationDiscrepancy {
+        #[serde(flatten)]
+        discrepancy: Discrepancy,
+        found_at: DateTime<Utc>,
+    },
 }
 
 impl OrderEvent {
@@ -115,6 +122,7 @@ impl OrderEvent {
             OrderEvent::CardConsumeFailed { .. } => "CardConsumeFailed",
             OrderEvent::CardRefundFlagged { .. } => "CardRefundFlagged",
             OrderEvent::ReviewResolved { .. } => "ReviewResolved",
+            OrderEvent::ReconciliationDiscrepancy { .. } => "ReconciliationDiscrepancy",
         }
     }
 

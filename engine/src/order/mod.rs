@@ -9,6 +9,7 @@
 //! Start reading at `decide.rs`; the other files are the nouns it talks about.
 
 mod decide;
+mod discrepancy;
 mod error;
 mod events;
 mod review;
@@ -19,6 +20,7 @@ mod status;
 mod tests;
 
 pub use decide::{decide, evolve, replay, OrderCommand};
+pub use discrepancy::{Discrepancy, DiscrepancyKind};
 pub use error::{ErrorKind, OrderError};
 pub use events::OrderEvent;
 pub use review::{Review, ReviewItem, ReviewOutcome, ReviewReason, ReviewResolution};

@@ -15,6 +15,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::Discrepancy;
 use crate::money::Fen;
 
 /// How staff settled an order's review. A small closed set, so reports can count them; the note
@@ -95,6 +96,8 @@ pub enum ReviewReason {
         amount_fen: Fen,
         reason: String,
     },
+    /// The provider's bill disagrees with the log about this order.
+    ReconciliationDiscrepancy { discrepancy: Discrepancy },
 }
 
 impl ReviewReason {
@@ -107,6 +110,7 @@ impl ReviewReason {
             ReviewReason::CardRefunded { .. } => "card_refunded",
             ReviewReason::CardNotConsumed { .. } => "card_not_consumed",
             ReviewReason::RefundFailed { .. } => "refund_failed",
+            ReviewReason::ReconciliationDiscrepancy { .. } => "reconciliation_discrepancy",
         }
     }
 
@@ -155,6 +159,7 @@ impl ReviewReason {
                 "refund {out_refund_no} of {amount_fen} yuan failed ({reason}): the money did \
                  not go back"
             ),
+            ReviewReason::ReconciliationDiscrepancy { discrepancy } => discrepancy.describe(),
         }
     }
 }

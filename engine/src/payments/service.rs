@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::bills::{BillOutcome, TradeBill};
 use super::gateway::{
     CloseOutcome, GatewayError, Notice, NotifyError, PaidTransaction, PayGateway, PayParams,
     PrepayRequest, RawNotice, RefundCall, RefundState, TradeState,
@@ -507,6 +508,32 @@ impl Payments {
         } else {
             PaymentCheck::Nothing(latest_state)
         })
+    }
+
+    /// The provider's bill of one Beijing day: one per merchant account (two channels of one
+    /// merchant share a bill), merged. Not ready if any is not ready; no bill if none has one.
+    pub async fn trade_bill(&self, date: chrono::NaiveDate) -> Result<BillOutcome> {
+        let mut merchants: Vec<&str> = Vec::new();
+        let mut merged: Option<TradeBill> = None;
+        for gateway in &self.gateways {
+            if merchants.contains(&gateway.mchid()) {
+                continue;
+            }
+            merchants.push(gateway.mchid());
+            match gateway.trade_bill(date).await? {
+                BillOutcome::NotReady => return Ok(BillOutcome::NotReady),
+                BillOutcome::NoBill => {}
+                BillOutcome::Bill(bill) => {
+                    let all = merged.get_or_insert_with(|| TradeBill {
+                        date,
+                        ..TradeBill::default()
+                    });
+                    all.payments.extend(bill.payments);
+                    all.refunds.extend(bill.refunds);
+                }
+            }
+        }
+        Ok(merged.map_or(BillOutcome::NoBill, BillOutcome::Bill))
     }
 
     /// Staff refund: recorded (RefundRequested with its out_refund_no) before the provider is

@@ -425,6 +425,106 @@ pub struct DailyReport {
     items: Vec<DayTotals>,
 }
 
+// ---- Reconciliation ----
+
+/// How a day's reconciliation went.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconciliationStatus {
+    /// The bill was compared with the log.
+    Reconciled,
+    /// WeChat Pay keeps no bill for the day (nothing was paid or refunded there); the log's own
+    /// payments and refunds of the day are then all missing at the provider.
+    NoBill,
+    /// The bill is not made yet (WeChat Pay makes it after 10:00 Beijing time the next day);
+    /// the day is tried again later.
+    NotReady,
+}
+
+/// What differs between the bill and the log.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconciliationLineKind {
+    PaymentMissingInLog,
+    PaymentMissingAtProvider,
+    PaymentAmountDiffers,
+    RefundMissingInLog,
+    RefundMissingAtProvider,
+    RefundAmountDiffers,
+    RefundStatusDiffers,
+}
+
+/// What reconciliation did about a difference.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconciliationAction {
+    /// The payment was confirmed by a query and recorded (as a notify would have).
+    PaymentRecorded,
+    /// The refund's outcome was confirmed by a query and recorded.
+    RefundOutcomeRecorded,
+    /// Recorded on the order as a `ReconciliationDiscrepancy`; the order is in the review queue.
+    FlaggedForReview,
+    /// Recorded on the order by an earlier run of the same day.
+    AlreadyFlagged,
+    /// The bill names an out_trade_no no order has: look at the merchant account.
+    UnknownOrder,
+    /// Acting on it failed (WeChat Pay or the database); the next run tries again.
+    Failed,
+}
+
+/// Counts and sums of one side of the day, integer fen.
+#[derive(ToSchema)]
+pub struct ReconciliationTotals {
+    payments: u64,
+    payments_fen: i64,
+    refunds: u64,
+    refunds_fen: i64,
+}
+
+/// One difference between the bill and the log.
+#[derive(ToSchema)]
+pub struct ReconciliationLine {
+    kind: ReconciliationLineKind,
+    out_trade_no: String,
+    /// When the out_trade_no is one of our orders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_id: Option<String>,
+    /// For a refund's line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    out_refund_no: Option<String>,
+    /// The amount in the log, when the log has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ours_fen: Option<i64>,
+    /// The amount in the bill, when the bill has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    theirs_fen: Option<i64>,
+    action: ReconciliationAction,
+    /// More about the difference or about what failed, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// A Beijing day reconciled against WeChat Pay's trade bill.
+#[derive(ToSchema)]
+pub struct ReconciliationReport {
+    /// `YYYY-MM-DD`, a Beijing day.
+    #[schema(format = Date)]
+    date: String,
+    status: ReconciliationStatus,
+    /// When the last run finished.
+    ran_at: DateTime<Utc>,
+    /// How many runs of this day there have been, the last one included.
+    runs: u32,
+    /// WeChat Pay's side (zeros when there is no bill).
+    bill: ReconciliationTotals,
+    /// The log's side, as it was before the run recorded anything.
+    log: ReconciliationTotals,
+    /// Every difference, with what was done about it; empty when both sides agree.
+    lines: Vec<ReconciliationLine>,
+}
+
 /// One event of an order in plain words.
 #[derive(ToSchema)]
 pub struct TimelineEntry {
@@ -533,6 +633,34 @@ mod tests {
             every!(C: Pending, Consumed, ConsumeFailed)
         );
         assert_eq!(values::<Role>(), every!(Staff: Admin, Support));
+        use paystream_engine::reconciliation::{Action as A, LineKind as K, ReportStatus as RS};
+        assert_eq!(
+            values::<ReconciliationStatus>(),
+            every!(RS: Reconciled, NoBill, NotReady)
+        );
+        assert_eq!(
+            values::<ReconciliationLineKind>(),
+            every!(
+                K: PaymentMissingInLog,
+                PaymentMissingAtProvider,
+                PaymentAmountDiffers,
+                RefundMissingInLog,
+                RefundMissingAtProvider,
+                RefundAmountDiffers,
+                RefundStatusDiffers
+            )
+        );
+        assert_eq!(
+            values::<ReconciliationAction>(),
+            every!(
+                A: PaymentRecorded,
+                RefundOutcomeRecorded,
+                FlaggedForReview,
+                AlreadyFlagged,
+                UnknownOrder,
+                Failed
+            )
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use paystream_engine::money::Fen;
-use paystream_engine::order::{CloseReason, OrderEvent, OrderLine, PayChannel, ReviewResolution};
+use paystream_engine::order::{
+    CloseReason, Discrepancy, DiscrepancyKind, OrderEvent, OrderLine, PayChannel, ReviewResolution,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -156,6 +158,8 @@ pub fn actor(actor: &ActorRef, known: &Known, lang: Lang) -> Actor {
                 ("refund-poller" | "refund_poller", false) => "refund poller".to_string(),
                 ("card-verification", true) => "卡券核销任务".to_string(),
                 ("card-verification", false) => "card verification".to_string(),
+                ("reconciliation", true) => "对账任务".to_string(),
+                ("reconciliation", false) => "reconciliation".to_string(),
                 (other, _) => other.replace(['-', '_'], " "),
             };
             Actor {
@@ -390,6 +394,66 @@ pub fn sentence(event: &OrderEvent, ctx: &Context<'_>) -> String {
                 (None, false) => format!("Review resolved by {who}: {how}"),
             }
         }
+        OrderEvent::ReconciliationDiscrepancy { discrepancy, .. } => {
+            let what = discrepancy_words(discrepancy, zh);
+            if zh {
+                format!("对账发现：{what}——需人工核查")
+            } else {
+                format!("Reconciliation: {what} — needs review")
+            }
+        }
+    }
+}
+
+/// A reconciliation finding in a few words; amounts in ¥.
+fn discrepancy_words(d: &Discrepancy, zh: bool) -> String {
+    let money = |fen: Option<Fen>| fen.map(yuan).unwrap_or_else(|| "—".to_string());
+    let (ours, theirs) = (money(d.ours_fen), money(d.theirs_fen));
+    let (date, reference) = (d.date, &d.reference);
+    match (d.kind, zh) {
+        (DiscrepancyKind::PaymentMissingAtProvider, true) => {
+            format!("微信支付 {date} 的账单中没有这笔支付 {ours}（交易号 {reference}）")
+        }
+        (DiscrepancyKind::PaymentMissingAtProvider, false) => format!(
+            "payment of {ours} (transaction {reference}) is missing from WeChat Pay's bill of {date}"
+        ),
+        (DiscrepancyKind::PaymentUnconfirmed, true) => format!(
+            "微信支付 {date} 的账单有一笔未记录的支付 {theirs}（交易号 {reference}），查询未能确认"
+        ),
+        (DiscrepancyKind::PaymentUnconfirmed, false) => format!(
+            "WeChat Pay's bill of {date} has a payment of {theirs} (transaction {reference}) \
+             not recorded here, and a query did not confirm it"
+        ),
+        (DiscrepancyKind::PaymentAmountDiffers, true) => format!(
+            "支付金额不一致（交易号 {reference}）：本系统 {ours}，微信支付 {date} 账单 {theirs}"
+        ),
+        (DiscrepancyKind::PaymentAmountDiffers, false) => format!(
+            "payment {reference} is {ours} here but {theirs} in WeChat Pay's bill of {date}"
+        ),
+        (DiscrepancyKind::RefundMissingAtProvider, true) => {
+            format!("微信支付 {date} 的账单中没有退款 {reference}（{ours}）")
+        }
+        (DiscrepancyKind::RefundMissingAtProvider, false) => format!(
+            "refund {reference} of {ours} is missing from WeChat Pay's bill of {date}"
+        ),
+        (DiscrepancyKind::RefundMissingInLog, true) => {
+            format!("微信支付 {date} 的账单有一笔本系统未申请的退款 {reference}（{theirs}）")
+        }
+        (DiscrepancyKind::RefundMissingInLog, false) => format!(
+            "WeChat Pay's bill of {date} has a refund {reference} of {theirs} never asked for here"
+        ),
+        (DiscrepancyKind::RefundAmountDiffers, true) => {
+            format!("退款金额不一致（{reference}）：本系统 {ours}，微信支付 {date} 账单 {theirs}")
+        }
+        (DiscrepancyKind::RefundAmountDiffers, false) => format!(
+            "refund {reference} is {ours} here but {theirs} in WeChat Pay's bill of {date}"
+        ),
+        (DiscrepancyKind::RefundStatusDiffers, true) => {
+            format!("退款 {reference} 的结果与微信支付 {date} 的账单不一致")
+        }
+        (DiscrepancyKind::RefundStatusDiffers, false) => format!(
+            "refund {reference} has another outcome in WeChat Pay's bill of {date}"
+        ),
     }
 }
 
@@ -528,6 +592,17 @@ mod tests {
                 resolution: ReviewResolution::Accepted,
                 note: Some("difference waived".into()),
                 resolved_at: at(),
+            },
+            OrderEvent::ReconciliationDiscrepancy {
+                discrepancy: Discrepancy {
+                    date: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+                    kind: DiscrepancyKind::PaymentAmountDiffers,
+                    reference: "4200003".into(),
+                    ours_fen: Some(fen(2500)),
+                    theirs_fen: Some(fen(2400)),
+                    detail: None,
+                },
+                found_at: at(),
             },
         ]
     }

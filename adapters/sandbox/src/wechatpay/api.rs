@@ -284,12 +284,14 @@ pub(crate) async fn query_by_out_trade_no(
 ) -> ApiResult {
     let out_trade_no = path_param(path)?;
     check_query_mchid(&pay, query)?;
-    let state = pay.lock();
+    let mut state = pay.lock();
     let order = state
         .orders
         .get(&out_trade_no)
         .ok_or_else(order_not_exist)?;
-    Ok(Json(order.transaction_json(&pay.mchid)))
+    let answer = order.transaction_json(&pay.mchid);
+    state.count_query(&out_trade_no);
+    Ok(Json(answer))
 }
 
 /// `GET /v3/pay/transactions/id/{transaction_id}?mchid=`.
@@ -300,11 +302,16 @@ pub(crate) async fn query_by_transaction_id(
 ) -> ApiResult {
     let transaction_id = path_param(path)?;
     check_query_mchid(&pay, query)?;
-    let state = pay.lock();
+    let mut state = pay.lock();
     let order = state
         .order_by_transaction_id(&transaction_id)
         .ok_or_else(order_not_exist)?;
-    Ok(Json(order.transaction_json(&pay.mchid)))
+    let (answer, out_trade_no) = (
+        order.transaction_json(&pay.mchid),
+        order.out_trade_no.clone(),
+    );
+    state.count_query(&out_trade_no);
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]

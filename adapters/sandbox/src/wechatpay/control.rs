@@ -36,6 +36,7 @@ pub(crate) fn routes(pay: Pay) -> Router {
         .route("/rotate-certificate", post(rotate_certificate))
         .route("/transactions/{out_trade_no}", get(transaction))
         .route("/notifications", get(notifications))
+        .merge(super::bills::control_routes())
         .with_state(pay)
 }
 
@@ -91,9 +92,26 @@ struct PayRequest {
     duplicates: usize,
     #[serde(default)]
     delay_ms: u64,
+    /// `false`: the order is paid but no notification is ever sent (a lost notification).
+    #[serde(default = "yes")]
+    notify: bool,
+    /// `true`: answer only once the merchant answered the first delivery attempt (after
+    /// `delay_ms`), with that answer in `notified`, so the caller's next read sees the payment.
+    #[serde(default)]
+    wait: bool,
 }
 
-/// The user pays: the order becomes SUCCESS now, and `TRANSACTION.SUCCESS` goes out.
+fn yes() -> bool {
+    true
+}
+
+/// How long `wait` waits for the merchant's answer beyond `delay_ms`. The simulator's HTTP
+/// client gives up on one attempt after 5 s, so an attempt has an outcome well before.
+const WAIT_LIMIT: Duration = Duration::from_secs(15);
+
+/// The user pays: the order becomes SUCCESS now, and `TRANSACTION.SUCCESS` goes out (unless
+/// `notify` is false: WeChat has the payment, the merchant never hears of it). With `wait`, the
+/// answer waits for the merchant's answer to the first delivery attempt and carries it.
 async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
     let req: PayRequest = parse(&body)?;
     if req.duplicates > MAX_DUPLICATES {
@@ -102,14 +120,27 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
             format!("at most {MAX_DUPLICATES} duplicates"),
         ));
     }
+    if req.wait && !req.notify {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "\"wait\": true needs a notification to wait for; it cannot go with \"notify\": false",
+        ));
+    }
     if req.channel == Channel::V2 {
-        return from_v2(v2::control::pay(
+        let mut answer = from_v2(v2::control::pay(
             &pay,
             &req.out_trade_no,
             req.amount_fen,
             Duration::from_millis(req.delay_ms),
             req.duplicates,
-        ));
+            req.notify,
+        ))?;
+        if req.wait {
+            if let Some(id) = v2::control::pay_notification_id(&pay, &req.out_trade_no) {
+                answer.0["notified"] = first_answer(&pay, &id, req.delay_ms).await;
+            }
+        }
+        return Ok(answer);
     }
     let now = Utc::now();
     // Paid and notification stored under one lock: the order is never paid without the
@@ -158,6 +189,10 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
         order.notification = Some(notification.clone());
         (notification, order.params.notify_url.clone(), transaction)
     };
+    if !req.notify {
+        // Kept (a control `notify` can still send it), never sent by itself.
+        return Ok(Json(json!({ "transaction_id": transaction })));
+    }
     notify::dispatch(
         &pay,
         &url,
@@ -171,7 +206,45 @@ async fn pay_order(State(pay): State<Pay>, body: Bytes) -> ControlResult {
         Duration::from_millis(req.delay_ms),
         1 + req.duplicates,
     );
-    Ok(Json(json!({ "transaction_id": transaction })))
+    let mut answer = json!({ "transaction_id": transaction });
+    if req.wait {
+        answer["notified"] = first_answer(&pay, &notification.id, req.delay_ms).await;
+    }
+    Ok(Json(answer))
+}
+
+/// The merchant's answer to the first attempt of the first delivery of notification `id`:
+/// `{"status", "acknowledged", "error"?}` (`status` null when nothing came back: refused
+/// connection, timeout), once that attempt is over; at most `delay_ms` + [`WAIT_LIMIT`].
+async fn first_answer(pay: &Pay, id: &str, delay_ms: u64) -> Value {
+    let limit = Duration::from_millis(delay_ms) + WAIT_LIMIT;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let answered = pay
+            .lock()
+            .deliveries
+            .iter()
+            .find(|d| d.notification_id == id)
+            .filter(|d| d.attempts > 0)
+            .map(|d| {
+                let mut answer = json!({ "status": d.last_status, "acknowledged": d.delivered });
+                if let Some(e) = &d.last_error {
+                    answer["error"] = json!(e);
+                }
+                answer
+            });
+        if let Some(answer) = answered {
+            return answer;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return json!({
+                "status": null,
+                "acknowledged": false,
+                "error": format!("no answer from the merchant within {} s", limit.as_secs()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[derive(Deserialize)]
@@ -460,6 +533,7 @@ async fn transaction(
         "prepay_id": order.prepay_id,
         "notify_url": order.params.notify_url,
         "refunds": refunds,
+        "queries": state.queries.get(&out_trade_no).copied().unwrap_or(0),
     })))
 }
 

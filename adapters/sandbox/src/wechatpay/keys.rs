@@ -33,7 +33,7 @@ pub(crate) use x509_time;
 
 /// What a merchant downloads from the WeChat Pay merchant platform, for the simulated merchant.
 /// `Debug` prints only the identifiers, never a key.
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, serde::Deserialize)]
 pub struct MerchantCredentials {
     pub mchid: String,
     pub appid: String,

@@ -60,6 +60,8 @@ pub(crate) async fn guard(State(pay): State<Pay>, request: Request, next: Next) 
         let signing = if faults.take_unsigned(&path_and_query)
             // WeChat never signs a 401 SIGN_ERROR: it cannot tell whom it is talking to.
             || sign_error
+            // The bill download: WeChat signs none.
+            || answer.extensions().get::<super::bills::UnsignedAnswer>().is_some()
             || (faults.unsigned_errors && answer.status().is_client_error())
         {
             Signing::None

@@ -26,6 +26,8 @@
 //! | POST | `/v3/pay/transactions/out-trade-no/{no}/close` | close an unpaid order → 204 |
 //! | POST | `/v3/refund/domestic/refunds` | request a refund (idempotent per `out_refund_no`) |
 //! | GET | `/v3/refund/domestic/refunds/{out_refund_no}` | query a refund |
+//! | GET | `/v3/bill/tradebill?bill_date=&bill_type=&tar_type=` | apply for a day's trade bill → `{"download_url","hash_type":"SHA1","hash_value"}` (see `bills`) |
+//! | GET | `/v3/billdownload/file?token=` | the bill itself (gzip if applied for so); the answer is **not** signed, as at WeChat |
 //!
 //! # Control API (`/control/wechatpay/...`, unsigned JSON, for developers and tests)
 //!
@@ -39,13 +41,14 @@
 //! |---|---|---|
 //! | GET | `merchant` | → the merchant's credentials ([`MerchantCredentials`] as JSON, **private key included**) |
 //! | POST | `mode` | `{"mode":"certificates"\|"public_key"\|"both"}` → `{"mode"}` |
-//! | POST | `pay` | `{"out_trade_no","amount_fen"?,"duplicates"?,"delay_ms"?}` → `{"transaction_id"}`: the user pays. `amount_fen` replaces the amount recorded as paid and notified (a wrong-amount notification); `duplicates` extra identical notifications are sent concurrently; `delay_ms` delays the notification (the order is paid at once, so a query sees it first). 404 without an order, 409 if it is paid, closed or past `time_expire`. |
+//! | POST | `pay` | `{"out_trade_no","amount_fen"?,"duplicates"?,"delay_ms"?,"notify"?,"wait"?}` → `{"transaction_id","notified"?}`: the user pays. `"wait": true` answers only once the merchant answered the first delivery attempt (after `delay_ms`; at most 15 s more), with that answer as `"notified": {"status","acknowledged","error"?}` (`status` null when nothing came back) — so the merchant has recorded the payment when the call returns; not with `"notify": false` (400). `"notify": false` loses the notification: the order is paid (query SUCCESS, in the bill) but nothing is ever sent (a later control `notify` still can). `amount_fen` replaces the amount recorded as paid and notified (a wrong-amount notification); `duplicates` extra identical notifications are sent concurrently; `delay_ms` delays the notification (the order is paid at once, so a query sees it first). 404 without an order, 409 if it is paid, closed or past `time_expire`. |
 //! | POST | `notify` | `{"out_trade_no"}` → sends the order's `TRANSACTION.SUCCESS` notification again, byte for byte (same `id`). |
 //! | POST | `trade-state` | `{"out_trade_no","trade_state":"USERPAYING"\|"PAYERROR"\|"NOTPAY"\|"CLOSED"}` → the transaction: the user is entering the password (a close answers 202 `USERPAYING`), the attempt failed, the user gave up, or WeChat closed the order. 409 once paid or closed. |
 //! | POST | `faults` | `{"fail_next"?,"status"?,"code"?,"after_processing"?,"unsigned_next"?,"path_contains"?,"delay_ms"?,"hold_refunds"?,"refund_settle_ms"?,"refund_lag_ms"?,"probe_share"?,"unsigned_errors"?,"balance_fen"?}` → the fault settings. The next `fail_next` API calls answer `status` (500) with `code` (`SYSTEM_ERROR`), signed; with `after_processing` the call takes effect first and only the answer is lost. The next `unsigned_next` answers carry no signature headers. `path_contains` limits both counters to matching paths. `delay_ms` delays every API answer; `hold_refunds` keeps refunds `PROCESSING` until settled by control (refunds created while held stay so after the hold is lifted); `refund_settle_ms` (default 200) is how long a refund stays `PROCESSING` otherwise. `refund_lag_ms`: refunds within that long of the payment answer 404 `RESOURCE_NOT_EXISTS`. `probe_share` (0..=1): that share of answers and notifications carry a `WECHATPAY/SIGNTEST/` probe signature. `unsigned_errors`: every 4xx goes out unsigned. `balance_fen` (`null` = unlimited): refunds beyond the merchant's balance answer 403 `NOT_ENOUGH`. The faults apply to APIv2 calls too (see `v2`), plus two of v2's own: `v2_notify_sign_type` (`"MD5"`\|`"HMAC-SHA256"`\|`null`) signs v2 pay notifications that way instead of the order's, `v2_notify_with_sign_type` (bool) adds the `sign_type` field to them. |
 //! | POST | `refunds/{out_refund_no}/settle` | `{"status":"SUCCESS"\|"CLOSED"\|"ABNORMAL"}` → the refund; notifies its `notify_url`. |
 //! | POST | `rotate-certificate` | → `{"serial_no"}`: a new platform certificate; both are served, the new one signs. |
-//! | GET | `transactions/{out_trade_no}` | → `{"transaction","prepay_id","notify_url","refunds"}` |
+//! | GET | `transactions/{out_trade_no}` | → `{"transaction","prepay_id","notify_url","refunds","queries"}`; `queries` counts the merchant's queries of the order (v3: by `out_trade_no` and by transaction id; v2: `/pay/orderquery`) that reached the books (not those pre-empted by an injected failure) |
+//! | GET/POST | `bills/settings`, POST `bills/unknown-payment`, `bills/amount`, `bills/omit`, `bills/reset` | trade bills served at once, and bills that disagree with the books: see `bills` |
 //! | GET | `notifications` | → `{"deliveries":[{"channel","notification_id","event_type","url","attempts","last_status","last_error","delivered","gave_up",…}]}`, both APIs' (`channel` `wechatpay_v3`\|`wechatpay_v2`; v2 deliveries are named by the sandbox, their `event_type` is v3's name for the same event) |
 //!
 //! # Deliberate differences from WeChat
@@ -62,6 +65,7 @@
 //!   engine order number can be ordered through either API; see `v2` for its own differences.
 
 mod api;
+mod bills;
 mod control;
 mod ids;
 mod keys;
@@ -256,6 +260,8 @@ pub(crate) fn routes(pay: Pay) -> Router {
             "/refund/domestic/refunds/{out_refund_no}",
             get(refunds::query),
         )
+        .route("/bill/tradebill", get(bills::tradebill))
+        .route("/billdownload/file", get(bills::download))
         // A catch-all route rather than a fallback: fallbacks of nested routers do not survive
         // being nested and merged again by the engine, and WeChat signs its 404s too.
         .route("/{*unknown}", any(api::not_found))

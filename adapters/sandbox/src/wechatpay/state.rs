@@ -30,6 +30,11 @@ pub(crate) struct PayState {
     pub deliveries: Vec<Delivery>,
     /// APIv2's own order and refund books (see the module documentation: kept apart on purpose).
     pub v2: super::v2::state::V2State,
+    /// How many times each v3 order was queried (by `out_trade_no` or by transaction id), by
+    /// `out_trade_no`; shown by control `GET transactions/{out_trade_no}` as `queries`.
+    pub queries: HashMap<String, u64>,
+    /// The trade bills: when they are made and how they disagree with the books (`bills`).
+    pub bills: super::bills::BillSettings,
 }
 
 impl PayState {
@@ -43,6 +48,8 @@ impl PayState {
             refund_settle: DEFAULT_REFUND_SETTLE,
             deliveries: Vec::new(),
             v2: super::v2::state::V2State::default(),
+            queries: HashMap::new(),
+            bills: super::bills::BillSettings::default(),
         }
     }
 
@@ -56,6 +63,11 @@ impl PayState {
             o.payment()
                 .is_some_and(|p| p.transaction_id == transaction_id)
         })
+    }
+
+    /// Counts one query of a v3 order.
+    pub(crate) fn count_query(&mut self, out_trade_no: &str) {
+        *self.queries.entry(out_trade_no.to_string()).or_default() += 1;
     }
 
     /// Refunds of one order, oldest first.

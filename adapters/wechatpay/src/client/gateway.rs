@@ -1,9 +1,10 @@
 //! The engine's payment port, spoken as WeChat Pay APIv3.
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use paystream_engine::money::Fen;
 use paystream_engine::order::PayChannel;
+use paystream_engine::payments::bills::BillOutcome;
 use paystream_engine::payments::gateway::{
     CloseOutcome, GatewayError, Notice, NotifyError, PaidTransaction, PayGateway, PayParams,
     PrepayRequest, RawNotice, RefundCall, RefundState, TradeState,
@@ -192,6 +193,25 @@ fn refund_refusal(
     RefundRefusal { error, lagging }
 }
 
+/// `/v3/bill/tradebill`'s answer.
+#[derive(Deserialize)]
+struct BillDownload {
+    download_url: String,
+    hash_type: String,
+    hash_value: String,
+}
+
+/// `/v3/bill/tradebill` refused: no bill for a day without trade (`NO_STATEMENT_EXIST`), not
+/// yet (`STATEMENT_CREATING`: WeChat makes the bill the next morning); anything else, such as
+/// a date too far back or in the future (`INVALID_REQUEST`) or `NO_AUTH`, is final.
+fn bill_refusal(answer: &Answer) -> Result<BillOutcome, GatewayError> {
+    match answer.error().0.as_str() {
+        "NO_STATEMENT_EXIST" => Ok(BillOutcome::NoBill),
+        "STATEMENT_CREATING" => Ok(BillOutcome::NotReady),
+        _ => Err(answer.rejected()),
+    }
+}
+
 /// A prepay id is valid for two hours at WeChat.
 const PREPAY_LIFETIME: chrono::Duration = chrono::Duration::hours(2);
 
@@ -368,14 +388,22 @@ impl PayGateway for V3Client {
         ))
     }
 
-    async fn trade_bill(
-        &self,
-        _date: chrono::NaiveDate,
-    ) -> Result<paystream_engine::payments::bills::BillOutcome, GatewayError> {
-        // PLACEHOLDER (issue 12, being built): replaced by the bill download.
-        Err(GatewayError::Unavailable(
-            "trade bills: not built yet".into(),
-        ))
+    /// `GET /v3/bill/tradebill` (signed and verified like any call) for the download URL and
+    /// the bill's SHA1, then the download (signed, answer unsigned), un-gzipped, hashed, read.
+    async fn trade_bill(&self, date: NaiveDate) -> Result<BillOutcome, GatewayError> {
+        let path = format!(
+            "/v3/bill/tradebill?bill_date={}&bill_type=ALL&tar_type=GZIP",
+            date.format("%Y-%m-%d")
+        );
+        let answer = self.call(Method::GET, &path, None).await?;
+        if !answer.status.is_success() {
+            return bill_refusal(&answer);
+        }
+        let meta: BillDownload = answer.json()?;
+        let body = self.download(&meta.download_url).await?;
+        let text = super::bill::unpack(body)?;
+        super::bill::check_hash(&text, &meta.hash_type, &meta.hash_value)?;
+        super::bill::read_blocking(date, text).await
     }
 
     async fn verify_notify(&self, notice: &RawNotice<'_>) -> Result<Notice, NotifyError> {
@@ -500,6 +528,22 @@ mod tests {
         assert!(!transient(error(400, "PARAM_ERROR"), just_paid));
         // An unreadable error body is not a lag.
         assert!(!transient(answer(404, "<html>"), just_paid));
+    }
+
+    #[test]
+    fn bill_refusals() {
+        assert_eq!(
+            bill_refusal(&error(400, "NO_STATEMENT_EXIST")).unwrap(),
+            BillOutcome::NoBill
+        );
+        assert_eq!(
+            bill_refusal(&error(400, "STATEMENT_CREATING")).unwrap(),
+            BillOutcome::NotReady
+        );
+        assert!(matches!(
+            bill_refusal(&error(400, "INVALID_REQUEST")),
+            Err(GatewayError::Rejected { code, .. }) if code == "INVALID_REQUEST"
+        ));
     }
 
     #[test]

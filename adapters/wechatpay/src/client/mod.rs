@@ -2,6 +2,7 @@
 //! (an unsigned 2xx is forged), retries `SYSTEM_ERROR`/5xx/timeouts with the same parameters,
 //! and implements the engine's [`PayGateway`](paystream_engine::payments::gateway::PayGateway).
 
+mod bill;
 mod gateway;
 mod v2;
 mod verifier;
@@ -18,6 +19,7 @@ use crate::v3::aead::EncryptedResource;
 use crate::v3::keys::{load_certificate_pem, MerchantPrivateKey};
 use crate::v3::sign;
 use crate::ApiV3Key;
+pub use bill::read_trade_bill;
 use paystream_engine::payments::gateway::GatewayError;
 pub use v2::{ClientCertificate, V2Client, V2Config, V2ConfigError};
 pub use verifier::{Signed, Verifier, VerifyError};
@@ -117,6 +119,9 @@ struct CertificateList {
 struct CertificateEntry {
     encrypt_certificate: EncryptedResource,
 }
+
+/// A bill download may take longer than a call (a large merchant's day is tens of MiB).
+const BILL_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -234,8 +239,22 @@ impl V3Client {
             self.config.api_base.trim_end_matches('/'),
             path_and_query
         );
+        self.send_signed_url(method, &url, body, ask_serial, None)
+            .await
+    }
+
+    /// [`Self::send_signed`] to a whole URL (a bill's `download_url`), with its own time limit
+    /// when the client's 10 s are too short (a large bill).
+    async fn send_signed_url(
+        &self,
+        method: Method,
+        url: &str,
+        body: &str,
+        ask_serial: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(HeaderMap, Answer), GatewayError> {
         // Sign the path as it goes on the request line, including any prefix of the base URL.
-        let signed_path = reqwest::Url::parse(&url)
+        let signed_path = reqwest::Url::parse(url)
             .map(|u| match u.query() {
                 Some(q) => format!("{}?{q}", u.path()),
                 None => u.path().to_string(),
@@ -251,7 +270,7 @@ impl V3Client {
             .map_err(|e| GatewayError::Unavailable(format!("cannot sign: {e}")))?;
         let mut request = self
             .http
-            .request(method, &url)
+            .request(method, url)
             .header(ACCEPT, "application/json")
             .header(
                 AUTHORIZATION,
@@ -271,6 +290,9 @@ impl V3Client {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         let response = request
             .send()
             .await
@@ -283,6 +305,60 @@ impl V3Client {
             .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?
             .to_vec();
         Ok((headers, Answer { status, body }))
+    }
+
+    /// Downloads a bill from the `download_url` `/v3/bill/tradebill` gave: a GET signed with the
+    /// merchant key over the URL's path and query, like any call, but whose answer WeChat does
+    /// not sign (the bill is checked by its SHA1 instead). Only 200 is a bill. The URL must be
+    /// on the API's own host: our signed request goes nowhere else.
+    pub(crate) async fn download(&self, download_url: &str) -> Result<Vec<u8>, GatewayError> {
+        let url = reqwest::Url::parse(download_url)
+            .map_err(|_| GatewayError::Unverified("unreadable bill download_url".into()))?;
+        let base = reqwest::Url::parse(&self.config.api_base)
+            .map_err(|e| GatewayError::Unavailable(format!("bad WeChat Pay URL: {e}")))?;
+        if url.origin() != base.origin() {
+            return Err(GatewayError::Unverified(format!(
+                "bill download_url is not on {}",
+                base.origin().ascii_serialization()
+            )));
+        }
+        // (error, worth the same download again now)
+        let attempt = || async {
+            let (_, answer) = self
+                .send_signed_url(
+                    Method::GET,
+                    url.as_str(),
+                    "",
+                    false,
+                    Some(BILL_DOWNLOAD_TIMEOUT),
+                )
+                .await
+                .map_err(|e| (e, true))?;
+            let status = answer.status;
+            if status == StatusCode::OK {
+                return Ok(answer.body);
+            }
+            let (code, message) = answer.error();
+            let transient = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+            Err(match code.as_str() {
+                // The merchant may not have this bill: asking again changes nothing.
+                "NO_AUTH" => (GatewayError::Rejected { code, message }, false),
+                // 5xx and 429 pass; a 400 INVALID_REQUEST is an expired URL: the next
+                // trade_bill asks for a fresh one.
+                _ => (
+                    GatewayError::Unavailable(format!(
+                        "bill download answered {status}: {code} {message}"
+                    )),
+                    transient,
+                ),
+            })
+        };
+        attempt
+            .retry(retry_policy())
+            .when(|(_, transient)| *transient)
+            .notify(|(e, _), wait| tracing::warn!(error = %e, ?wait, "WeChat Pay bill download failed; retrying"))
+            .await
+            .map_err(|(e, _)| e)
     }
 
     async fn verify_answer(

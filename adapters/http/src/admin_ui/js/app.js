@@ -1,7 +1,7 @@
 // The back-office single-page app: the top bar, and a hash router that renders one view at a
 // time into <main>. Routes (the query part keeps a view's filters, so reload and Back work):
 //   #/login  #/orders?status=…&page=…  #/orders/{id}  #/review  #/report?from=…&to=…
-//   #/catalogue  #/staff (admins)
+//   #/reconciliation?date=…  #/catalogue  #/staff (admins)
 import { api, errorText, session } from "./api.js";
 import { fill, h, message } from "./dom.js";
 import { lang, setLang, t } from "./i18n.js";
@@ -10,6 +10,7 @@ import * as orders from "./view-orders.js";
 import * as order from "./view-order.js";
 import * as review from "./view-review.js";
 import * as report from "./view-report.js";
+import * as reconciliation from "./view-reconciliation.js";
 import * as catalogue from "./view-catalogue.js";
 import * as staff from "./view-staff.js";
 
@@ -17,6 +18,7 @@ const NAV = [
   { path: "/orders", label: "nav_orders" },
   { path: "/review", label: "nav_review" },
   { path: "/report", label: "nav_report" },
+  { path: "/reconciliation", label: "nav_reconciliation" },
   { path: "/catalogue", label: "nav_catalogue" },
   { path: "/staff", label: "nav_staff", adminOnly: true },
 ];
@@ -25,7 +27,7 @@ const NAV = [
 function route(path) {
   const match = /^\/orders\/([^/]+)$/.exec(path);
   if (match) return { view: order, params: { id: decodeURIComponent(match[1]) }, section: "/orders" };
-  const views = { "/orders": orders, "/review": review, "/report": report, "/catalogue": catalogue, "/staff": staff };
+  const views = { "/orders": orders, "/review": review, "/report": report, "/reconciliation": reconciliation, "/catalogue": catalogue, "/staff": staff };
   if (views[path]) return { view: views[path], params: {}, section: path };
   return null;
 }

@@ -32,13 +32,14 @@ fn fields_json(fields: &Fields) -> Value {
 }
 
 /// The user pays: the order is SUCCESS now and the pay notification goes out (after `delay`,
-/// `1 + duplicates` times concurrently).
+/// `1 + duplicates` times concurrently) unless `send` is false (a lost notification).
 pub(crate) fn pay(
     pay: &Pay,
     out_trade_no: &str,
     amount_fen: Option<i64>,
     delay: Duration,
     duplicates: usize,
+    send: bool,
 ) -> ControlResult {
     let now = Utc::now();
     let (notification, url, transaction) = {
@@ -72,15 +73,28 @@ pub(crate) fn pay(
         order.notification = Some(notification.clone());
         (notification, order.params.notify_url.clone(), transaction)
     };
-    notify::send_pay(
-        pay,
-        &url,
-        &notification,
-        out_trade_no,
-        delay,
-        1 + duplicates,
-    );
+    // `notify: false`: paid, but the merchant never hears of it (the notification is kept for
+    // a control `notify`).
+    if send {
+        notify::send_pay(
+            pay,
+            &url,
+            &notification,
+            out_trade_no,
+            delay,
+            1 + duplicates,
+        );
+    }
     Ok(json!({ "transaction_id": transaction }))
+}
+
+/// The id (in the delivery log) of the order's pay notification, once paid.
+pub(crate) fn pay_notification_id(pay: &Pay, out_trade_no: &str) -> Option<String> {
+    pay.lock()
+        .v2
+        .orders
+        .get(out_trade_no)
+        .and_then(|o| o.notification.as_ref().map(|n| n.id.clone()))
 }
 
 /// Deliver the order's pay notification again, byte for byte.
@@ -145,5 +159,6 @@ pub(crate) fn transaction(pay: &Pay, out_trade_no: &str) -> ControlResult {
         "notify_url": order.params.notify_url,
         "sign_type": order.sign_type.as_str(),
         "refunds": refunds,
+        "queries": state.v2.queries.get(out_trade_no).copied().unwrap_or(0),
     }))
 }

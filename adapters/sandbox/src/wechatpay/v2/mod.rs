@@ -26,6 +26,7 @@
 //! | `/pay/closeorder` | `out_trade_no` | closed; `ORDERPAID`, `ORDERCLOSED`, `USERPAYING` (the user is entering the password: not closed), `ORDERNOTEXIST` |
 //! | `/secapi/pay/refund` | client certificate; `out_trade_no` or `transaction_id`, `out_refund_no`(≤64), `total_fee` (= the paid total, else `PARAM_ERROR`), `refund_fee`(>0), `refund_fee_type`?, `refund_desc`?, `notify_url`? | accepted (processing): `transaction_id`, `out_trade_no`, `out_refund_no`, `refund_id`, `refund_fee`, `total_fee`, `cash_fee`, …. The same `out_refund_no` again: the same refund; with other amounts `REFUND_FEE_MISMATCH`. Unpaid or unknown order `ORDERNOTEXIST`; beyond what is left `ERROR` `申请退款金额超过订单可退金额`; more than 50 `ERROR`; balance `NOTENOUGH`; older than a year `TRADE_OVERDUE` |
 //! | `/pay/refundquery` | `refund_id`, `out_refund_no`, `transaction_id` or `out_trade_no` | `out_trade_no`, `transaction_id`, `total_fee`, `cash_fee`, `refund_count`, and per refund `out_refund_no_$n`, `refund_id_$n`, `refund_fee_$n`, `refund_status_$n` (PROCESSING, SUCCESS, REFUNDCLOSE, CHANGE), `refund_success_time_$n` (`yyyy-MM-dd HH:mm:ss` Beijing), …. `REFUNDNOTEXIST` |
+//! | `/pay/downloadbill` | `bill_date` (`yyyyMMdd`), `bill_type`? (ALL, SUCCESS, REFUND), `tar_type`? (GZIP) | the trade bill CSV itself (`text/plain`; gzip bytes with GZIP), the same as v3's (see `bills`); else `return_code` FAIL, no `sign`, with `error_code`: `No Bill Exist` / `Bill Creating` (20002), `invalid bill_date` / `invalid bill_type` / `invalid tar_type` / `missing parameter` (20001). Faults are not applied |
 //!
 //! **Client certificate** (`/secapi/...`), judged as WeChat's nginx (`ssl_verify_client
 //! optional`) does, before the body is read: none, or the plain-HTTP route → HTTP 400 HTML
@@ -74,7 +75,7 @@ mod orders;
 pub(crate) mod pki;
 mod refunds;
 pub(crate) mod state;
-mod wire;
+pub(crate) mod wire;
 
 use axum::routing::any;
 use axum::Router;
@@ -92,5 +93,6 @@ pub(crate) fn routes(pay: Pay) -> Router {
         .route("/pay/closeorder", any(orders::closeorder_handler))
         .route("/pay/refundquery", any(refunds::refundquery_handler))
         .route("/secapi/pay/refund", any(refunds::refund_handler))
+        .route("/pay/downloadbill", any(super::bills::downloadbill_handler))
         .with_state(pay)
 }

@@ -218,8 +218,11 @@ fn find<'a>(state: &'a super::state::V2State, req: &V2Request) -> Result<&'a V2O
 
 /// `/pay/orderquery`.
 fn orderquery(pay: &Pay, req: &V2Request) -> V2Result {
-    let state = pay.lock();
-    Ok(find(&state.v2, req)?.query_fields())
+    let mut state = pay.lock();
+    let order = find(&state.v2, req)?;
+    let (out_trade_no, fields) = (order.out_trade_no.clone(), order.query_fields());
+    *state.v2.queries.entry(out_trade_no).or_default() += 1;
+    Ok(fields)
 }
 
 /// `/pay/closeorder`: an unpaid order is closed. Paid: `ORDERPAID` (query, then refund);

@@ -16,6 +16,8 @@ pub(crate) struct V2State {
     pub orders: HashMap<String, V2Order>,
     /// By `out_refund_no`.
     pub refunds: HashMap<String, V2Refund>,
+    /// How many times each order was queried (`/pay/orderquery`), by `out_trade_no`.
+    pub queries: HashMap<String, u64>,
 }
 
 impl V2State {

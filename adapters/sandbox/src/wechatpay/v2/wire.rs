@@ -125,7 +125,7 @@ pub(crate) fn taken(
 
 /// The checks WeChat makes before any business rule, in its order: method, body, XML,
 /// `sign_type`, merchant, signature, appid, `nonce_str`.
-fn read(pay: &Pay, method: &Method, body: &[u8]) -> Result<V2Request, V2Error> {
+pub(crate) fn read(pay: &Pay, method: &Method, body: &[u8]) -> Result<V2Request, V2Error> {
     let fail = |msg: &str| Err(V2Error::NotTaken(msg.to_string()));
     if method != Method::POST {
         return fail("请使用post方法");

@@ -327,14 +327,12 @@ impl PayGateway for V2Client {
         }
     }
 
+    /// `/pay/downloadbill` (see `bill.rs`): the bill, checked against its own summary.
     async fn trade_bill(
         &self,
-        _date: chrono::NaiveDate,
+        date: chrono::NaiveDate,
     ) -> Result<paystream_engine::payments::bills::BillOutcome, GatewayError> {
-        // PLACEHOLDER (issue 12, being built): replaced by the bill download.
-        Err(GatewayError::Unavailable(
-            "trade bills: not built yet".into(),
-        ))
+        self.download_bill(date).await
     }
 
     async fn verify_notify(&self, notice: &RawNotice<'_>) -> Result<Notice, NotifyError> {

@@ -5,6 +5,7 @@
 //! API certificate (mutual TLS). Implements the engine's
 //! [`PayGateway`](paystream_engine::payments::gateway::PayGateway) in [`gateway`].
 
+mod bill;
 mod gateway;
 mod notice;
 

@@ -1,0 +1,419 @@
+//! Reconciliation of a day against WeChat Pay's bill, end to end: the engine's own simulator
+//! pays, refunds and serves the bill (told to lose a notify, change an amount, leave a payment
+//! and a refund out), the engine's reconciler fetches it through the real v3 client (signed
+//! request, SHA1, CSV), compares it with the log and acts.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{count, spawn_app, TestApp};
+use paystream_engine::beijing;
+use paystream_engine::db::Backend;
+use paystream_engine::reconciliation::{Action, LineKind, Quiet, Report, ReportStatus};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const PRICE: i64 = 1250;
+
+/// A call to the simulator's WeChat Pay control API that must succeed.
+async fn control(app: &TestApp, path: &str, body: Value) -> Value {
+    app.sandbox(&format!("/wechatpay{path}"), body).await
+}
+
+/// Places an order of 2 × 12.50 for `user` and asks to pay it through v3.
+async fn ordered(app: &TestApp, user: &str) -> (String, Value) {
+    let (token, _) = app.login(user).await;
+    let order = app.place_order(&token, "tea", 2).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/orders/{}/pay", id(&order)),
+            Some(&token),
+            json!({ "channel": "wechatpay_v3" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (token, order)
+}
+
+/// The customer pays; the notify reaches the engine.
+async fn paid(app: &TestApp, user: &str) -> (String, Value) {
+    let (token, order) = ordered(app, user).await;
+    control(app, "/pay", json!({ "out_trade_no": out_trade_no(&order) })).await;
+    let order = wait_for(app, &token, &order, |o| o["status"] == "paid").await;
+    (token, order)
+}
+
+fn id(order: &Value) -> &str {
+    order["id"].as_str().unwrap()
+}
+
+fn out_trade_no(order: &Value) -> &str {
+    order["out_trade_no"].as_str().unwrap()
+}
+
+async fn wait_for(
+    app: &TestApp,
+    token: &str,
+    order: &Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let path = format!("/api/orders/{}", id(order));
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = app.get(&path, Some(token)).await.1;
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("order never reached the expected state: {last}");
+}
+
+async fn reconcile_today(app: &TestApp) -> Report {
+    let today = beijing::day(chrono::Utc::now());
+    app.running()
+        .reconciler
+        .run(today, chrono::Utc::now(), &Quiet)
+        .await
+        .expect("reconciled")
+}
+
+fn line<'a>(
+    report: &'a Report,
+    kind: LineKind,
+    order: &Value,
+) -> &'a paystream_engine::reconciliation::ReportLine {
+    report
+        .lines
+        .iter()
+        .find(|l| l.kind == kind && l.out_trade_no == out_trade_no(order))
+        .unwrap_or_else(|| panic!("no {kind:?} line for {}: {report:#?}", out_trade_no(order)))
+}
+
+async fn review_kinds(app: &TestApp, admin: &str, order: &Value) -> Vec<String> {
+    let (status, body) = app.get("/admin/review", Some(admin)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["order_id"] == order["id"])
+        .flat_map(|item| item["reasons"].as_array().cloned().unwrap_or_default())
+        .map(|reason| reason["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn four_discrepancies_and_a_rerun_that_adds_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.add_product("tea", PRICE, true).await;
+    let admin = app.admin_token().await;
+    control(&app, "/bills/settings", json!({ "immediate": true })).await;
+
+    // Agrees with the bill.
+    let (_, fine) = paid(&app, "fine").await;
+    // WeChat's bill shows another amount.
+    let (_, different) = paid(&app, "different").await;
+    control(
+        &app,
+        "/bills/amount",
+        json!({ "out_trade_no": out_trade_no(&different), "amount_fen": 2400 }),
+    )
+    .await;
+    // Paid at WeChat, the notify lost: only the bill (and a query) know.
+    let (unheard_token, unheard) = ordered(&app, "unheard").await;
+    control(
+        &app,
+        "/pay",
+        json!({ "out_trade_no": out_trade_no(&unheard), "notify": false }),
+    )
+    .await;
+    // In the log, not in WeChat's bill.
+    let (_, missing) = paid(&app, "missing").await;
+    control(
+        &app,
+        "/bills/omit",
+        json!({ "out_trade_no": out_trade_no(&missing) }),
+    )
+    .await;
+    // Refunded in the log; the refund missing from the bill.
+    let (refunded_token, refunded) = paid(&app, "refunded").await;
+    let (status, refund) = app
+        .post(
+            &format!("/admin/orders/{}/refunds", id(&refunded)),
+            Some(&admin),
+            json!({ "amount_fen": 500, "reason": "broken cup" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
+    wait_for(&app, &refunded_token, &refunded, |o| {
+        o["refunded_fen"] == 500
+    })
+    .await;
+    control(
+        &app,
+        "/bills/omit",
+        json!({ "out_refund_no": refund["out_refund_no"] }),
+    )
+    .await;
+
+    let report = reconcile_today(&app).await;
+    assert_eq!(report.status, ReportStatus::Reconciled);
+    assert_eq!(report.lines.len(), 4, "exactly four: {report:#?}");
+    let recorded = line(&report, LineKind::PaymentMissingInLog, &unheard);
+    assert_eq!(recorded.action, Action::PaymentRecorded);
+    let amount = line(&report, LineKind::PaymentAmountDiffers, &different);
+    assert_eq!(
+        (
+            amount.ours_fen.unwrap().get(),
+            amount.theirs_fen.unwrap().get()
+        ),
+        (2500, 2400)
+    );
+    assert_eq!(amount.action, Action::FlaggedForReview);
+    let gone = line(&report, LineKind::PaymentMissingAtProvider, &missing);
+    assert_eq!(gone.action, Action::FlaggedForReview);
+    let refund_gone = line(&report, LineKind::RefundMissingAtProvider, &refunded);
+    assert_eq!(
+        refund_gone.out_refund_no.as_ref(),
+        refund["out_refund_no"].as_str().map(String::from).as_ref()
+    );
+    assert_eq!(refund_gone.action, Action::FlaggedForReview);
+    // Both sides as counted: the log before this run lacked the unheard payment.
+    assert_eq!(
+        report.bill.payments, 4,
+        "the omitted payment is not in the bill"
+    );
+    assert_eq!(
+        report.log.payments, 4,
+        "the unheard payment was not in the log yet"
+    );
+    assert!(!report
+        .lines
+        .iter()
+        .any(|l| l.out_trade_no == out_trade_no(&fine)));
+
+    // The unheard payment is recorded, once, as a notify would have: the order is paid.
+    let unheard_now = wait_for(&app, &unheard_token, &unheard, |o| o["status"] == "paid").await;
+    assert_eq!(unheard_now["paid_fen"], 2 * PRICE);
+    assert_eq!(
+        count(&app.order_events(&unheard).await, "PaymentSucceeded"),
+        1
+    );
+    // The other three are in the review queue, for reconciliation.
+    for order in [&different, &missing, &refunded] {
+        let kinds = review_kinds(&app, &admin, order).await;
+        assert_eq!(kinds, vec!["reconciliation_discrepancy"], "{order}");
+        assert_eq!(
+            count(&app.order_events(order).await, "ReconciliationDiscrepancy"),
+            1
+        );
+    }
+    assert!(review_kinds(&app, &admin, &fine).await.is_empty());
+
+    // The stored report is what the run returned.
+    let stored = app
+        .running()
+        .reconciler
+        .reports()
+        .get(report.date)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored, report);
+
+    // Again: nothing new in the log; the unheard payment is no longer a finding.
+    let events = app.event_count().await;
+    let again = reconcile_today(&app).await;
+    assert_eq!(app.event_count().await, events, "a re-run records nothing");
+    assert_eq!(again.runs, 2);
+    assert_eq!(again.lines.len(), 3, "{again:#?}");
+    assert!(again
+        .lines
+        .iter()
+        .all(|l| l.action == Action::AlreadyFlagged));
+
+    // Resolved by staff, then reconciled once more: the same finding is not raised again.
+    let (status, body) = app
+        .post(
+            &format!("/admin/orders/{}/review", id(&different)),
+            Some(&admin),
+            json!({ "resolution": "accepted", "note": "WeChat's figure checked by finance" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = app.event_count().await;
+    reconcile_today(&app).await;
+    assert_eq!(app.event_count().await, events);
+    assert!(review_kinds(&app, &admin, &different).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_discrepancies_and_a_rerun_that_adds_nothing_postgres() {
+    four_discrepancies_and_a_rerun_that_adds_nothing(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_discrepancies_and_a_rerun_that_adds_nothing_sqlite() {
+    four_discrepancies_and_a_rerun_that_adds_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_of_an_order_that_is_not_ours_is_reported_not_recorded() {
+    let app = spawn_app(Backend::Postgres).await;
+    app.add_product("tea", PRICE, true).await;
+    control(&app, "/bills/settings", json!({ "immediate": true })).await;
+    control(
+        &app,
+        "/bills/unknown-payment",
+        json!({ "out_trade_no": "OTHER-SHOP-0001", "amount_fen": 990 }),
+    )
+    .await;
+    let events = app.event_count().await;
+    let report = reconcile_today(&app).await;
+    assert_eq!(report.lines.len(), 1, "{report:#?}");
+    assert_eq!(report.lines[0].kind, LineKind::PaymentMissingInLog);
+    assert_eq!(report.lines[0].action, Action::UnknownOrder);
+    assert_eq!(report.lines[0].theirs_fen.unwrap().get(), 990);
+    assert_eq!(app.event_count().await, events, "nothing to record it on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_day_without_a_bill_and_a_bill_not_made_yet() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.add_product("tea", PRICE, true).await;
+    // Not made yet: WeChat makes a day's bill the next morning.
+    let report = reconcile_today(&app).await;
+    assert_eq!(report.status, ReportStatus::NotReady);
+    assert!(report.lines.is_empty());
+
+    // Made, but nothing was paid or refunded that day: no bill, and nothing to find.
+    control(&app, "/bills/settings", json!({ "immediate": true })).await;
+    let report = reconcile_today(&app).await;
+    assert_eq!(report.status, ReportStatus::NoBill, "{report:#?}");
+    assert!(report.lines.is_empty());
+}
+
+/// The daily job: due once `RECONCILE_AT` has passed (Beijing time), run by one of two
+/// instances, not again once the day has its report; a bill not ready yet is asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_daily_run_happens_once_across_instances() {
+    use paystream::reconcile_job::tick;
+    use paystream_engine::runs::Runs;
+
+    let app = spawn_app(Backend::Postgres).await;
+    app.add_product("tea", PRICE, true).await;
+    paid(&app, "yesterday").await;
+    let db = &app.running().db;
+    let instances = [
+        Runs::with_holder(db.clone(), "instance-a"),
+        Runs::with_holder(db.clone(), "instance-b"),
+    ];
+    let reconciler = &app.running().reconciler;
+    // "Tomorrow" at 10:30 Beijing time: today's bill is due.
+    let at = chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap();
+    let today = beijing::day(chrono::Utc::now());
+    let tomorrow_1030 = (today + chrono::Days::new(1))
+        .and_hms_opt(2, 30, 0)
+        .unwrap()
+        .and_utc();
+    let before_at = tomorrow_1030 - chrono::Duration::hours(1);
+    assert_eq!(
+        tick(reconciler, &instances[0], at, before_at)
+            .await
+            .unwrap(),
+        None,
+        "not before RECONCILE_AT"
+    );
+
+    // The simulator, faithful by default, has not made the bill yet (its clock is today's).
+    let first = tick(reconciler, &instances[0], at, tomorrow_1030)
+        .await
+        .unwrap();
+    assert_eq!(first, Some(ReportStatus::NotReady));
+    assert_eq!(
+        tick(
+            reconciler,
+            &instances[1],
+            at,
+            tomorrow_1030 + chrono::Duration::minutes(1)
+        )
+        .await
+        .unwrap(),
+        None,
+        "a bill not ready is not asked for again at once"
+    );
+
+    control(&app, "/bills/settings", json!({ "immediate": true })).await;
+    let later = tomorrow_1030 + chrono::Duration::minutes(16);
+    let (a, b) = tokio::join!(
+        tick(reconciler, &instances[0], at, later),
+        tick(reconciler, &instances[1], at, later)
+    );
+    let ran: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(
+        ran,
+        vec![ReportStatus::Reconciled],
+        "exactly one instance ran it"
+    );
+    let report = reconciler.reports().get(today).await.unwrap().unwrap();
+    assert_eq!(report.bill.payments, 1);
+    assert!(report.lines.is_empty(), "{report:#?}");
+    for instance in &instances {
+        assert_eq!(
+            tick(reconciler, instance, at, later + chrono::Duration::hours(1))
+                .await
+                .unwrap(),
+            None,
+            "the day is done"
+        );
+    }
+}
+
+/// APIv2: the merchant's bill through `/pay/downloadbill` is the same as through v3 (one
+/// merchant, one bill), and a v2 payment whose notify was lost is found and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_v2_payment_is_found_and_both_apis_give_one_bill() {
+    use paystream_engine::order::PayChannel;
+    use paystream_engine::payments::bills::BillOutcome;
+
+    let app = spawn_app(Backend::Postgres).await;
+    app.add_product("tea", PRICE, true).await;
+    control(&app, "/bills/settings", json!({ "immediate": true })).await;
+    let (token, _) = app.login("v2-payer").await;
+    let order = app.place_order(&token, "tea", 2).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/orders/{}/pay", id(&order)),
+            Some(&token),
+            json!({ "channel": "wechatpay_v2" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    control(
+        &app,
+        "/pay",
+        json!({ "out_trade_no": out_trade_no(&order), "channel": "wechatpay_v2", "notify": false }),
+    )
+    .await;
+
+    let today = beijing::day(chrono::Utc::now());
+    let mut bills = Vec::new();
+    for channel in [PayChannel::WechatpayV3, PayChannel::WechatpayV2] {
+        let gateway = app.running().payments.gateway(channel).unwrap().clone();
+        let BillOutcome::Bill(bill) = gateway.trade_bill(today).await.unwrap() else {
+            panic!("{channel:?}: no bill");
+        };
+        assert_eq!(bill.payments.len(), 1, "{channel:?}: {bill:?}");
+        assert_eq!(bill.payments[0].out_trade_no, out_trade_no(&order));
+        assert_eq!(bill.payments[0].amount_fen.get(), 2 * PRICE);
+        bills.push(bill);
+    }
+    assert_eq!(bills[0], bills[1], "one merchant, one bill");
+
+    let report = reconcile_today(&app).await;
+    assert_eq!(report.lines.len(), 1, "{report:#?}");
+    assert_eq!(report.lines[0].action, Action::PaymentRecorded);
+    let paid = wait_for(&app, &token, &order, |o| o["status"] == "paid").await;
+    assert_eq!(paid["channel"], "wechatpay_v2");
+}

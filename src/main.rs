@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use paystream::config::{DbSettings, Settings, SANDBOX_APPID, SANDBOX_SECRET};
 use paystream_sandbox::{PaySandboxConfig, Sandbox, SandboxConfig};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 /// glibc's allocator spends a tenth of the CPU on the notify hot path in lock contention and
@@ -83,7 +84,9 @@ enum Command {
 /// the same event once, with back-off, so lapin's are off unless RUST_LOG asks for them.
 /// `quiet` (the demo, unless `--verbose`): only errors, so the output is the demo's own steps;
 /// RUST_LOG, when set, wins either way.
-fn init_logging(quiet: bool) {
+/// `report`: the command's stdout is its result (a reconciliation report, a rebuild's summary),
+/// so log lines go to stderr.
+fn init_logging(quiet: bool, report: bool) {
     let default = if quiet {
         "error,lapin=off"
     } else {
@@ -91,9 +94,21 @@ fn init_logging(quiet: bool) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only on a terminal: a log file or a collector should not get escape codes.
+    let (writer, terminal) = if report {
+        (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+    } else {
+        (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        )
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        .with_writer(writer)
+        .with_ansi(terminal);
     if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().flatten_event(true).init();
     } else {
@@ -118,7 +133,13 @@ async fn shutdown_signal() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(&cli.command, Some(Command::Demo(args)) if !args.verbose));
+    init_logging(
+        matches!(&cli.command, Some(Command::Demo(args)) if !args.verbose),
+        matches!(
+            &cli.command,
+            Some(Command::Reconcile { .. } | Command::RebuildProjections(_))
+        ),
+    );
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

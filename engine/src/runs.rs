@@ -2,7 +2,7 @@
 //! `reconcile:2026-12-01`) is claimed with a lease by exactly one process, retaken by another when
 //! its holder dies (the lease runs out) before finishing, and never run again once finished.
 //!
-//! ```ignore
+//! ```text
 //! let runs = Runs::new(db.clone());
 //! if runs.claim_run("reconcile:2026-12-01", Duration::from_secs(600)).await? {
 //!     do_the_work().await?;                          // within the lease (or renew: claim again)

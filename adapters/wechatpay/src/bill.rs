@@ -342,7 +342,18 @@ fn split<'a>(line: &'a str, fields: &mut Vec<&'a str>) -> Result<(), String> {
         .strip_prefix('`')
         .ok_or("a row whose first field has no backquote")?;
     fields.clear();
-    fields.extend(body.split(",`").map(str::trim));
+    // The same as `body.split(",`")`, found with a one-byte search for the backquote (memchr)
+    // instead of a two-byte pattern: a day's bill has millions of fields.
+    let (bytes, mut start, mut from) = (body.as_bytes(), 0, 0);
+    while let Some(i) = body[from..].find('`') {
+        let at = from + i;
+        if at > start && bytes[at - 1] == b',' {
+            fields.push(body[start..at - 1].trim());
+            start = at + 1;
+        }
+        from = at + 1;
+    }
+    fields.push(body[start..].trim());
     Ok(())
 }
 
@@ -556,6 +567,16 @@ mod tests {
                 at: utc("2026-12-01T12:53:36Z"),
             }]
         );
+    }
+
+    #[test]
+    fn fields_split_only_at_comma_backquote() {
+        let mut fields = Vec::new();
+        split("`a,`咖啡, 大杯,`x`y,`,`z", &mut fields).unwrap();
+        assert_eq!(fields, vec!["a", "咖啡, 大杯", "x`y", "", "z"]);
+        split("`,`b", &mut fields).unwrap();
+        assert_eq!(fields, vec!["", "b"]);
+        assert!(split("a,`b", &mut fields).is_err());
     }
 
     #[test]

@@ -116,19 +116,23 @@ fn init_logging(quiet: bool, report: bool) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on the first Ctrl-C or SIGTERM. The SIGTERM handler is registered when this is
+/// called, not when the future is first polled: a server hands the future to a task of its own,
+/// and a SIGTERM arriving before that task ran would otherwise kill the process outright.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
         }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 fn main() -> std::process::ExitCode {
@@ -159,17 +163,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Serve(settings) => {
+            // Registered before start-up: a SIGTERM during it still stops the engine cleanly.
+            let shutdown = shutdown_signal();
             let running = paystream::start(*settings).await?;
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!("shutting down");
             running.stop().await;
         }
         Command::Worker { kind, settings } => {
+            let shutdown = shutdown_signal();
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let mut worker = tokio::spawn(paystream::run_worker(kind, *settings, stopped));
             tokio::select! {
                 result = &mut worker => return result?,
-                () = shutdown_signal() => {}
+                () = shutdown => {}
             }
             tracing::info!("stopping: finishing messages in hand");
             let _ = stop.send(true);
@@ -233,6 +240,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ("WECHATPAY_V2_CLIENT_CERT", client_cert),
                 ("WECHATPAY_V2_CLIENT_KEY", client_key),
             ];
+            // Before the settings say the simulator is up: a SIGTERM from then on stops it cleanly.
+            let shutdown = shutdown_signal();
             println!("paystream sandbox: the WeChat simulator on its own (mini-program APIs, WeChat Pay v2 and v3)");
             println!();
             println!("  base URL     {base}   (WeChat's paths at the root: /sns/jscode2session, /v3/..., /pay/...)");
@@ -266,7 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
             };
             axum::serve(listener, paystream_sandbox::router(sandbox))
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(shutdown)
                 .await?;
             let _ = stop.send(true);
             secapi_server.await??;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use common::{assert_error, count, spawn_app, spawn_app_with, TestApp};
-use paystream_engine::accounts::{Accounts, Role};
 use paystream_engine::db::Backend;
 use paystream_engine::money::Fen;
 use paystream_engine::order::{OrderCommand, OrderLine, PayChannel, ReviewResolution};
@@ -77,23 +76,6 @@ async fn wait_for_status(app: &TestApp, token: &str, order: &Value, status: &str
     panic!("order never reached {status}: {last}");
 }
 
-/// A support (read-only) staff member's token.
-async fn support_token(app: &TestApp) -> String {
-    Accounts::new(app.running().db.clone())
-        .create_staff("sue", "support-password".to_string().into(), Role::Support)
-        .await
-        .unwrap();
-    let (status, login) = app
-        .post(
-            "/admin/login",
-            None,
-            json!({ "username": "sue", "password": "support-password" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{login}");
-    login["token"].as_str().unwrap().to_string()
-}
-
 async fn queue(app: &TestApp, token: &str) -> Vec<Value> {
     let (status, body) = app.get("/admin/review", Some(token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -112,7 +94,7 @@ async fn resolve(app: &TestApp, token: &str, order: &Value, body: Value) -> (Sta
 async fn review_queue_and_resolution(backend: Backend) {
     let app = spawn_app(backend).await;
     let admin = app.admin_token().await;
-    let support = support_token(&app).await;
+    let support = app.support_token().await;
     assert!(queue(&app, &admin).await.is_empty());
 
     // One order paid right, one with a fen too little.
@@ -455,7 +437,7 @@ fn totals_of(item: &Value) -> [i64; 5] {
 async fn daily_report_counts_beijing_days(backend: Backend) {
     // No pollers: they would ask the simulator about these made-up refunds.
     let app = spawn_app_with(backend, |s| s.no_background_jobs = true).await;
-    let support = support_token(&app).await;
+    let support = app.support_token().await;
     let shop = Shop::new(&app);
 
     // 07:30 in Beijing on the 2nd is still the 1st in UTC: it counts on the 2nd.
@@ -655,7 +637,7 @@ async fn export_rows(app: &TestApp, token: &str, query: &str) -> Vec<Vec<String>
 
 async fn csv_export_is_the_whole_search(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.no_background_jobs = true).await;
-    let support = support_token(&app).await;
+    let support = app.support_token().await;
     let shop = Shop::new(&app);
     // Text that needs quoting, and a note a spreadsheet would run as a formula.
     let odd = shop

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::{assert_error, spawn_app, TestApp};
-use paystream_engine::accounts::{Accounts, Role};
 use paystream_engine::db::Backend;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -89,23 +88,6 @@ async fn wait_for_notifications(app: &TestApp, order: &Value, n: usize) {
     panic!("notifications not delivered: {mine:?}");
 }
 
-/// A support (read-only) staff member's token.
-async fn support_token(app: &TestApp) -> String {
-    Accounts::new(app.running().db.clone())
-        .create_staff("sue", "support-password".to_string().into(), Role::Support)
-        .await
-        .unwrap();
-    let (status, login) = app
-        .post(
-            "/admin/login",
-            None,
-            json!({ "username": "sue", "password": "support-password" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{login}");
-    login["token"].as_str().unwrap().to_string()
-}
-
 /// One page of a search that must succeed.
 async fn search(app: &TestApp, token: &str, path: &str) -> Value {
     let (status, body) = app.get(path, Some(token)).await;
@@ -147,7 +129,7 @@ async fn rebuild(app: &TestApp) {
 /// Carol asks to pay through APIv2 and cancels.
 async fn payments_are_searchable_once_each(backend: Backend) {
     let app = spawn_app(backend).await;
-    let support = support_token(&app).await;
+    let support = app.support_token().await;
 
     let (alice_token, alice_openid, alice) = customer_with_order(&app, "alice").await;
     ask_to_pay(&app, &alice_token, &alice, "wechatpay_v3").await;
@@ -346,7 +328,7 @@ fn refund_nos(page: &Value) -> Vec<String> {
 async fn refunds_go_from_processing_to_their_outcome(backend: Backend) {
     let app = spawn_app(backend).await;
     let admin = app.admin_token().await;
-    let support = support_token(&app).await;
+    let support = app.support_token().await;
     let (token, _, order) = customer_with_order(&app, "dave").await;
     ask_to_pay(&app, &token, &order, "wechatpay_v3").await;
     app.sandbox(

@@ -135,25 +135,6 @@ async fn pay_with_a_late_notice(app: &TestApp, order: &Value) {
     .await;
 }
 
-/// Polls the order until `done` holds (notifications arrive asynchronously).
-async fn wait_for(
-    app: &TestApp,
-    token: &str,
-    order: &Value,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let path = format!("/api/orders/{}", order["id"].as_str().unwrap());
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        last = app.get(&path, Some(token)).await.1;
-        if done(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("order never reached the expected state: {last}");
-}
-
 fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
     move |o| o["status"] == status
 }
@@ -201,7 +182,7 @@ async fn happy_path(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{paid}");
-    let done = wait_for(&app, &token, &order, status_is("paid")).await;
+    let done = app.wait_for_order(&token, &order, status_is("paid")).await;
     assert_eq!(done["paid_fen"], TOTAL);
     assert_eq!(done["transaction_id"], paid["transaction_id"]);
     assert_eq!(done["channel"], "wechatpay_v3");
@@ -280,7 +261,7 @@ async fn fifty_simultaneous_duplicates_record_one_payment() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    wait_for(&app, &token, &order, status_is("paid")).await;
+    app.wait_for_order(&token, &order, status_is("paid")).await;
     let deliveries = wait_deliveries(&app, out_trade_no(&order), 50).await;
     assert_eq!(deliveries.len(), 50);
     assert!(
@@ -304,7 +285,9 @@ async fn wrong_amount_is_recorded_once_and_acknowledged() {
         json!({ "out_trade_no": out_trade_no(&order), "amount_fen": TOTAL - 1 }),
     )
     .await;
-    let done = wait_for(&app, &token, &order, status_is("needs_review")).await;
+    let done = app
+        .wait_for_order(&token, &order, status_is("needs_review"))
+        .await;
     assert_eq!(done["paid_fen"], TOTAL - 1);
     let deliveries = wait_deliveries(&app, out_trade_no(&order), 1).await;
     assert_eq!(
@@ -458,14 +441,14 @@ async fn forged_tampered_and_replayed_notifications() {
         "a forged notification wrote something"
     );
     assert_eq!(
-        wait_for(&app, &token, &order, |_| true).await["status"],
+        app.wait_for_order(&token, &order, |_| true).await["status"],
         "pending_payment"
     );
 
     let (status, _) = deliver(&app, &headers, body.clone()).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
-        wait_for(&app, &token, &order, |_| true).await["status"],
+        app.wait_for_order(&token, &order, |_| true).await["status"],
         "paid"
     );
     let (status, _) = deliver(&app, &headers, body).await;
@@ -617,7 +600,7 @@ async fn certificate_rotation() {
         json!({ "out_trade_no": out_trade_no(&order) }),
     )
     .await;
-    wait_for(&app, &token, &order, status_is("paid")).await;
+    app.wait_for_order(&token, &order, status_is("paid")).await;
     // Certificate downloads are rate-limited (1 s in tests): a delivery refused before the
     // window opens is retried by WeChat and verified after the refetch.
     let deliveries = wait_deliveries(&app, out_trade_no(&order), 1).await;
@@ -707,7 +690,7 @@ async fn cancel_of_an_order_paid_at_wechat_records_the_payment() {
         )
         .await;
     assert_error(status, &body, StatusCode::CONFLICT, "order_already_paid");
-    let now = wait_for(&app, &token, &order, |_| true).await;
+    let now = app.wait_for_order(&token, &order, |_| true).await;
     assert_eq!(now["status"], "paid");
     let history = app.order_events(&order).await;
     assert_eq!(count(&history, "OrderClosed"), 0);
@@ -743,7 +726,7 @@ async fn query_finds_a_payment_whose_notice_is_late() {
     pay_with_a_late_notice(&app, &order).await;
     assert_eq!(app.reconcile_now().await, 1);
     assert_eq!(
-        wait_for(&app, &token, &order, |_| true).await["status"],
+        app.wait_for_order(&token, &order, |_| true).await["status"],
         "paid"
     );
     // Paid: not asked about again.
@@ -832,7 +815,7 @@ async fn paid_order(app: &TestApp) -> (String, Value) {
     let (token, order) = customer_with_order(app).await;
     pay(app, &token, &order).await;
     control(app, "/pay", json!({ "out_trade_no": out_trade_no(&order) })).await;
-    let order = wait_for(app, &token, &order, status_is("paid")).await;
+    let order = app.wait_for_order(&token, &order, status_is("paid")).await;
     (token, order)
 }
 
@@ -871,7 +854,9 @@ async fn partial_full_and_over_refunds() {
         again["out_refund_no"], first["out_refund_no"],
         "same key, same refund"
     );
-    let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 1000).await;
+    let done = app
+        .wait_for_order(&token, &order, |o| o["refunded_fen"] == 1000)
+        .await;
     assert_eq!(done["status"], "partially_refunded");
 
     let (status, body) = refund(&app, &admin, &order, TOTAL - 999, None).await;
@@ -883,7 +868,9 @@ async fn partial_full_and_over_refunds() {
     );
     let (status, _) = refund(&app, &admin, &order, TOTAL - 1000, None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let done = wait_for(&app, &token, &order, status_is("refunded")).await;
+    let done = app
+        .wait_for_order(&token, &order, status_is("refunded"))
+        .await;
     assert_eq!(done["refunded_fen"], TOTAL);
     let history = app.order_events(&order).await;
     assert_eq!(
@@ -969,7 +956,7 @@ async fn a_refund_wechat_closes_is_recorded_as_failed() {
         "a failed refund gives the amount back"
     );
     assert_eq!(
-        wait_for(&app, &token, &order, |_| true).await["status"],
+        app.wait_for_order(&token, &order, |_| true).await["status"],
         "paid"
     );
 }
@@ -986,7 +973,7 @@ async fn crash_between_refund_requested_and_the_wechat_call() {
     wechat
         .control("/pay", json!({ "out_trade_no": out_trade_no(&order) }))
         .await;
-    let order = wait_for(&app, &token, &order, status_is("paid")).await;
+    let order = app.wait_for_order(&token, &order, status_is("paid")).await;
 
     let orders = OrderService::new(paystream::event_store(&app.running().db));
     let order_id: Uuid = order["id"].as_str().unwrap().parse().unwrap();
@@ -1006,7 +993,9 @@ async fn crash_between_refund_requested_and_the_wechat_call() {
         .unwrap();
     app.restart().await;
     app.reconcile_now().await;
-    let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 700).await;
+    let done = app
+        .wait_for_order(&token, &order, |o| o["refunded_fen"] == 700)
+        .await;
     assert_eq!(done["status"], "partially_refunded");
     let history = app.order_events(&order).await;
     let succeeded: Vec<_> = history
@@ -1044,7 +1033,7 @@ async fn public_key_merchant_end_to_end() {
     wechat
         .control("/pay", json!({ "out_trade_no": out_trade_no(&order) }))
         .await;
-    wait_for(&app, &token, &order, status_is("paid")).await;
+    app.wait_for_order(&token, &order, status_is("paid")).await;
 }
 
 /// `paystream demo` walks login → order → pay → notify → refund against the simulator and
@@ -1088,7 +1077,9 @@ async fn a_refund_refused_for_now_is_retried_not_failed() {
         "{accepted}"
     );
     app.reconcile_now().await;
-    let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 800).await;
+    let done = app
+        .wait_for_order(&token, &order, |o| o["refunded_fen"] == 800)
+        .await;
     assert_eq!(done["status"], "partially_refunded");
     assert_eq!(count(&app.order_events(&order).await, "RefundFailed"), 0);
 }
@@ -1108,7 +1099,9 @@ async fn a_refusal_after_a_lost_acceptance_is_not_a_failure() {
     .await;
     let (status, _) = refund(&app, &admin, &order, 600, None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let done = wait_for(&app, &token, &order, |o| o["refunded_fen"] == 600).await;
+    let done = app
+        .wait_for_order(&token, &order, |o| o["refunded_fen"] == 600)
+        .await;
     assert_eq!(done["status"], "partially_refunded");
     let history = app.order_events(&order).await;
     assert_eq!(

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{count, spawn_app, TestApp};
 use paystream_engine::beijing;
 use paystream_engine::db::Backend;
@@ -40,7 +38,9 @@ async fn ordered(app: &TestApp, user: &str) -> (String, Value) {
 async fn paid(app: &TestApp, user: &str) -> (String, Value) {
     let (token, order) = ordered(app, user).await;
     control(app, "/pay", json!({ "out_trade_no": out_trade_no(&order) })).await;
-    let order = wait_for(app, &token, &order, |o| o["status"] == "paid").await;
+    let order = app
+        .wait_for_order(&token, &order, |o| o["status"] == "paid")
+        .await;
     (token, order)
 }
 
@@ -50,24 +50,6 @@ fn id(order: &Value) -> &str {
 
 fn out_trade_no(order: &Value) -> &str {
     order["out_trade_no"].as_str().unwrap()
-}
-
-async fn wait_for(
-    app: &TestApp,
-    token: &str,
-    order: &Value,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let path = format!("/api/orders/{}", id(order));
-    let mut last = Value::Null;
-    for _ in 0..200 {
-        last = app.get(&path, Some(token)).await.1;
-        if done(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("order never reached the expected state: {last}");
 }
 
 async fn reconcile_today(app: &TestApp) -> Report {
@@ -146,10 +128,8 @@ async fn four_discrepancies_and_a_rerun_that_adds_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{refund}");
-    wait_for(&app, &refunded_token, &refunded, |o| {
-        o["refunded_fen"] == 500
-    })
-    .await;
+    app.wait_for_order(&refunded_token, &refunded, |o| o["refunded_fen"] == 500)
+        .await;
     control(
         &app,
         "/bills/omit",
@@ -194,7 +174,9 @@ async fn four_discrepancies_and_a_rerun_that_adds_nothing(backend: Backend) {
         .any(|l| l.out_trade_no == out_trade_no(&fine)));
 
     // The unheard payment is recorded, once, as a notify would have: the order is paid.
-    let unheard_now = wait_for(&app, &unheard_token, &unheard, |o| o["status"] == "paid").await;
+    let unheard_now = app
+        .wait_for_order(&unheard_token, &unheard, |o| o["status"] == "paid")
+        .await;
     assert_eq!(unheard_now["paid_fen"], 2 * PRICE);
     assert_eq!(
         count(&app.order_events(&unheard).await, "PaymentSucceeded"),
@@ -414,6 +396,8 @@ async fn a_lost_v2_payment_is_found_and_both_apis_give_one_bill() {
     let report = reconcile_today(&app).await;
     assert_eq!(report.lines.len(), 1, "{report:#?}");
     assert_eq!(report.lines[0].action, Action::PaymentRecorded);
-    let paid = wait_for(&app, &token, &order, |o| o["status"] == "paid").await;
+    let paid = app
+        .wait_for_order(&token, &order, |o| o["status"] == "paid")
+        .await;
     assert_eq!(paid["channel"], "wechatpay_v2");
 }

@@ -5,8 +5,7 @@
 mod common;
 
 use chrono::{Days, NaiveDate, Utc};
-use common::{assert_error, spawn_app, TestApp};
-use paystream_engine::accounts::{Accounts, Role};
+use common::{assert_error, spawn_app};
 use paystream_engine::db::Backend;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -23,23 +22,6 @@ fn days_ago(n: u64) -> NaiveDate {
 
 fn path(date: impl std::fmt::Display) -> String {
     format!("/admin/reconciliation/{date}")
-}
-
-/// A support (read-only) staff member's token.
-async fn support_token(app: &TestApp) -> String {
-    Accounts::new(app.running().db.clone())
-        .create_staff("sue", "support-password".to_string().into(), Role::Support)
-        .await
-        .unwrap();
-    let (status, login) = app
-        .post(
-            "/admin/login",
-            None,
-            json!({ "username": "sue", "password": "support-password" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{login}");
-    login["token"].as_str().unwrap().to_string()
 }
 
 fn assert_zero(totals: &Value) {
@@ -132,7 +114,7 @@ async fn today_and_later_days_cannot_be_run_yet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn support_staff_read_reports_but_cannot_run_a_day() {
     let app = spawn_app(Backend::Sqlite).await;
-    let support = support_token(&app).await;
+    let support = app.support_token().await;
     let day = days_ago(3);
     let (status, body) = app.post(&path(day), Some(&support), json!({})).await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "admin_only");

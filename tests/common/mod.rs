@@ -6,6 +6,7 @@ pub mod amqp;
 
 use paystream::config::Settings;
 use paystream::Running;
+use paystream_engine::accounts::{Accounts, Role};
 use paystream_engine::db::Backend;
 use paystream_engine::testing::TestDb;
 use reqwest::StatusCode;
@@ -139,6 +140,43 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Polls the customer's view of an order until `done` holds (notifications and refunds
+    /// settle asynchronously); returns it then. Panics after 10 s.
+    pub async fn wait_for_order(
+        &self,
+        token: &str,
+        order: &Value,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/api/orders/{}", order["id"].as_str().unwrap());
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            last = self.get(&path, Some(token)).await.1;
+            if done(&last) {
+                return last;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("order never reached the expected state: {last}");
+    }
+
+    /// A support (read-only) staff member's token (the account `sue`, created now).
+    pub async fn support_token(&self) -> String {
+        Accounts::new(self.running().db.clone())
+            .create_staff("sue", "support-password".to_string().into(), Role::Support)
+            .await
+            .unwrap();
+        let (status, login) = self
+            .post(
+                "/admin/login",
+                None,
+                json!({ "username": "sue", "password": "support-password" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{login}");
+        login["token"].as_str().unwrap().to_string()
     }
 
     pub async fn add_product(&self, sku: &str, price_fen: i64, active: bool) {

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{ensure, Context};
-use chrono::{Duration, NaiveDate, TimeZone, Utc};
+use chrono::{Duration, NaiveDate, Utc};
 use paystream_engine::beijing;
 use paystream_engine::reconciliation::{compare, DayLedger};
 use paystream_projections::Ledger;
@@ -49,11 +49,7 @@ struct Paid {
 async fn bench(url: &str, n: usize) -> anyhow::Result<()> {
     let db = paystream::connect(url).await?;
     let date = NaiveDate::from_ymd_opt(2026, 12, 1).expect("a date");
-    let midnight = beijing::OFFSET
-        .from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight"))
-        .single()
-        .expect("fixed offset")
-        .to_utc();
+    let midnight = beijing::day_start(date);
     let paid: Vec<Paid> = (0..n)
         .map(|i| {
             let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + i as u128);

@@ -69,7 +69,7 @@ pub async fn expire_due_orders(
                 Some(false) => checks.done(&subject).await?,
                 // WeChat could not close it (down, customer paying): ask again later, less and
                 // less often, instead of every sweep.
-                None => checks.checked(&subject, now, CLOSE_RETRY).await?,
+                None => checks.checked(&subject, clock.now(), CLOSE_RETRY).await?,
             }
         }
         // Page on even past orders that could not be closed, so they never starve the rest.
@@ -173,7 +173,7 @@ pub async fn reconcile(
         let Some(order_id) = checks.claim_payment(now, until).await? else {
             break;
         };
-        check_payment(payments, checks, order_id, timing, now).await?;
+        check_payment(payments, checks, order_id, timing, &clock).await?;
         payments_checked += 1;
     }
     let mut refunds_checked = 0;
@@ -189,8 +189,14 @@ pub async fn reconcile(
         if let Err(e) = checked_refund {
             tracing::warn!(order_id = %order_id, %out_refund_no, error = %e, "refund reconciliation failed");
         }
+        // The back-off runs from this check, not from the pass's start: a job released with a
+        // next check already past would be taken again at once by another process.
         checks
-            .checked(&format!("refund:{out_refund_no}"), now, timing.refund_after)
+            .checked(
+                &format!("refund:{out_refund_no}"),
+                clock.now(),
+                timing.refund_after,
+            )
             .await?;
         refunds_checked += 1;
     }
@@ -206,7 +212,7 @@ async fn check_payment(
     checks: &Checks,
     order_id: Uuid,
     timing: ReconcileTiming,
-    now: DateTime<Utc>,
+    clock: &Clock,
 ) -> paystream_engine::Result<()> {
     let subject = format!("pay:{order_id}");
     let checked_payment = payments.reconcile_payment(order_id).await;
@@ -219,7 +225,9 @@ async fn check_payment(
             // The customer is entering the password: the outcome is seconds away, so look
             // again soon instead of backing off.
             tracing::info!(order_id = %order_id, "the customer is paying right now");
-            return checks.recheck_at(&subject, now + USER_PAYING_RECHECK).await;
+            return checks
+                .recheck_at(&subject, clock.now() + USER_PAYING_RECHECK)
+                .await;
         }
         Ok(PaymentCheck::Nothing(TradeState::PaymentFailed { reason })) => {
             // Still payable: the customer may try again, and expiry closes it if not.
@@ -228,7 +236,10 @@ async fn check_payment(
         Ok(PaymentCheck::Nothing(_)) => {}
         Err(e) => tracing::warn!(order_id = %order_id, error = %e, "payment query failed"),
     }
-    checks.checked(&subject, now, timing.payment_after).await
+    // From this check, not the pass's start (see the refunds in `reconcile`).
+    checks
+        .checked(&subject, clock.now(), timing.payment_after)
+        .await
 }
 
 /// The `result` label of one payment check.

@@ -132,10 +132,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         tracing::warn!("{NO_STAFF_HINT}");
     }
 
-    let appid = match &mode {
-        MiniProgramMode::Remote { appid, .. } => appid.clone(),
-        MiniProgramMode::InProcessSandbox => SANDBOX_APPID.to_string(),
-    };
+    let appid = appid_of(&mode);
     // The simulator runs in-process when WeChat is not configured at all (a mix of real and
     // simulated WeChat is refused above).
     let sandbox = (mode == MiniProgramMode::InProcessSandbox).then(|| {
@@ -158,12 +155,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     }
     // One client for every mini-program API, so all of them share one access-token cache.
     let wechat = mini_program_client(&mode, &sandbox_base);
-    let public_base_url = settings
-        .public_base_url
-        .as_ref()
-        .map(|u| u.to_string())
-        .unwrap_or_else(|| local_base.clone());
-    let notify_urls = NotifyUrls::under(&public_base_url);
+    let notify_urls = NotifyUrls::of(&settings, &local_base);
     let mut tasks = Vec::new();
     let (shutdown, signal) = watch::channel(false);
     let clients = match (wechatpay, &sandbox) {
@@ -336,6 +328,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     })
 }
 
+/// The mini-program's appid: the configured one, or the simulator's.
+fn appid_of(mode: &MiniProgramMode) -> String {
+    match mode {
+        MiniProgramMode::Remote { appid, .. } => appid.clone(),
+        MiniProgramMode::InProcessSandbox => SANDBOX_APPID.to_string(),
+    }
+}
+
 /// The reconciliation service over this database and these payment channels.
 fn reconciler(db: &Db, orders: &OrderService, payments: &Payments) -> Reconciler {
     Reconciler::new(
@@ -353,20 +353,9 @@ pub async fn reconciler_for(settings: &Settings) -> anyhow::Result<Reconciler> {
     let (mode, wechatpay) = settings.wechat().map_err(|e| anyhow!(e))?;
     let db = connect(&settings.db.database_url).await?;
     let engine_base = format!("http://{}", loopback(settings.listen_addr));
-    let public_base_url = settings
-        .public_base_url
-        .as_ref()
-        .map(|u| u.to_string())
-        .unwrap_or_else(|| engine_base.clone());
-    let urls = NotifyUrls::under(&public_base_url);
+    let urls = NotifyUrls::of(settings, &engine_base);
     let clients = match wechatpay {
-        Some(merchant) => {
-            let appid = match &mode {
-                MiniProgramMode::Remote { appid, .. } => appid.clone(),
-                MiniProgramMode::InProcessSandbox => SANDBOX_APPID.to_string(),
-            };
-            merchant_clients(merchant, &appid, &urls, settings)?
-        }
+        Some(merchant) => merchant_clients(merchant, &appid_of(&mode), &urls, settings)?,
         None => {
             let sandbox_base = format!("{engine_base}/sandbox");
             let credentials_url = format!("{sandbox_base}/control/wechatpay/merchant");
@@ -375,7 +364,8 @@ pub async fn reconciler_for(settings: &Settings) -> anyhow::Result<Reconciler> {
                 .and_then(|r| r.error_for_status())
                 .with_context(|| {
                     format!(
-                        "sandbox mode: no engine answers at LISTEN_ADDR={} (its simulator holds                          the sandbox's payments; start `paystream serve` first)",
+                        "sandbox mode: no engine answers at LISTEN_ADDR={} (its simulator holds the \
+                         sandbox's payments; start `paystream serve` first)",
                         settings.listen_addr
                     )
                 })?
@@ -404,6 +394,14 @@ struct NotifyUrls {
 }
 
 impl NotifyUrls {
+    /// Under `PUBLIC_BASE_URL`, else under the engine's own address.
+    fn of(settings: &Settings, local_base: &str) -> NotifyUrls {
+        match &settings.public_base_url {
+            Some(url) => NotifyUrls::under(url.as_str()),
+            None => NotifyUrls::under(local_base),
+        }
+    }
+
     fn under(public_base_url: &str) -> NotifyUrls {
         let base = public_base_url.trim_end_matches('/');
         NotifyUrls {
@@ -633,11 +631,15 @@ pub fn mini_program_client(mode: &MiniProgramMode, sandbox_base: &str) -> Arc<Mi
 }
 
 /// The address this process can reach itself on (0.0.0.0 is not an address to connect to).
-fn loopback(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
+pub fn loopback(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
     }
 }
 

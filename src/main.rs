@@ -220,8 +220,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client_key = write("apiv2_client_key.pem", &merchant.apiv2_client_key_pem)?;
             let public_key = write("pub_key.pem", &merchant.public_key_pem)?;
             let secapi_ca = write("secapi_ca.pem", &merchant.secapi_ca_pem)?;
-            let base = format!("http://{}", loopback(listener.local_addr()?));
-            let secapi_base = format!("https://{}", loopback(secapi_addr));
+            let base = format!("http://{}", paystream::loopback(listener.local_addr()?));
+            let secapi_base = format!("https://{}", paystream::loopback(secapi_addr));
             tracing::warn!(%base, "WeChat simulator running on its own; its settings for an engine are on stdout");
             let exports = [
                 ("WECHAT_APPID", SANDBOX_APPID.to_string()),
@@ -286,19 +286,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await?,
     }
     Ok(())
-}
-
-/// A listen address as a client dials it: the unspecified address (all interfaces) as loopback.
-fn loopback(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
-        }
-        _ => addr,
-    }
 }
 
 /// `value` as one POSIX shell word (quoted only when it needs to be).

@@ -4,6 +4,7 @@
 
 use chrono::{NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use paystream_engine::money::Fen;
 use paystream_engine::reconciliation::{Action, Progress, Report};
 
 use paystream::config::Settings;
@@ -20,7 +21,10 @@ pub async fn run(settings: &Settings, date: NaiveDate) -> anyhow::Result<()> {
 /// The report as an operator reads it: totals of both sides, then one line per finding.
 pub fn render(report: &Report) -> String {
     use std::fmt::Write;
-    let yuan = |fen: i64| format!("¥{}.{:02}", fen / 100, fen % 100);
+    // The domain's own conversion; the totals are plain sums of fen, never negative.
+    let yuan = |fen: i64| {
+        Fen::new(fen).map_or_else(|| format!("{fen} fen"), |f| format!("¥{}", f.to_yuan()))
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -16,6 +16,15 @@ pub fn datetime(at: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// When a Beijing day begins (00:00 Beijing time), in UTC.
+pub fn day_start(date: NaiveDate) -> DateTime<Utc> {
+    date.and_time(chrono::NaiveTime::MIN)
+        .and_local_timezone(OFFSET)
+        .single()
+        .expect("a fixed offset has neither gaps nor folds")
+        .to_utc()
+}
+
 /// The Beijing day an instant falls on.
 pub fn day(at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&OFFSET).date_naive()

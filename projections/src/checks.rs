@@ -151,21 +151,21 @@ impl Checks {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Option<(Uuid, String)>> {
-        let Some(subject) = self.claim_next(Job::Refund, now, until).await? else {
-            return Ok(None);
-        };
-        let out_refund_no = subject["refund:".len()..].to_string();
-        let order: Option<String> =
-            sqlx::query_scalar("SELECT order_id FROM refunds_view WHERE out_refund_no = $1")
-                .bind(&out_refund_no)
-                .fetch_optional(&self.db.pool)
-                .await?;
-        match order.and_then(|order| Uuid::parse_str(&order).ok()) {
-            Some(order) => Ok(Some((order, out_refund_no))),
-            None => {
-                // Gone from the read model meanwhile (a rebuild): the next pass decides.
-                self.done(&subject).await?;
-                Ok(None)
+        loop {
+            let Some(subject) = self.claim_next(Job::Refund, now, until).await? else {
+                return Ok(None);
+            };
+            let out_refund_no = subject["refund:".len()..].to_string();
+            let order: Option<String> =
+                sqlx::query_scalar("SELECT order_id FROM refunds_view WHERE out_refund_no = $1")
+                    .bind(&out_refund_no)
+                    .fetch_optional(&self.db.pool)
+                    .await?;
+            match order.and_then(|order| Uuid::parse_str(&order).ok()) {
+                Some(order) => return Ok(Some((order, out_refund_no))),
+                // Gone from the read model meanwhile (a rebuild): the next pass decides; the
+                // other due refunds are still this pass's.
+                None => self.done(&subject).await?,
             }
         }
     }

@@ -41,7 +41,7 @@ pub struct ChannelTotals {
 }
 
 impl ChannelTotals {
-    fn add(&mut self, other: &ChannelTotals) {
+    pub(crate) fn add(&mut self, other: &ChannelTotals) {
         self.orders_paid += other.orders_paid;
         self.gross_fen += other.gross_fen;
         self.refunded_fen += other.refunded_fen;

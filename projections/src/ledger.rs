@@ -3,7 +3,7 @@
 //! exactly what the log holds).
 
 use async_trait::async_trait;
-use chrono::{NaiveDate, TimeZone};
+use chrono::NaiveDate;
 use paystream_engine::beijing;
 use paystream_engine::db::{from_millis, millis, Db};
 use paystream_engine::error::{Error, ErrorCode, Kind, Result};
@@ -27,17 +27,10 @@ impl Ledger {
 
 /// [start, end) of a Beijing day, in the read models' milliseconds.
 fn day_range(date: NaiveDate) -> (i64, i64) {
-    let start = |d: NaiveDate| {
-        let midnight = d.and_hms_opt(0, 0, 0).expect("midnight exists");
-        millis(
-            beijing::OFFSET
-                .from_local_datetime(&midnight)
-                .single()
-                .expect("a fixed offset has no gaps")
-                .to_utc(),
-        )
-    };
-    (start(date), start(date + chrono::Days::new(1)))
+    (
+        millis(beijing::day_start(date)),
+        millis(beijing::day_start(date + chrono::Days::new(1))),
+    )
 }
 
 fn corrupt(what: &str) -> Error {
@@ -108,7 +101,7 @@ impl DayLedger for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
+    use chrono::{TimeZone, Utc};
 
     #[test]
     fn a_beijing_day_starts_at_four_pm_utc_the_day_before() {

@@ -280,11 +280,7 @@ async fn replay_postgres(
         }
         writing += started.elapsed();
         for (key, page) in batch.money {
-            let sum = money.entry(key).or_default();
-            sum.orders_paid += page.orders_paid;
-            sum.gross_fen += page.gross_fen;
-            sum.refunded_fen += page.refunded_fen;
-            sum.unmatched_fen += page.unmatched_fen;
+            money.entry(key).or_default().add(&page);
         }
         done.events += batch.events;
         done.streams += batch.streams;

@@ -168,18 +168,26 @@ struct ReportQuery {
 /// Days a report covers when `from` is not given.
 const DEFAULT_REPORT_DAYS: u64 = 30;
 
-fn bad_query(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_query(message: impl Into<String>) -> ApiError {
     ApiError::new(Kind::Invalid, ErrorCode::InvalidQuery, message)
 }
 
-/// A Beijing calendar day, `YYYY-MM-DD`; blank means absent.
-fn parse_day(value: Option<&str>, name: &str) -> ApiResult<Option<NaiveDate>> {
+/// A Beijing calendar day, exactly `YYYY-MM-DD` (chrono alone also takes `2026-2-1`); blank
+/// means absent.
+pub(crate) fn parse_day(value: Option<&str>, name: &str) -> ApiResult<Option<NaiveDate>> {
     value
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(|v| {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .map_err(|_| bad_query(format!("{name} must be a date, YYYY-MM-DD")))
+            let b = v.as_bytes();
+            (b.len() == 10 && b[4] == b'-' && b[7] == b'-')
+                .then(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                .flatten()
+                .ok_or_else(|| {
+                    bad_query(format!(
+                        "{name} must be a Beijing calendar day, YYYY-MM-DD (such as 2026-12-01)"
+                    ))
+                })
         })
         .transpose()
 }

@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::StaffMember;
+use crate::backoffice::{bad_query, parse_day};
 use crate::error::{ApiError, ApiResult};
 use crate::openapi::{self, ErrorBody};
 use crate::AppState;
@@ -23,18 +24,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// The `{date}` of the path: a Beijing calendar day, `YYYY-MM-DD`.
 fn parse_date(value: &str) -> ApiResult<NaiveDate> {
-    let value = value.trim();
-    let valid = value.len() == 10 && value.as_bytes()[4] == b'-' && value.as_bytes()[7] == b'-';
-    valid
-        .then(|| NaiveDate::parse_from_str(value, "%Y-%m-%d").ok())
-        .flatten()
-        .ok_or_else(|| {
-            ApiError::new(
-                Kind::Invalid,
-                ErrorCode::InvalidQuery,
-                "date must be a Beijing calendar day, YYYY-MM-DD (such as 2026-12-01)",
-            )
-        })
+    parse_day(Some(value), "date")?.ok_or_else(|| {
+        bad_query("date must be a Beijing calendar day, YYYY-MM-DD (such as 2026-12-01)")
+    })
 }
 
 /// `GET /admin/reconciliation/{date}` (any staff): the stored report of that Beijing day.

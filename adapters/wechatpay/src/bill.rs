@@ -422,8 +422,10 @@ fn id(fields: &[&str], column: usize, name: &str) -> Result<String, String> {
 fn refund_state(state: &str) -> BillRefundState {
     match state {
         "SUCCESS" => BillRefundState::Succeeded,
-        "PROCESSING" | "CHANGE" | "ABNORMAL" => BillRefundState::Processing,
-        _ => BillRefundState::Failed,
+        "FAIL" | "REFUNDCLOSE" | "CLOSED" => BillRefundState::Failed,
+        // Not final, and so is any word we do not know: reading an unknown state as "failed"
+        // would tell staff that money we paid back never went (and invite a second refund).
+        _ => BillRefundState::Processing,
     }
 }
 
@@ -665,6 +667,7 @@ mod tests {
             ("FAIL", BillRefundState::Failed),
             ("REFUNDCLOSE", BillRefundState::Failed),
             ("CLOSED", BillRefundState::Failed),
+            ("SOMETHING_NEW", BillRefundState::Processing),
         ] {
             let bill = sample("\n").replace("`ORIGINAL,`SUCCESS", &format!("`ORIGINAL,`{word}"));
             assert_eq!(

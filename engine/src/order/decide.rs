@@ -168,11 +168,7 @@ pub fn decide(state: Option<&Order>, command: OrderCommand) -> Result<Vec<OrderE
         C::RecordDiscrepancy { discrepancy, now } => {
             // Once per finding: a re-run of the day, or the same finding after staff settled
             // it, is already done.
-            if order
-                .discrepancies
-                .iter()
-                .any(|known| known.key() == discrepancy.key())
-            {
+            if order.review.has_discrepancy(&discrepancy) {
                 return Ok(vec![]);
             }
             Ok(vec![OrderEvent::ReconciliationDiscrepancy {
@@ -540,7 +536,6 @@ pub fn evolve(state: Option<Order>, event: &OrderEvent) -> Option<Order> {
                     refund_flagged: false,
                 }),
                 review: Review::default(),
-                discrepancies: Vec::new(),
             }),
             _ => None,
         };
@@ -738,14 +733,9 @@ fn apply(order: &mut Order, event: &OrderEvent) {
             discrepancy,
             found_at,
         } => {
-            if order
-                .discrepancies
-                .iter()
-                .any(|known| known.key() == discrepancy.key())
-            {
+            if order.review.has_discrepancy(discrepancy) {
                 return;
             }
-            order.discrepancies.push(discrepancy.clone());
             order.review.open.push(ReviewItem {
                 reason: ReviewReason::ReconciliationDiscrepancy {
                     discrepancy: discrepancy.clone(),

@@ -199,6 +199,17 @@ impl Review {
         self.open.iter().map(|item| item.at).min()
     }
 
+    /// The same reconciliation finding was recorded before, open or settled by staff since.
+    pub fn has_discrepancy(&self, finding: &Discrepancy) -> bool {
+        self.open
+            .iter()
+            .chain(self.resolved.iter().flat_map(|outcome| &outcome.items))
+            .any(|item| {
+                matches!(&item.reason, ReviewReason::ReconciliationDiscrepancy { discrepancy }
+                    if discrepancy.key() == finding.key())
+            })
+    }
+
     /// Every open reason in words, oldest first, separated by "; ".
     pub fn describe(&self) -> String {
         self.open

@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    CloseReason, Discrepancy, OrderError, OrderId, OrderStatus, PayChannel, RefundStatus, Review,
-    MAX_QUANTITY,
+    CloseReason, OrderError, OrderId, OrderStatus, PayChannel, RefundStatus, Review, MAX_QUANTITY,
 };
 use crate::money::Fen;
 
@@ -137,9 +136,6 @@ pub struct Order {
     pub card: Option<OrderCard>,
     /// What awaits staff's decision, and how earlier reviews were resolved.
     pub review: Review,
-    /// Every reconciliation finding ever recorded on the order (open or settled), so the same
-    /// finding is never recorded twice.
-    pub discrepancies: Vec<Discrepancy>,
 }
 
 impl Order {

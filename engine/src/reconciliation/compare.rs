@@ -1,7 +1,7 @@
 //! Lines a day's bill up with the log's payments and refunds of that day. Pure: the caller
 //! supplies both sides.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -85,7 +85,12 @@ pub fn compare(bill: &TradeBill, ours: &LedgerDay) -> Vec<Finding> {
         .iter()
         .map(|p| (p.transaction_id.as_str(), p))
         .collect();
+    // A line the bill repeats is one payment (or refund): acted on once.
+    let mut seen = HashSet::new();
     for theirs in &bill.payments {
+        if !seen.insert(theirs.transaction_id.as_str()) {
+            continue;
+        }
         match our_payments.get(theirs.transaction_id.as_str()) {
             None => findings.push(Finding::PaymentMissingInLog(theirs.clone())),
             Some(ours) if ours.amount_fen != theirs.amount_fen => {
@@ -113,7 +118,11 @@ pub fn compare(bill: &TradeBill, ours: &LedgerDay) -> Vec<Finding> {
         .iter()
         .map(|r| (r.out_refund_no.as_str(), r))
         .collect();
+    let mut seen = HashSet::new();
     for theirs in &bill.refunds {
+        if !seen.insert(theirs.out_refund_no.as_str()) {
+            continue;
+        }
         let Some(ours) = our_refunds.get(theirs.out_refund_no.as_str()) else {
             findings.push(Finding::RefundMissingInLog(theirs.clone()));
             continue;
@@ -140,7 +149,8 @@ pub fn compare(bill: &TradeBill, ours: &LedgerDay) -> Vec<Finding> {
     findings
 }
 
-fn outcomes_disagree(ours: RefundStatus, theirs: BillRefundState) -> bool {
+/// The bill reports a final outcome the log does not have (a processing line is a snapshot).
+pub(super) fn outcomes_disagree(ours: RefundStatus, theirs: BillRefundState) -> bool {
     match theirs {
         BillRefundState::Processing => false,
         BillRefundState::Succeeded => ours != RefundStatus::Succeeded,
@@ -252,6 +262,20 @@ mod tests {
         assert!(
             matches!(&found[3], Finding::RefundMissingAtProvider(r) if r.out_refund_no == "r1")
         );
+    }
+
+    #[test]
+    fn a_line_the_bill_repeats_is_one_finding() {
+        let bill = TradeBill {
+            date: date(),
+            payments: vec![theirs("twice", 300), theirs("twice", 300)],
+            refunds: vec![
+                their_refund("r", 50, BillRefundState::Succeeded),
+                their_refund("r", 50, BillRefundState::Succeeded),
+            ],
+        };
+        let found = compare(&bill, &LedgerDay::default());
+        assert_eq!(found.len(), 2, "{found:#?}");
     }
 
     #[test]

@@ -6,11 +6,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use tracing::{info, warn};
 
-use super::compare::{compare, Finding, LedgerDay, LedgerPayment, LedgerRefund};
+use super::compare::{compare, outcomes_disagree, Finding, LedgerDay, LedgerPayment, LedgerRefund};
 use super::report::{Action, LineKind, Report, ReportLine, ReportStatus, Totals};
 use super::store::Reports;
 use crate::error::Result;
-use crate::order::{Discrepancy, DiscrepancyKind, OrderCommand, OrderId, RefundStatus};
+use crate::order::{Discrepancy, DiscrepancyKind, Order, OrderCommand, RefundStatus};
 use crate::orders::{Metadata, OrderService};
 use crate::payments::bills::{BillOutcome, BillPayment, BillRefund, BillRefundState, TradeBill};
 use crate::payments::{order_id_of, PaymentCheck, Payments};
@@ -195,24 +195,30 @@ impl Reconciler {
         now: DateTime<Utc>,
     ) -> Option<ReportLine> {
         let mut line = payment_line(LineKind::PaymentMissingInLog, None, Some(&theirs));
-        let Some(order_id) = self.our_order(&theirs.out_trade_no).await else {
+        let Some(order) = self.our_order(&theirs.out_trade_no).await else {
             warn!(out_trade_no = %theirs.out_trade_no, transaction_id = %theirs.transaction_id,
                 "WeChat Pay's bill lists a payment for an order that is not ours");
             line.action = Action::UnknownOrder;
             return Some(line);
         };
+        let order_id = order.id;
         line.order_id = Some(order_id);
-        // Already recorded, with its money on another Beijing day than the bill's line.
-        if let Ok(order) = self.orders.get(order_id).await {
-            if let Some(known) = order
-                .payments
-                .iter()
-                .find(|p| p.transaction_id == theirs.transaction_id)
-            {
-                if known.amount_fen == theirs.amount_fen {
-                    return None;
-                }
+        // Already recorded, its money on another Beijing day than the bill's line: agreeing, or
+        // an amount that differs (a query would only say "known").
+        if let Some(known) = order
+            .payments
+            .iter()
+            .find(|p| p.transaction_id == theirs.transaction_id)
+        {
+            if known.amount_fen == theirs.amount_fen {
+                return None;
             }
+            line.kind = LineKind::PaymentAmountDiffers;
+            line.ours_fen = Some(known.amount_fen);
+            return Some(
+                self.flag(date, DiscrepancyKind::PaymentAmountDiffers, line, now)
+                    .await,
+            );
         }
         match self.payments.reconcile_payment(order_id).await {
             Ok(PaymentCheck::Recorded) => {
@@ -244,43 +250,35 @@ impl Reconciler {
         now: DateTime<Utc>,
     ) -> Option<ReportLine> {
         let mut line = refund_line(LineKind::RefundMissingInLog, None, Some(&theirs));
-        let Some(order_id) = self.our_order(&theirs.out_trade_no).await else {
+        let Some(order) = self.our_order(&theirs.out_trade_no).await else {
             warn!(out_trade_no = %theirs.out_trade_no, out_refund_no = %theirs.out_refund_no,
                 "WeChat Pay's bill lists a refund for an order that is not ours");
             line.action = Action::UnknownOrder;
             return Some(line);
         };
-        line.order_id = Some(order_id);
+        line.order_id = Some(order.id);
         // The refund asked for on another Beijing day than the bill's line: compare it there.
-        if let Ok(order) = self.orders.get(order_id).await {
-            if let Some(known) = order.refund(&theirs.out_refund_no) {
-                let ours = LedgerRefund {
-                    order_id,
-                    out_trade_no: order.out_trade_no.clone(),
-                    out_refund_no: known.out_refund_no.clone(),
-                    amount_fen: known.amount_fen,
-                    status: known.status,
-                    requested_at: known.requested_at,
-                };
-                if ours.amount_fen != theirs.amount_fen {
-                    let line =
-                        refund_line(LineKind::RefundAmountDiffers, Some(&ours), Some(&theirs));
-                    return Some(
-                        self.flag(date, DiscrepancyKind::RefundAmountDiffers, line, now)
-                            .await,
-                    );
-                }
-                let settled = match theirs.state {
-                    BillRefundState::Processing => true,
-                    BillRefundState::Succeeded => ours.status == RefundStatus::Succeeded,
-                    BillRefundState::Failed => ours.status == RefundStatus::Failed,
-                };
-                return if settled {
-                    None
-                } else {
-                    self.refund_status_differs(date, ours, theirs, now).await
-                };
+        if let Some(known) = order.refund(&theirs.out_refund_no) {
+            let ours = LedgerRefund {
+                order_id: order.id,
+                out_trade_no: order.out_trade_no.clone(),
+                out_refund_no: known.out_refund_no.clone(),
+                amount_fen: known.amount_fen,
+                status: known.status,
+                requested_at: known.requested_at,
+            };
+            if ours.amount_fen != theirs.amount_fen {
+                let line = refund_line(LineKind::RefundAmountDiffers, Some(&ours), Some(&theirs));
+                return Some(
+                    self.flag(date, DiscrepancyKind::RefundAmountDiffers, line, now)
+                        .await,
+                );
             }
+            return if outcomes_disagree(ours.status, theirs.state) {
+                self.refund_status_differs(date, ours, theirs, now).await
+            } else {
+                None
+            };
         }
         Some(
             self.flag(date, DiscrepancyKind::RefundMissingInLog, line, now)
@@ -335,10 +333,10 @@ impl Reconciler {
     }
 
     /// The order the out_trade_no stands for, when it is ours and exists.
-    async fn our_order(&self, out_trade_no: &str) -> Option<OrderId> {
+    async fn our_order(&self, out_trade_no: &str) -> Option<Order> {
         let id = order_id_of(out_trade_no)?;
         match self.orders.load(id).await {
-            Ok(Some(_)) => Some(id),
+            Ok(Some((order, _))) => Some(order),
             _ => None,
         }
     }

@@ -63,8 +63,8 @@ use sha1::{Digest, Sha1};
 
 use super::ids::{prepay_id, transaction_id, BEIJING};
 use super::keys::alphanumeric;
-use super::state::{Order, OrderParams, OrderStatus, PayState, Payment, RefundStatus};
-use super::v2::state::Fields;
+use super::state::{Order, OrderParams, OrderStatus, PayState, Payment};
+use super::v2::state::{beijing_datetime, Fields};
 use super::validate::ApiError;
 use super::Pay;
 
@@ -228,12 +228,6 @@ fn fee_yuan(fen: i64) -> String {
     format!("{}000", yuan(fen))
 }
 
-fn beijing(t: DateTime<Utc>) -> String {
-    t.with_timezone(&BEIJING)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
 fn on_day(t: DateTime<Utc>, date: NaiveDate) -> bool {
     t.with_timezone(&BEIJING).date_naive() == date
 }
@@ -271,10 +265,16 @@ fn lines(state: &PayState, appid: &str, date: NaiveDate, bill_type: BillType) ->
             ));
         }
     }
-    let line = |no: &str, kind: Kind, time: DateTime<Utc>| {
-        paid.iter()
-            .find(|(n, ..)| *n == no)
-            .map(|(n, app, openid, desc, attach, p)| Line {
+    // By transaction: one out_trade_no may be ordered through both APIs (two payments, two
+    // books), and a refund belongs to the payment it returns.
+    let by_transaction: HashMap<&str, usize> = paid
+        .iter()
+        .enumerate()
+        .map(|(i, (.., p))| (p.transaction_id.as_str(), i))
+        .collect();
+    let line = |transaction_id: &str, kind: Kind, time: DateTime<Utc>| {
+        by_transaction.get(transaction_id).map(|&i| &paid[i]).map(
+            |(n, app, openid, desc, attach, p)| Line {
                 time,
                 appid: app.to_string(),
                 transaction_id: p.transaction_id.clone(),
@@ -283,7 +283,8 @@ fn lines(state: &PayState, appid: &str, date: NaiveDate, bill_type: BillType) ->
                 description: desc.to_string(),
                 attach: attach.to_string(),
                 kind,
-            })
+            },
+        )
     };
     if payments {
         for (no, .., p) in &paid {
@@ -291,13 +292,17 @@ fn lines(state: &PayState, appid: &str, date: NaiveDate, bill_type: BillType) ->
                 continue;
             }
             let amount = settings.amounts.get(*no).copied().unwrap_or(p.total);
-            out.extend(line(no, Kind::Payment { amount }, p.success_time));
+            out.extend(line(
+                &p.transaction_id,
+                Kind::Payment { amount },
+                p.success_time,
+            ));
         }
     }
     if refunds {
         let v3 = state.refunds.values().map(|r| {
             (
-                &r.out_trade_no,
+                &r.transaction_id,
                 &r.refund_id,
                 &r.out_refund_no,
                 r.refund,
@@ -308,7 +313,7 @@ fn lines(state: &PayState, appid: &str, date: NaiveDate, bill_type: BillType) ->
         });
         let v2 = state.v2.refunds.values().map(|r| {
             (
-                &r.out_trade_no,
+                &r.transaction_id,
                 &r.refund_id,
                 &r.out_refund_no,
                 r.refund_fee,
@@ -317,7 +322,9 @@ fn lines(state: &PayState, appid: &str, date: NaiveDate, bill_type: BillType) ->
                 r.success_time,
             )
         });
-        for (no, refund_id, out_refund_no, refund, status, created, success_time) in v3.chain(v2) {
+        for (transaction_id, refund_id, out_refund_no, refund, status, created, success_time) in
+            v3.chain(v2)
+        {
             if !on_day(created, date) || settings.omit_refunds.contains(out_refund_no) {
                 continue;
             }
@@ -325,10 +332,10 @@ fn lines(state: &PayState, appid: &str, date: NaiveDate, bill_type: BillType) ->
                 refund_id: refund_id.clone(),
                 out_refund_no: out_refund_no.clone(),
                 refund,
-                status: bill_status(status),
+                status: status.v2_str(),
                 success_time,
             };
-            out.extend(line(no, kind, created));
+            out.extend(line(transaction_id, kind, created));
         }
     }
     out.sort_by(|a, b| {
@@ -344,10 +351,6 @@ impl Line {
 }
 
 /// The bill's `退款状态` (v2's spellings).
-fn bill_status(status: RefundStatus) -> &'static str {
-    status.v2_str()
-}
-
 const HEADER_ALL: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
 const HEADER_SUCCESS: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,手续费,费率,订单金额,费率备注";
 const HEADER_REFUND: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
@@ -368,7 +371,7 @@ fn render_line(l: &Line, mchid: &str, bill_type: BillType) -> String {
     let (settle, refunded, fee, order, applied) = l.amounts();
     let s = |v: &str| v.to_string();
     let mut f = vec![
-        beijing(l.time),
+        beijing_datetime(l.time),
         l.appid.clone(),
         s(mchid),
         s("0"),
@@ -397,8 +400,8 @@ fn render_line(l: &Line, mchid: &str, bill_type: BillType) -> String {
             _,
         ) => {
             if bill_type == BillType::Refund {
-                f.push(beijing(l.time));
-                f.push(success_time.map(beijing).unwrap_or_default());
+                f.push(beijing_datetime(l.time));
+                f.push(success_time.map(beijing_datetime).unwrap_or_default());
             }
             f.extend([
                 refund_id.clone(),

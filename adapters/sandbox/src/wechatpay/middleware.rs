@@ -57,11 +57,12 @@ pub(crate) async fn guard(State(pay): State<Pay>, request: Request, next: Next) 
     let (delay_ms, signing) = {
         let mut state = pay.lock();
         let faults = &mut state.faults;
-        let signing = if faults.take_unsigned(&path_and_query)
+        // The bill download first: WeChat signs none, so it must not use up an armed
+        // `unsigned_next` meant for an answer that would have been signed.
+        let signing = if answer.extensions().get::<super::bills::UnsignedAnswer>().is_some()
             // WeChat never signs a 401 SIGN_ERROR: it cannot tell whom it is talking to.
             || sign_error
-            // The bill download: WeChat signs none.
-            || answer.extensions().get::<super::bills::UnsignedAnswer>().is_some()
+            || faults.take_unsigned(&path_and_query)
             || (faults.unsigned_errors && answer.status().is_client_error())
         {
             Signing::None

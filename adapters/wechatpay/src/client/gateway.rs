@@ -401,9 +401,7 @@ impl PayGateway for V3Client {
         }
         let meta: BillDownload = answer.json()?;
         let body = self.download(&meta.download_url).await?;
-        let text = super::bill::unpack(body)?;
-        super::bill::check_hash(&text, &meta.hash_type, &meta.hash_value)?;
-        super::bill::read_blocking(date, text).await
+        super::bill::read_blocking(date, body, Some((meta.hash_type, meta.hash_value))).await
     }
 
     async fn verify_notify(&self, notice: &RawNotice<'_>) -> Result<Notice, NotifyError> {

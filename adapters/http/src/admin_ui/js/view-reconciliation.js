@@ -5,13 +5,12 @@
 import { api, ApiError, errorText, session } from "./api.js";
 import { dialog, field, fill, h, message, table } from "./dom.js";
 import { addDays, beijingTime, beijingToday, yuan } from "./format.js";
-import { t } from "./i18n.js";
+import { has, t } from "./i18n.js";
 
 /** A word for a value of the report's closed vocabularies; the code itself if the UI has none. */
 function word(prefix, value) {
   const key = `${prefix}_${value}`;
-  const text = t(key);
-  return text === key ? value : text;
+  return has(key) ? t(key) : value;
 }
 
 function statusBadge(status) {

@@ -37,7 +37,7 @@ impl V2Client {
         if is_xml(&text) {
             return refusal(&text);
         }
-        bill::read_blocking(date, text).await
+        bill::read_blocking(date, text, None).await
     }
 
     /// One POST whose answer is taken raw (not read as a v2 answer).

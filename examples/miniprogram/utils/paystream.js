@@ -25,11 +25,6 @@ var TOKEN_KEY = 'paystream.token';
 /** Order statuses after which `pay()` stops following the order. */
 var SETTLED = ['paid', 'partially_refunded', 'refunded', 'closed', 'needs_review'];
 
-// After a requestPayment failure other than a cancel, how long the order is still followed:
-// the money may already be on its way (the password was entered, then the network failed), and
-// its notification can reach the engine a moment later.
-var FAILED_PAY_GRACE_MS = 5000;
-
 /**
  * An error of the engine's API (`{"error":{"code","message"}}`), or of the way to it.
  * `status` is the HTTP status (0 when no answer arrived); `code` is the engine's stable
@@ -395,10 +390,9 @@ function createClient(options) {
           var message = (err && err.errMsg) || 'requestPayment:fail';
           if (/cancel/.test(message)) return { status: 'cancelled_by_user' };
           var failed = PaystreamError(0, 'request_payment_failed', message, err);
-          var grace = Date.now() + Math.min(timeoutMs, FAILED_PAY_GRACE_MS);
-          return follow(orderId, grace, interval).then(
-            function (result) {
-              if (result.status !== 'timeout') return result;
+          return order(orderId).then(
+            function (now) {
+              if (SETTLED.indexOf(now.status) >= 0) return { status: now.status, order: now };
               throw failed;
             },
             function () { throw failed; }

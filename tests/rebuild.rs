@@ -281,6 +281,41 @@ async fn damage(app: &TestApp, snapshot: &Snapshot) {
     assert_ne!(&self::snapshot(app).await, snapshot, "the damage shows");
 }
 
+/// Every index and key of the read models, as the database describes them: a rebuild drops
+/// them to fill the tables faster and must leave them as it found them.
+async fn read_model_indexes(app: &TestApp) -> Vec<String> {
+    let names = paystream_projections::READ_MODEL_TABLES
+        .iter()
+        .map(|t| format!("'{}'", t.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = match app.running().db.backend {
+        Backend::Postgres => format!(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() \
+             AND tablename IN ({names}) \
+             UNION ALL SELECT k.conname || ' ' || pg_get_constraintdef(k.oid) \
+             FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid \
+             WHERE t.relnamespace = to_regnamespace(current_schema())::oid \
+             AND t.relname IN ({names}) ORDER BY 1"
+        ),
+        Backend::Sqlite => format!(
+            "SELECT name || ' ' || coalesce(sql, '') FROM sqlite_master \
+             WHERE type = 'index' AND tbl_name IN ({names}) ORDER BY 1"
+        ),
+    };
+    sqlx::query_scalar(&sql)
+        .fetch_all(&app.running().db.pool)
+        .await
+        .unwrap()
+}
+
+async fn distinct_streams(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(DISTINCT stream_id) FROM events")
+        .fetch_one(&app.running().db.pool)
+        .await
+        .unwrap()
+}
+
 // ---- The tests ----
 
 async fn a_rebuild_gives_back_the_live_read_models(backend: Backend) {
@@ -301,6 +336,8 @@ async fn a_rebuild_gives_back_the_live_read_models(backend: Backend) {
         live["daily_totals"]
     );
     let answers = api_answers(&app).await;
+    let indexes = read_model_indexes(&app).await;
+    assert!(indexes.len() >= 10, "{indexes:#?}");
 
     damage(&app, &live).await;
     let store = paystream::event_store(&app.running().db);
@@ -308,8 +345,14 @@ async fn a_rebuild_gives_back_the_live_read_models(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(rebuilt.events as i64, app.event_count().await);
+    assert_eq!(rebuilt.streams as i64, distinct_streams(&app).await);
     let orders = live["orders_view"].len() as u64;
     assert!(rebuilt.streams >= orders, "{rebuilt:?}, {orders} orders");
+    assert_eq!(
+        read_model_indexes(&app).await,
+        indexes,
+        "a rebuild leaves the read models' indexes and keys as it found them"
+    );
 
     let after = snapshot(&app).await;
     for table in paystream_projections::READ_MODEL_TABLES {

@@ -297,21 +297,45 @@ struct Folded {
     refund_requesters: Requesters,
 }
 
+/// An order event as the read models fold it: the event, and what they take of its envelope.
+pub(crate) struct Fact {
+    pub stream_id: String,
+    pub version: i64,
+    pub recorded_at: DateTime<Utc>,
+    /// Who recorded it (the metadata's `actor`): `refunds_view` names who asked for a refund.
+    pub actor: Option<String>,
+    pub event: OrderEvent,
+}
+
+impl Fact {
+    /// Decodes a stored order event (the live projection's path; a rebuild on PostgreSQL decodes
+    /// the log's text straight into facts).
+    fn of(stored: &RecordedEvent) -> Result<Fact, sqlx::Error> {
+        Ok(Fact {
+            stream_id: stored.stream_id.clone(),
+            version: stored.version,
+            recorded_at: stored.recorded_at,
+            actor: stored.metadata["actor"].as_str().map(str::to_owned),
+            event: OrderEvent::from_stored(&stored.event_type, stored.data.clone())
+                .map_err(|e| undecodable(stored.global_position, e))?,
+        })
+    }
+}
+
+pub(crate) fn undecodable(position: i64, e: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("undecodable order event at {position}: {e}"))
+}
+
 /// Folds a stream with the domain's `evolve`. Events from version `first_new` on are the ones
 /// being projected now: the money they move is added to `money`.
-fn fold(
-    events: &[RecordedEvent],
-    first_new: i64,
-    money: &mut daily::Movements,
-) -> Result<Folded, sqlx::Error> {
+fn fold(facts: &[Fact], first_new: i64, money: &mut daily::Movements) -> Folded {
     let mut state: Option<Order> = None;
     let mut review_closed = false;
     let (mut payments, mut payments_changed) = (Attempts::default(), false);
     let mut refund_requesters = Requesters::default();
-    for stored in events {
-        let event = OrderEvent::from_stored(&stored.event_type, stored.data.clone())
-            .map_err(|e| sqlx::Error::Protocol(format!("undecodable order event: {e}")))?;
-        let new = stored.version >= first_new;
+    for fact in facts {
+        let event = &fact.event;
+        let new = fact.version >= first_new;
         let moves_money = matches!(
             event,
             OrderEvent::PaymentSucceeded { .. }
@@ -320,17 +344,17 @@ fn fold(
         );
         if new && moves_money {
             let before = state.clone();
-            state = order::evolve(state, &event);
+            state = order::evolve(state, event);
             if let Some(after) = &state {
                 daily::record(money, before.as_ref(), after);
             }
         } else {
             review_closed |= new && matches!(event, OrderEvent::ReviewResolved { .. });
-            state = order::evolve(state, &event);
+            state = order::evolve(state, event);
         }
         if let Some(after) = &state {
-            payments.observe(&event, after);
-            refund_requesters.observe(stored, &event);
+            payments.observe(event, after);
+            refund_requesters.observe(fact.actor.as_deref(), event);
         }
         payments_changed |= new
             && matches!(
@@ -341,13 +365,13 @@ fn fold(
                     | OrderEvent::OrderClosed { .. }
             );
     }
-    Ok(Folded {
+    Folded {
         order: state,
         review_closed,
         payments,
         payments_changed,
         refund_requesters,
-    })
+    }
 }
 
 /// Streams read per statement: keeps the bound parameters far below PostgreSQL's limit.
@@ -386,14 +410,38 @@ async fn project(
     daily::add(conn, &money).await
 }
 
-/// A PostgreSQL rebuild ([`crate::rebuild`]): the orders of the whole streams in `events`, every
-/// event projected, the money they moved added to `money` — what [`project`] folds, for the
-/// rebuild to write with COPY (the totals once, at its end).
-pub(crate) fn fold_whole(
-    events: &[RecordedEvent],
+/// A PostgreSQL rebuild ([`crate::rebuild`]): the orders of the whole order streams in `facts`
+/// (grouped by stream, each in version order), every event projected, the money they moved
+/// added to `money` — what [`project`] folds, for the rebuild to write with COPY (the totals
+/// once, at its end).
+pub(crate) fn fold_whole(facts: &[Fact], money: &mut daily::Movements) -> Vec<Projected> {
+    facts
+        .chunk_by(|a, b| a.stream_id == b.stream_id)
+        .filter_map(|stream| projected(stream, 0, money).map(|(order, _)| order))
+        .collect()
+}
+
+/// One order stream folded, with the row values it takes from the stream itself; whether an
+/// event from `first_new` on closed its review. `None` for a stream that holds no order.
+fn projected(
+    stream: &[Fact],
+    first_new: i64,
     money: &mut daily::Movements,
-) -> Result<Vec<Projected>, sqlx::Error> {
-    fold_streams(events, None, money).map(|(orders, _)| orders)
+) -> Option<(Projected, bool)> {
+    let last = stream.last()?;
+    let folded = fold(stream, first_new, money);
+    let order = folded.order?;
+    Some((
+        Projected {
+            order,
+            version: last.version,
+            changed_at: millis(last.recorded_at),
+            payments: folded.payments,
+            payments_changed: folded.payments_changed,
+            refund_requesters: folded.refund_requesters,
+        },
+        folded.review_closed,
+    ))
 }
 
 /// [`project`]'s fold: the orders of `events`, and those whose review an event projected now
@@ -406,7 +454,7 @@ fn fold_streams(
     let mut orders = Vec::new();
     let mut review_closed = Vec::new();
     for stream in events.chunk_by(|a, b| a.stream_id == b.stream_id) {
-        let (Some(first), Some(last)) = (stream.first(), stream.last()) else {
+        let Some(first) = stream.first() else {
             continue;
         };
         if !first.stream_id.starts_with(STREAM_PREFIX) {
@@ -419,19 +467,12 @@ fn fold_streams(
                 .copied()
                 .unwrap_or(i64::MAX),
         };
-        let folded = fold(stream, from, money)?;
-        if let Some(order) = folded.order {
-            if folded.review_closed {
-                review_closed.push(order.id);
+        let facts = stream.iter().map(Fact::of).collect::<Result<Vec<_>, _>>()?;
+        if let Some((order, closed)) = projected(&facts, from, money) {
+            if closed {
+                review_closed.push(order.order.id);
             }
-            orders.push(Projected {
-                order,
-                version: last.version,
-                changed_at: millis(last.recorded_at),
-                payments: folded.payments,
-                payments_changed: folded.payments_changed,
-                refund_requesters: folded.refund_requesters,
-            });
+            orders.push(order);
         }
     }
     Ok((orders, review_closed))

@@ -5,12 +5,14 @@
 //! streams, the stream cut by the page's end waiting for the next page. Nothing about a stream
 //! outlives its page (but the day totals), so memory stays flat however long the log:
 //!
-//! - PostgreSQL: [`READERS`] connections read halves of the log at once, each page decoded,
-//!   folded with the orders projection's own fold ([`crate::orders`]) and encoded in COPY's
-//!   text format ([`CopyText`]) off the async workers; meanwhile the rebuild's transaction, on a
+//! - PostgreSQL: [`READERS`] connections read halves of the log at once, only the columns the
+//!   read models fold, each page decoded (the events straight from their JSON text), folded
+//!   with the orders projection's own fold ([`crate::orders`]) and encoded in COPY's text
+//!   format ([`CopyText`]) off the async workers; meanwhile the rebuild's transaction, on a
 //!   `PgConnection` of its own (the pool's `AnyConnection` has no COPY), writes the pages
-//!   already folded with `COPY … FROM STDIN`, table by table. The day totals are summed over the
-//!   whole log and written once, at the end;
+//!   already folded with `COPY … FROM STDIN`, table by table, into tables without indexes or
+//!   keys ([`clear`]). The day totals are summed over the whole log and written once, at the
+//!   end;
 //! - SQLite: one connection, the transaction's: each page is read and handed to every inline
 //!   projection's [`InlineProjection::replay`] in turn.
 //!
@@ -36,11 +38,11 @@ use uuid::Uuid;
 
 use paystream_engine::db::{Backend, Db};
 use paystream_engine::error::Result;
-use paystream_engine::store::{
-    read_by_stream_on, Checkpoint, EventStore, InlineProjection, RecordedEvent,
-};
+use paystream_engine::order::OrderEvent;
+use paystream_engine::orders::STREAM_PREFIX;
+use paystream_engine::store::{read_by_stream_on, EventStore, InlineProjection, RecordedEvent};
 
-use crate::orders::internal;
+use crate::orders::{internal, Fact};
 use crate::{daily, orders, payments, refunds, review, READ_MODEL_TABLES};
 
 /// Events read per page: large enough that a round trip and a statement per read model carry
@@ -177,13 +179,13 @@ async fn rebuild_postgres_on(
     Ok(rebuilt)
 }
 
-/// PostgreSQL: empties every read model, drops their secondary indexes and returns their
-/// definitions, to be created again after the replay: filling a table and then indexing it (one
-/// sort per index) costs a fraction of keeping half a dozen indexes up to date row by row, and
-/// TRUNCATE leaves no dead rows behind. Both take the tables' ACCESS EXCLUSIVE lock, so readers
-/// of the read models wait for the commit (as appends do); primary keys and unique constraints
-/// stay — they check the rows the replay writes, and the inline projections' upserts rely on
-/// them.
+/// PostgreSQL: empties every read model, drops their indexes — primary keys and unique
+/// constraints included — and returns the statements that create them again after the replay:
+/// filling a table and then indexing it (one sort per index) costs a fraction of keeping half a
+/// dozen indexes up to date row by row, and TRUNCATE leaves no dead rows behind. Both take the
+/// tables' ACCESS EXCLUSIVE lock, so readers of the read models wait for the commit (as appends
+/// do). The keys still check the rows the replay wrote: a duplicate fails their creation, and
+/// the rebuild with it.
 async fn clear(conn: &mut PgConnection) -> Result<Vec<String>> {
     let names: Vec<&str> = READ_MODEL_TABLES.iter().map(|t| t.name).collect();
     sqlx::query(&format!("TRUNCATE {}", names.join(", ")))
@@ -193,24 +195,34 @@ async fn clear(conn: &mut PgConnection) -> Result<Vec<String>> {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
-        "SELECT i.indexname::text, i.indexdef::text FROM pg_indexes i \
-         WHERE i.schemaname = current_schema() AND i.tablename IN ({list}) \
-         AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname \
-           AND c.connamespace = to_regnamespace(current_schema())::oid) \
-         ORDER BY i.indexname"
+    let tables = format!(
+        "SELECT c.oid FROM pg_class c WHERE c.relnamespace = to_regnamespace(current_schema())::oid \
+         AND c.relname IN ({list})"
     );
-    let indexes: Vec<(String, String)> = names
+    // Constraints first: their indexes go with them, and come back before the plain indexes.
+    let sql = format!(
+        "SELECT 'ALTER TABLE ' || quote_ident(t.relname) || ' DROP CONSTRAINT ' \
+           || quote_ident(k.conname), \
+         'ALTER TABLE ' || quote_ident(t.relname) || ' ADD CONSTRAINT ' \
+           || quote_ident(k.conname) || ' ' || pg_get_constraintdef(k.oid), 0 AS rank, k.conname::text \
+         FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid \
+         WHERE k.contype IN ('p', 'u') AND k.conrelid IN ({tables}) \
+         UNION ALL \
+         SELECT 'DROP INDEX ' || quote_ident(i.relname), pg_get_indexdef(i.oid), 1, i.relname::text \
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+         WHERE x.indrelid IN ({tables}) \
+         AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid) \
+         ORDER BY 3, 4"
+    );
+    let indexes: Vec<(String, String, i32, String)> = names
         .iter()
         .fold(sqlx::query_as(&sql), |query, name| query.bind(*name))
         .fetch_all(&mut *conn)
         .await?;
     let mut definitions = Vec::with_capacity(indexes.len());
-    for (name, definition) in indexes {
-        sqlx::query(&format!("DROP INDEX \"{name}\""))
-            .execute(&mut *conn)
-            .await?;
-        definitions.push(definition);
+    for (drop, create, _, _) in indexes {
+        sqlx::query(&drop).execute(&mut *conn).await?;
+        definitions.push(create);
     }
     Ok(definitions)
 }
@@ -251,7 +263,8 @@ fn count_streams(events: &[RecordedEvent]) -> u64 {
 /// PostgreSQL: writes the batches the [`READERS`] make of their ranges of the log ([`read_range`]),
 /// each table's rows with one `COPY … FROM STDIN`, as they come; the day totals, summed over
 /// every batch, last. The tables were just truncated and every stream comes whole in one batch,
-/// so each row is written once: no upsert needed, and the primary keys check it.
+/// so each row is written once: no upsert needed, and the keys, created again after the replay,
+/// check it.
 async fn replay_postgres(
     conn: &mut PgConnection,
     options: &PgConnectOptions,
@@ -319,10 +332,11 @@ struct Batch {
 const COPY_REVIEWS: &str = "COPY review_queue (order_id, out_trade_no, status, reason, reasons, \
     since, paid_fen, total_fen, updated_at) FROM STDIN";
 
-/// Folds one page of whole streams (as the orders projection's `replay` does) into its rows.
-fn fold_page(events: &[RecordedEvent]) -> Result<Batch> {
+/// Folds one page of whole order streams (as the orders projection's `replay` does) into its
+/// rows; `events` and `streams` are what the page held, order streams or not.
+fn fold_page(facts: &[Fact], events: u64, streams: u64) -> Result<Batch> {
     let mut money = daily::Movements::new();
-    let orders = orders::fold_whole(events, &mut money)?;
+    let orders = orders::fold_whole(facts, &mut money);
     let mut order_rows = CopyText::default();
     orders::copy_rows(&orders, &mut order_rows)?;
     let mut refund_rows = CopyText::default();
@@ -347,8 +361,8 @@ fn fold_page(events: &[RecordedEvent]) -> Result<Batch> {
         review_rows.end_row();
     }
     Ok(Batch {
-        events: events.len() as u64,
-        streams: count_streams(events),
+        events,
+        streams,
         copies: vec![
             (orders::COPY_ORDERS, order_rows),
             (refunds::COPY_REFUNDS, refund_rows),
@@ -360,9 +374,10 @@ fn fold_page(events: &[RecordedEvent]) -> Result<Batch> {
 }
 
 /// Readers of the log at once on PostgreSQL, each on a connection of its own over its own range
-/// of stream ids ([`ranges`]): reading a page (PostgreSQL's index scan, its JSON turned to text)
-/// and decoding and folding it (this process) take turns on one connection; two readers keep
-/// both busy, and the writing connection fed.
+/// of stream ids ([`ranges`]). Reading a page (PostgreSQL's index scan, its JSON turned to text)
+/// costs PostgreSQL about twice what decoding and folding it costs this process, and a reader
+/// reads its next page while the last one is folded: two readers keep the writing connection
+/// fed.
 const READERS: usize = 2;
 
 /// `readers` ranges of stream ids, `[from, to)`, that together cover every id. Order streams are
@@ -381,14 +396,16 @@ fn ranges(readers: usize) -> Vec<(Option<String>, Option<String>)> {
         .collect()
 }
 
-/// The log's columns as a rebuild reads them ([`decode`]).
-const PAGE_COLUMNS: &str = "global_position, stream_id, version, event_id::text, event_type, \
-    schema_version, data::text, metadata::text, \
-    (extract(epoch FROM recorded_at) * 1000000)::bigint, transaction_id::text::bigint";
+/// The log's columns as a rebuild reads them ([`decode`]): only what the read models fold. Each
+/// column PostgreSQL turns into text costs it time (the event id, the whole metadata), and the
+/// data's text goes straight into the event ([`OrderEvent::from_stored_json`]).
+const PAGE_COLUMNS: &str = "stream_id, version, event_type, data::text, metadata->>'actor', \
+    (extract(epoch FROM recorded_at) * 1000000)::bigint, global_position";
 
 /// One reader of [`READERS`]: the log's streams from `from` (included) to `to` (excluded), in
 /// stream order, in pages of [`PAGE_EVENTS`] whole streams, each decoded and folded
-/// ([`fold_page`]) off the async workers and sent to the writer. It sees the very log the
+/// ([`fold_rows`]) off the async workers while the next page is read, and sent to the writer.
+/// It sees the very log the
 /// rebuild does: the rebuild's lock keeps appends out. A failure is sent as the last batch;
 /// the writer notices a reader that vanished without one by the count.
 async fn read_range(
@@ -415,8 +432,10 @@ async fn read_range(
         let mut conn = PgConnection::connect_with(&options).await?;
         // The key of the last event read; before the first, below every key.
         let mut after = (from.clone().unwrap_or_default(), i64::MIN);
-        // The start of a stream the last page cut: folded with the rest of it, next time.
-        let mut cut: Vec<RecordedEvent> = Vec::new();
+        // The page being folded off the async workers while the next one is read.
+        let mut folding_page: Option<FoldingPage> = None;
+        // The stream of the last event read.
+        let mut last_stream: Option<String> = None;
         loop {
             let started = Instant::now();
             let query = sqlx::query(&sql)
@@ -430,43 +449,35 @@ async fn read_range(
                 .await?;
             reading += started.elapsed();
             let at_end = (rows.len() as i64) < PAGE_EVENTS;
+            let previous = last_stream.take();
             if let Some(last) = rows.last() {
-                after = (last.try_get(1)?, last.try_get(2)?);
+                after = (last.try_get(0)?, last.try_get(1)?);
+                last_stream = Some(after.0.clone());
             }
-            let started = Instant::now();
-            let earlier = std::mem::take(&mut cut);
-            let (batch, rest) = tokio::task::spawn_blocking(move || {
-                let mut events = earlier;
-                events.reserve(rows.len());
-                for row in &rows {
-                    events.push(decode(row)?);
-                }
-                let mut rest = Vec::new();
-                if !at_end {
-                    // The last stream may go on beyond this page: keep it for the next one.
-                    let last_start = events
-                        .iter()
-                        .rposition(|e| e.stream_id != events[events.len() - 1].stream_id)
-                        .map_or(0, |i| i + 1);
-                    rest = events.split_off(last_start);
-                }
-                let batch = (!events.is_empty())
-                    .then(|| fold_page(&events))
-                    .transpose()?;
-                Ok::<_, paystream_engine::error::Error>((batch, rest))
-            })
-            .await
-            .map_err(internal)??;
-            folding += started.elapsed();
-            cut = rest;
-            if let Some(batch) = batch {
+            // The page before must be folded first: the start of a stream it cut goes with
+            // this one.
+            let mut cut = Vec::new();
+            if let Some(page) = folding_page.take() {
+                let started = Instant::now();
+                let (batch, rest) = page.await.map_err(internal)??;
+                folding += started.elapsed();
+                cut = rest;
                 if send.send(Ok(batch)).await.is_err() {
-                    break;
+                    return Ok(());
                 }
             }
+            folding_page = Some(tokio::task::spawn_blocking(move || {
+                fold_rows(&rows, cut, previous.as_deref(), at_end)
+            }));
             if at_end {
                 break;
             }
+        }
+        if let Some(page) = folding_page {
+            let started = Instant::now();
+            let (batch, _) = page.await.map_err(internal)??;
+            folding += started.elapsed();
+            let _ = send.send(Ok(batch)).await;
         }
         let _ = conn.close().await;
         Ok::<_, paystream_engine::error::Error>(())
@@ -477,30 +488,73 @@ async fn read_range(
     tracing::debug!(?from, ?to, ?reading, ?folding, "log range read");
 }
 
-/// An event as [`PAGE_COLUMNS`] reads it: as the event store decodes it, its time from
-/// microseconds since the epoch.
-fn decode(row: &PgRow) -> Result<RecordedEvent> {
-    let position: i64 = row.try_get(0)?;
-    let corrupt = |reason: String| internal(format!("event {position}: {reason}"));
-    let event_id: String = row.try_get(3)?;
-    let data: &str = row.try_get(6)?;
-    let metadata: &str = row.try_get(7)?;
-    let recorded_at: i64 = row.try_get(8)?;
-    Ok(RecordedEvent {
-        global_position: position,
-        stream_id: row.try_get(1)?,
-        version: row.try_get(2)?,
-        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt(e.to_string()))?,
-        event_type: row.try_get(4)?,
-        schema_version: row.try_get(5)?,
-        data: serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?,
-        metadata: serde_json::from_str(metadata).map_err(|e| corrupt(e.to_string()))?,
+/// A page being folded ([`fold_rows`]) on a blocking thread.
+type FoldingPage = tokio::task::JoinHandle<Result<(Batch, Vec<Fact>)>>;
+
+/// Decodes a page of the log read in stream order and folds its whole order streams, after
+/// `earlier` — the start of a stream the page before cut ([`fold_page`]). Returns the batch and
+/// the start of the stream this page cut, unless it is the last (`at_end`). `previous` is the
+/// stream the page before ended in.
+fn fold_rows(
+    rows: &[PgRow],
+    earlier: Vec<Fact>,
+    previous: Option<&str>,
+    at_end: bool,
+) -> Result<(Batch, Vec<Fact>)> {
+    let ids = rows
+        .iter()
+        .map(|row| row.try_get::<&str, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let streams = streams_ended(previous, &ids, at_end);
+    let mut facts = earlier;
+    facts.reserve(rows.len());
+    for (row, id) in rows.iter().zip(&ids) {
+        if id.starts_with(STREAM_PREFIX) {
+            facts.push(decode(row)?);
+        }
+    }
+    let mut rest = Vec::new();
+    if let (false, Some(last)) = (at_end, ids.last()) {
+        // The last stream may go on beyond this page: keep it for the next one.
+        let last_start = facts
+            .iter()
+            .rposition(|f| f.stream_id != *last)
+            .map_or(0, |i| i + 1);
+        rest = facts.split_off(last_start);
+    }
+    let batch = fold_page(&facts, rows.len() as u64, streams)?;
+    Ok((batch, rest))
+}
+
+/// How many streams a page of stream ids (in stream order) saw end: the stream the page before
+/// ended in (`previous`), if this one goes on with another; each stream followed by another
+/// within the page; and the last one, if no page follows.
+fn streams_ended(previous: Option<&str>, ids: &[&str], at_end: bool) -> u64 {
+    let previous_ended = match (previous, ids.first()) {
+        (Some(previous), Some(first)) => previous != *first,
+        (Some(_), None) => at_end,
+        (None, _) => false,
+    };
+    let within = ids.windows(2).filter(|pair| pair[0] != pair[1]).count() as u64;
+    let last_ended = at_end && !ids.is_empty();
+    u64::from(previous_ended) + within + u64::from(last_ended)
+}
+
+/// An order event as [`PAGE_COLUMNS`] reads it, decoded as the event store would — its data
+/// straight from the text, its time from microseconds since the epoch.
+fn decode(row: &PgRow) -> Result<Fact> {
+    let position: i64 = row.try_get(6)?;
+    let event_type: &str = row.try_get(2)?;
+    let data: &str = row.try_get(3)?;
+    let recorded_at: i64 = row.try_get(5)?;
+    Ok(Fact {
+        stream_id: row.try_get(0)?,
+        version: row.try_get(1)?,
         recorded_at: DateTime::from_timestamp_micros(recorded_at)
-            .ok_or_else(|| corrupt(format!("recorded at {recorded_at} µs")))?,
-        checkpoint: Checkpoint {
-            transaction: row.try_get(9)?,
-            position,
-        },
+            .ok_or_else(|| internal(format!("event {position}: recorded at {recorded_at} µs")))?,
+        actor: row.try_get(4)?,
+        event: OrderEvent::from_stored_json(event_type, data)
+            .map_err(|e| orders::undecodable(position, e))?,
     })
 }
 
@@ -664,6 +718,26 @@ mod tests {
             "tab\\there, new\\nline, cr\\r, back\\\\slash \\\\N \\\\. \"quoted\" '单引号' 茉莉花茶\t\\N\t\t-42\t\\N\t\
              00000000-0000-0000-0000-000000000000\n"
         );
+    }
+
+    #[test]
+    fn streams_are_counted_once_in_the_page_they_end_in() {
+        // Three pages of one log: a b b | b c d | d   (a, b, c, d: four streams).
+        let pages: [(&[&str], bool); 3] = [
+            (&["a", "b", "b"], false),
+            (&["b", "c", "d"], false),
+            (&["d"], true),
+        ];
+        let mut previous: Option<&str> = None;
+        let mut counts = Vec::new();
+        for (ids, at_end) in pages {
+            counts.push(streams_ended(previous, ids, at_end));
+            previous = ids.last().copied().or(previous);
+        }
+        assert_eq!(counts, [1, 2, 1]);
+        // A last page with nothing in it ends the stream the page before ended in.
+        assert_eq!(streams_ended(Some("d"), &[], true), 1);
+        assert_eq!(streams_ended(None, &[], true), 0);
     }
 
     #[test]

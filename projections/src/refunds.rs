@@ -14,7 +14,6 @@ use uuid::Uuid;
 use paystream_engine::db::{from_millis, millis, Db};
 use paystream_engine::error::Result;
 use paystream_engine::order::{OrderEvent, RefundStatus};
-use paystream_engine::store::RecordedEvent;
 
 use crate::orders::{internal, placeholders, rfc3339, Page, Projected};
 use crate::rebuild::CopyText;
@@ -26,12 +25,12 @@ use crate::search::{search_page, Conditions, PageBounds, Param};
 pub(crate) struct Requesters(HashMap<String, Uuid>);
 
 impl Requesters {
-    pub(crate) fn observe(&mut self, stored: &RecordedEvent, event: &OrderEvent) {
+    /// `actor` recorded `event` (the event metadata's `actor`).
+    pub(crate) fn observe(&mut self, actor: Option<&str>, event: &OrderEvent) {
         let OrderEvent::RefundRequested { out_refund_no, .. } = event else {
             return;
         };
-        let staff = stored.metadata["actor"]
-            .as_str()
+        let staff = actor
             .and_then(|actor| actor.strip_prefix("staff:"))
             .and_then(|id| Uuid::parse_str(id).ok());
         // As in `evolve`, the first request under a refund number is the refund.
@@ -243,28 +242,14 @@ impl RefundsView {
 mod tests {
     use super::*;
     use paystream_engine::money::Fen;
-    use serde_json::json;
 
-    fn requested(no: &str, actor: &str) -> (RecordedEvent, OrderEvent) {
-        let event = OrderEvent::RefundRequested {
+    fn requested(no: &str) -> OrderEvent {
+        OrderEvent::RefundRequested {
             out_refund_no: no.into(),
             amount_fen: Fen::new(100).unwrap(),
             reason: None,
             requested_at: Utc::now(),
-        };
-        let stored = RecordedEvent {
-            global_position: 1,
-            stream_id: "order-x".into(),
-            version: 3,
-            event_id: Uuid::nil(),
-            event_type: event.event_type().into(),
-            schema_version: 1,
-            data: event.to_data(),
-            metadata: json!({ "actor": actor }),
-            recorded_at: Utc::now(),
-            checkpoint: Default::default(),
-        };
-        (stored, event)
+        }
     }
 
     #[test]
@@ -277,12 +262,13 @@ mod tests {
             ("R2", "system:job".to_string()),
             ("R3", "staff:not-an-id".to_string()),
         ] {
-            let (stored, event) = requested(no, &actor);
-            requesters.observe(&stored, &event);
+            requesters.observe(Some(&actor), &requested(no));
         }
+        requesters.observe(None, &requested("R4"));
         assert_eq!(requesters.of("R1"), Some(staff));
         assert_eq!(requesters.of("R2"), None);
         assert_eq!(requesters.of("R3"), None);
+        assert_eq!(requesters.of("R4"), None);
     }
 
     #[test]

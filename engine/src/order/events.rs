@@ -147,4 +147,17 @@ impl OrderEvent {
         tagged.insert("data".to_owned(), data);
         serde_json::from_value(Value::Object(tagged))
     }
+
+    /// [`OrderEvent::from_stored`] from the data's JSON text, as the store holds it, without
+    /// building a `Value` on the way: a rebuild decodes every event of the log. The tag goes
+    /// first, so serde reads the data straight into its variant instead of buffering it.
+    pub fn from_stored_json(event_type: &str, data: &str) -> Result<OrderEvent, serde_json::Error> {
+        let mut tagged = String::with_capacity(data.len() + event_type.len() + 20);
+        tagged.push_str("{\"type\":");
+        tagged.push_str(&serde_json::to_string(event_type)?);
+        tagged.push_str(",\"data\":");
+        tagged.push_str(data);
+        tagged.push('}');
+        serde_json::from_str(&tagged)
+    }
 }

@@ -173,6 +173,9 @@ fn card_events_survive_the_store_round_trip() {
     for event in events {
         let back = OrderEvent::from_stored(event.event_type(), event.to_data()).unwrap();
         assert_eq!(back, event);
+        let text = event.to_data().to_string();
+        let from_text = OrderEvent::from_stored_json(event.event_type(), &text).unwrap();
+        assert_eq!(from_text, event);
     }
     assert!(order.card.is_some());
 }

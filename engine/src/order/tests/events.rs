@@ -80,8 +80,11 @@ fn every_event_survives_the_store_round_trip() {
         let data = event.to_data();
         assert!(data.is_object(), "{data}");
         assert!(data.get("type").is_none(), "data must not repeat the type");
+        let text = data.to_string();
         let back = OrderEvent::from_stored(event.event_type(), data).unwrap();
         assert_eq!(back, event);
+        let from_text = OrderEvent::from_stored_json(event.event_type(), &text).unwrap();
+        assert_eq!(from_text, event);
     }
 }
 
@@ -149,7 +152,53 @@ fn unknown_types_and_bad_data_are_rejected() {
     .is_err());
     let negative = json!({"out_refund_no": "R1", "amount_fen": -5, "reason": null,
                           "requested_at": "2024-05-01T10:00:00Z"});
-    assert!(OrderEvent::from_stored("RefundRequested", negative).is_err());
+    assert!(OrderEvent::from_stored("RefundRequested", negative.clone()).is_err());
+}
+
+#[test]
+fn decoding_from_the_stored_text_accepts_and_rejects_what_decoding_a_value_does() {
+    let closed = json!({"reason": "expired", "closed_at": "2024-05-01T10:00:00Z"});
+    let cases = [
+        ("OrderClosed", closed.clone(), true),
+        ("OrderDeleted", closed, false),
+        ("OrderClosed", json!({"reason": "expired"}), false),
+        (
+            "OrderClosed",
+            json!({"reason": "bored", "closed_at": "2024-05-01T10:00:00Z"}),
+            false,
+        ),
+        (
+            "RefundRequested",
+            json!({"out_refund_no": "R1", "amount_fen": -5, "reason": null,
+                                   "requested_at": "2024-05-01T10:00:00Z"}),
+            false,
+        ),
+        (
+            "ReconciliationDiscrepancy",
+            json!({"date": "2024-05-01", "kind": "payment_amount_differs",
+            "reference": "T1", "ours_fen": 3500, "theirs_fen": 3400,
+            "found_at": "2024-05-02T02:00:00Z"}),
+            true,
+        ),
+        (
+            "ReconciliationDiscrepancy",
+            json!({"date": "2024-05-01", "kind": "bored",
+            "reference": "T1", "found_at": "2024-05-02T02:00:00Z"}),
+            false,
+        ),
+        ("Order\"Closed", json!({}), false),
+        ("OrderClosed", json!([1, 2]), false),
+    ];
+    for (event_type, data, ok) in cases {
+        let from_value = OrderEvent::from_stored(event_type, data.clone()).ok();
+        let from_text = OrderEvent::from_stored_json(event_type, &data.to_string()).ok();
+        assert_eq!(from_text.is_some(), ok, "{event_type} {data}");
+        assert_eq!(from_text, from_value, "{event_type} {data}");
+    }
+    // Text that is not one JSON value cannot smuggle another type into the envelope.
+    let smuggled = r#"{"reason": "expired", "closed_at": "2024-05-01T10:00:00Z"}, "type": "X""#;
+    assert!(OrderEvent::from_stored_json("OrderClosed", smuggled).is_err());
+    assert!(OrderEvent::from_stored_json("OrderClosed", "").is_err());
 }
 
 #[test]

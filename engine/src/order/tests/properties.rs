@@ -358,6 +358,9 @@ proptest! {
         for event in emitted(&steps) {
             let back = OrderEvent::from_stored(event.event_type(), event.to_data()).unwrap();
             prop_assert_eq!(&back, event);
+            let text = event.to_data().to_string();
+            let from_text = OrderEvent::from_stored_json(event.event_type(), &text).unwrap();
+            prop_assert_eq!(&from_text, event);
         }
     }
 }

@@ -135,7 +135,10 @@ async fn rebuild_sqlite(
 /// settings — a `PgConnection`, for COPY — and closed at the end (a failed rebuild's
 /// transaction rolls back with it).
 async fn rebuild_postgres(db: &Db, progress: &mut dyn Progress) -> Result<Rebuilt> {
-    let options = PgConnectOptions::from_url(&db.pool.connect_options().database_url)?;
+    // Its statements (a COPY of a whole table, an index over it) are slow by nature: sqlx's
+    // slow-statement warnings would only alarm whoever runs it. It logs its own timings.
+    let options = PgConnectOptions::from_url(&db.pool.connect_options().database_url)?
+        .disable_statement_logging();
     let mut conn = PgConnection::connect_with(&options).await?;
     let rebuilt = rebuild_postgres_on(&mut conn, &options, progress).await;
     let _ = conn.close().await;

@@ -316,6 +316,17 @@ async fn distinct_streams(app: &TestApp) -> i64 {
         .unwrap()
 }
 
+/// Every read-model table of `after` equals the same table of `expected`.
+fn assert_same_read_models(after: &Snapshot, expected: &Snapshot, what: &str) {
+    for table in paystream_projections::READ_MODEL_TABLES {
+        assert_eq!(
+            after[table.name], expected[table.name],
+            "{} {what}",
+            table.name
+        );
+    }
+}
+
 // ---- The tests ----
 
 async fn a_rebuild_gives_back_the_live_read_models(backend: Backend) {
@@ -355,13 +366,7 @@ async fn a_rebuild_gives_back_the_live_read_models(backend: Backend) {
     );
 
     let after = snapshot(&app).await;
-    for table in paystream_projections::READ_MODEL_TABLES {
-        assert_eq!(
-            after[table.name], live[table.name],
-            "{} rebuilt differs from live",
-            table.name
-        );
-    }
+    assert_same_read_models(&after, &live, "rebuilt differs from live");
     assert_eq!(api_answers(&app).await, answers);
 }
 
@@ -512,13 +517,7 @@ async fn awkward_text_survives_a_rebuild(backend: Backend) {
         .await
         .unwrap();
     let after = snapshot(&app).await;
-    for table in paystream_projections::READ_MODEL_TABLES {
-        assert_eq!(
-            after[table.name], live[table.name],
-            "{} rebuilt differs from live",
-            table.name
-        );
-    }
+    assert_same_read_models(&after, &live, "rebuilt differs from live");
 }
 
 on_both_backends!(
@@ -570,11 +569,9 @@ async fn a_rebuild_beside_live_appends_counts_each_event_once() {
         .await
         .unwrap();
     let truth = snapshot(&app).await;
-    for table in paystream_projections::READ_MODEL_TABLES {
-        assert_eq!(
-            live[table.name], truth[table.name],
-            "{} after rebuilds beside appends differs from a quiet rebuild",
-            table.name
-        );
-    }
+    assert_same_read_models(
+        &live,
+        &truth,
+        "after rebuilds beside appends differs from a quiet rebuild",
+    );
 }

@@ -196,6 +196,19 @@ async fn upsert(conn: &mut AnyConnection, orders: &[Projected]) -> Result<(), sq
     payments::write(conn, orders).await
 }
 
+/// The order's `items` and `card` columns: JSON text, as [`decode`] reads them back.
+fn json_columns(order: &Order) -> Result<(String, Option<String>), sqlx::Error> {
+    let json = |e: serde_json::Error| sqlx::Error::Protocol(e.to_string());
+    let items = serde_json::to_string(&order.items).map_err(json)?;
+    let card = order
+        .card
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(json)?;
+    Ok((items, card))
+}
+
 /// `COPY` of `orders_view` rows, in the column order [`copy_rows`] writes them.
 pub(crate) const COPY_ORDERS: &str = "COPY orders_view (id, out_trade_no, user_id, openid, \
     status, total_fen, paid_fen, refunded_fen, channel, transaction_id, items, note, created_at, \
@@ -206,14 +219,7 @@ pub(crate) const COPY_ORDERS: &str = "COPY orders_view (id, out_trade_no, user_i
 pub(crate) fn copy_rows(orders: &[Projected], out: &mut CopyText) -> Result<(), sqlx::Error> {
     for p in orders {
         let order = &p.order;
-        let items = serde_json::to_string(&order.items)
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let card = order
-            .card
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let (items, card) = json_columns(order)?;
         out.uuid(order.id);
         out.text(&order.out_trade_no);
         out.uuid(order.user_id);
@@ -254,14 +260,7 @@ async fn upsert_orders(conn: &mut AnyConnection, orders: &[Projected]) -> Result
         ..
     } in orders
     {
-        let items = serde_json::to_string(&order.items)
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        let card = order
-            .card
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let (items, card) = json_columns(order)?;
         query = query
             .bind(order.id.to_string())
             .bind(order.out_trade_no.clone())

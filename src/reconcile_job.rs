@@ -1,6 +1,7 @@
 //! The daily reconciliation: at `RECONCILE_AT` (Beijing time), yesterday's bills against the
-//! log, by one engine instance (a run claimed with a lease, `engine::runs`), until the day has a report from a bill WeChat had
-//! ready. A bill not ready yet is asked for again every [`NOT_READY_RETRY`].
+//! log, by one engine instance (a run claimed with a lease, `engine::runs`), until the day has a
+//! final report: from a bill WeChat had ready, with every finding acted on. A bill not ready
+//! yet, or a finding whose action failed, is tried again every [`NOT_READY_RETRY`].
 
 use std::time::Duration;
 
@@ -66,16 +67,18 @@ pub async fn tick(
     }
     let result = reconciler.run(date, now, &Quiet).await;
     match &result {
-        Ok(report) if report.status != ReportStatus::NotReady => {
+        Ok(report) if report.is_final() => {
             runs.finish_run_at(&key, now).await?;
         }
-        // Not ready, or failed: free for the next tick of any instance.
+        // Not ready, a finding whose action failed, or no report at all: free for the next
+        // tick of any instance ([`wanted`] spaces the runs that stored a report).
         _ => runs.release_run(&key).await?,
     }
     Ok(Some(result?.status))
 }
 
-/// The day has no report yet, or only a "not ready" one old enough to ask again.
+/// The day has no report yet, or only one that is not final (a bill not ready, a finding
+/// whose action failed) and old enough to try again.
 async fn wanted(
     reconciler: &Reconciler,
     date: NaiveDate,
@@ -83,9 +86,7 @@ async fn wanted(
 ) -> paystream_engine::Result<bool> {
     Ok(match reconciler.reports().get(date).await? {
         None => true,
-        Some(report) => {
-            report.status == ReportStatus::NotReady && now - report.ran_at >= NOT_READY_RETRY
-        }
+        Some(report) => !report.is_final() && now - report.ran_at >= NOT_READY_RETRY,
     })
 }
 

@@ -307,6 +307,8 @@ pub fn read(bytes: &[u8]) -> Result<TradeBill, BillError> {
             ),
         ));
     }
+    // A summary that checks no amount would leave every amount of the bill unchecked.
+    let mut amounts_checked = 0;
     for (summary, value) in summary_names.iter().zip(fields.iter()).skip(1) {
         let Some(&(_, column, kind)) = TOTALS.iter().find(|(s, _, _)| s == summary) else {
             // A total WeChat adds later: nothing to check it against.
@@ -326,6 +328,13 @@ pub fn read(bytes: &[u8]) -> Result<TradeBill, BillError> {
                 format!("{summary} {value} is not the sum of {column}"),
             ));
         }
+        amounts_checked += usize::from(kind == Kind::Money);
+    }
+    if amounts_checked == 0 {
+        return Err(error(
+            values_line,
+            "the summary totals no amount of the bill",
+        ));
     }
     Ok(bill)
 }
@@ -701,6 +710,20 @@ mod tests {
         }
         // Equal as numbers is equal: 0.17 is 0.17000.
         assert!(read(bill.replace("`0.17000", "`0.17").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_summary_that_totals_no_amount_is_refused() {
+        let bill = sample("\n")
+            .replace(SUMMARY, "总交易单数,手续费总金额")
+            .replace("`3,`33.00,`5.00,`0.00,`0.17000,`35.00,`5.00", "`3,`0.17000");
+        let error = refused(&bill);
+        assert!(error.reason.contains("no amount"), "{error}");
+        // Only the count and a total WeChat might add later: no amount checked either.
+        let bill = sample("\n")
+            .replace(SUMMARY, "总交易单数,某个新总额")
+            .replace("`3,`33.00,`5.00,`0.00,`0.17000,`35.00,`5.00", "`3,`1.00");
+        assert!(refused(&bill).reason.contains("no amount"));
     }
 
     #[test]

@@ -97,6 +97,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// Nothing left for another run of the day: the bill was there and every finding was acted
+    /// on. A bill not ready yet, or a line whose action failed (a query or the database did not
+    /// answer), wants another run.
+    pub fn is_final(&self) -> bool {
+        self.status != ReportStatus::NotReady
+            && !self.lines.iter().any(|l| l.action == Action::Failed)
+    }
+
     /// Findings still needing a person (anything not settled by recording it).
     pub fn open_lines(&self) -> usize {
         self.lines
@@ -108,5 +116,45 @@ impl Report {
                 )
             })
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(status: ReportStatus, actions: &[Action]) -> Report {
+        Report {
+            date: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+            status,
+            ran_at: Utc::now(),
+            runs: 1,
+            bill: Totals::default(),
+            log: Totals::default(),
+            lines: actions
+                .iter()
+                .map(|&action| ReportLine {
+                    kind: LineKind::PaymentMissingInLog,
+                    out_trade_no: "PS1".into(),
+                    order_id: None,
+                    transaction_id: Some("T1".into()),
+                    out_refund_no: None,
+                    ours_fen: None,
+                    theirs_fen: None,
+                    action,
+                    detail: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_day_is_final_once_its_bill_was_read_and_every_finding_acted_on() {
+        use Action::*;
+        assert!(report(ReportStatus::Reconciled, &[]).is_final());
+        assert!(report(ReportStatus::NoBill, &[FlaggedForReview]).is_final());
+        assert!(report(ReportStatus::Reconciled, &[PaymentRecorded, UnknownOrder]).is_final());
+        assert!(!report(ReportStatus::NotReady, &[]).is_final());
+        assert!(!report(ReportStatus::Reconciled, &[PaymentRecorded, Failed]).is_final());
     }
 }

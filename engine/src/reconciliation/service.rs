@@ -195,10 +195,11 @@ impl Reconciler {
         now: DateTime<Utc>,
     ) -> Option<ReportLine> {
         let mut line = payment_line(LineKind::PaymentMissingInLog, None, Some(&theirs));
-        let Some(order) = self.our_order(&theirs.out_trade_no).await else {
-            warn!(out_trade_no = %theirs.out_trade_no, transaction_id = %theirs.transaction_id,
-                "WeChat Pay's bill lists a payment for an order that is not ours");
-            line.action = Action::UnknownOrder;
+        let Some(order) = self.our_order(&mut line).await else {
+            if line.action == Action::UnknownOrder {
+                warn!(out_trade_no = %theirs.out_trade_no, transaction_id = %theirs.transaction_id,
+                    "WeChat Pay's bill lists a payment for an order that is not ours");
+            }
             return Some(line);
         };
         let order_id = order.id;
@@ -250,10 +251,11 @@ impl Reconciler {
         now: DateTime<Utc>,
     ) -> Option<ReportLine> {
         let mut line = refund_line(LineKind::RefundMissingInLog, None, Some(&theirs));
-        let Some(order) = self.our_order(&theirs.out_trade_no).await else {
-            warn!(out_trade_no = %theirs.out_trade_no, out_refund_no = %theirs.out_refund_no,
-                "WeChat Pay's bill lists a refund for an order that is not ours");
-            line.action = Action::UnknownOrder;
+        let Some(order) = self.our_order(&mut line).await else {
+            if line.action == Action::UnknownOrder {
+                warn!(out_trade_no = %theirs.out_trade_no, out_refund_no = %theirs.out_refund_no,
+                    "WeChat Pay's bill lists a refund for an order that is not ours");
+            }
             return Some(line);
         };
         line.order_id = Some(order.id);
@@ -333,11 +335,26 @@ impl Reconciler {
     }
 
     /// The order the out_trade_no stands for, when it is ours and exists.
-    async fn our_order(&self, out_trade_no: &str) -> Option<Order> {
-        let id = order_id_of(out_trade_no)?;
+    /// `line` settled by what the bill's `out_trade_no` names: our order (to act on), or no
+    /// order of ours (`UnknownOrder`) — or, when the log cannot be read, a `Failed` line for the
+    /// next run, never a real order reported as someone else's.
+    async fn our_order(&self, line: &mut ReportLine) -> Option<Order> {
+        let Some(id) = order_id_of(&line.out_trade_no) else {
+            line.action = Action::UnknownOrder;
+            return None;
+        };
         match self.orders.load(id).await {
             Ok(Some((order, _))) => Some(order),
-            _ => None,
+            Ok(None) => {
+                line.action = Action::UnknownOrder;
+                None
+            }
+            Err(e) => {
+                warn!(order_id = %id, error = %e, "could not read an order the bill names");
+                line.action = Action::Failed;
+                line.detail = Some(e.to_string());
+                None
+            }
         }
     }
 

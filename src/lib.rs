@@ -309,12 +309,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         )));
     }
     if !settings.no_background_jobs {
-        tasks.push(tokio::spawn(reconcile_job::daily_loop(
+        let daily = reconcile_job::DailyJob::new(
             reconciler.clone(),
             paystream_engine::runs::Runs::new(db.clone()),
             settings.reconcile_at,
-            signal.clone(),
-        )));
+        );
+        tasks.push(tokio::spawn(daily.run(signal.clone())));
     }
     tracing::info!(%addr, backend = ?db.backend, "paystream listening");
     Ok(Running {

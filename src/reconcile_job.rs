@@ -2,7 +2,13 @@
 //! log, by one engine instance (a run claimed with a lease, `engine::runs`), until the day has a
 //! final report: from a bill WeChat had ready, with every finding acted on. A bill not ready
 //! yet, or a finding whose action failed, is tried again every [`NOT_READY_RETRY`].
+//!
+//! Days are not lost to an outage: a day of the last [`CATCH_UP_DAYS`] that has no final report
+//! (the engine was down at `RECONCILE_AT`, or the day's run kept failing) is run at the next
+//! tick, oldest first — but never a day before the first one this deployment reconciled, whose
+//! payments were taken by whatever ran before it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -17,77 +23,154 @@ const TICK: Duration = Duration::from_secs(60);
 /// How soon a bill that was not ready is asked for again.
 const NOT_READY_RETRY: chrono::Duration = chrono::Duration::minutes(15);
 
+/// How soon this instance tries again a day whose run stored no report (WeChat Pay or the
+/// database did not answer): not every minute, which would only add to an outage.
+const FAILED_RETRY: chrono::Duration = chrono::Duration::minutes(5);
+
+/// How many days back a missed day is still caught up. WeChat keeps bills for three months; a
+/// week covers an outage nobody noticed, while older days are left to `reconcile --date`.
+pub const CATCH_UP_DAYS: u64 = 7;
+
 /// Longer than any run: another instance takes over only from a holder that died.
 pub const LEASE_TTL: Duration = Duration::from_secs(30 * 60);
 
-/// The day due for reconciliation at `now`: yesterday (Beijing), once today's `at` has passed.
-pub fn due_day(now: DateTime<Utc>, at: NaiveTime) -> Option<NaiveDate> {
+/// The days due for reconciliation at `now`, oldest first: yesterday (Beijing) once today's `at`
+/// has passed, and the days before it back to [`CATCH_UP_DAYS`], but none before
+/// `first_reported`. A deployment that never reconciled begins with yesterday alone.
+pub fn due_days(
+    now: DateTime<Utc>,
+    at: NaiveTime,
+    first_reported: Option<NaiveDate>,
+) -> Vec<NaiveDate> {
     let local = now.with_timezone(&beijing::OFFSET);
-    (local.time() >= at).then(|| local.date_naive() - chrono::Days::new(1))
+    let yesterday = local.date_naive() - chrono::Days::new(1);
+    let yesterday_due = local.time() >= at;
+    let Some(first) = first_reported else {
+        return if yesterday_due {
+            vec![yesterday]
+        } else {
+            Vec::new()
+        };
+    };
+    let latest = match yesterday_due {
+        true => yesterday,
+        false => yesterday - chrono::Days::new(1),
+    };
+    let earliest = first.max(yesterday - chrono::Days::new(CATCH_UP_DAYS - 1));
+    earliest.iter_days().take_while(|d| *d <= latest).collect()
 }
 
-pub async fn daily_loop(
+/// One engine instance's daily reconciliation.
+pub struct DailyJob {
     reconciler: Reconciler,
     runs: Runs,
     at: NaiveTime,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
-            _ = ticker.tick() => {}
-        }
-        if let Err(e) = tick(&reconciler, &runs, at, Utc::now()).await {
-            tracing::warn!(error = %e, "daily reconciliation failed; trying again later");
-        }
-    }
+    /// Days whose last run on this instance failed without a report, and when.
+    failed: HashMap<NaiveDate, DateTime<Utc>>,
 }
 
-/// One look at the clock: runs the due day if it has no final report and no other instance
-/// holds (or finished) its run. Returns the status of the run it made, if it made one.
-pub async fn tick(
-    reconciler: &Reconciler,
-    runs: &Runs,
-    at: NaiveTime,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Option<ReportStatus>> {
-    let Some(date) = due_day(now, at) else {
-        return Ok(None);
-    };
-    let key = format!("reconcile:{date}");
-    // The finished run first: one key lookup on each tick for the rest of the day, instead of
-    // reading the day's whole report every minute.
-    if runs.finished_at(&key).await?.is_some() || !wanted(reconciler, date, now).await? {
-        return Ok(None);
-    }
-    if !runs.claim_run_at(&key, LEASE_TTL, now).await? {
-        return Ok(None);
-    }
-    let result = reconciler.run(date, now, &Quiet).await;
-    match &result {
-        Ok(report) if report.is_final() => {
-            runs.finish_run_at(&key, now).await?;
-        }
-        // Not ready, a finding whose action failed, or no report at all: free for the next
-        // tick of any instance ([`wanted`] spaces the runs that stored a report).
-        _ => runs.release_run(&key).await?,
-    }
-    Ok(Some(result?.status))
-}
+/// What a tick did with one day it ran: the status of the day's report, or why there is none.
+pub type DayRun = (NaiveDate, Result<ReportStatus, String>);
 
-/// The day has no report yet, or only one that is not final (a bill not ready, a finding
-/// whose action failed) and old enough to try again.
-async fn wanted(
-    reconciler: &Reconciler,
-    date: NaiveDate,
-    now: DateTime<Utc>,
-) -> paystream_engine::Result<bool> {
-    Ok(match reconciler.reports().get(date).await? {
-        None => true,
-        Some(report) => !report.is_final() && now - report.ran_at >= NOT_READY_RETRY,
-    })
+impl DailyJob {
+    pub fn new(reconciler: Reconciler, runs: Runs, at: NaiveTime) -> DailyJob {
+        DailyJob {
+            reconciler,
+            runs,
+            at,
+            failed: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return,
+                _ = ticker.tick() => {}
+            }
+            match self.tick(Utc::now()).await {
+                Ok(days) => {
+                    for (date, result) in days {
+                        if let Err(error) = result {
+                            tracing::warn!(bill_date = %date, %error, "daily reconciliation failed; trying again later");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "daily reconciliation could not look for due days")
+                }
+            }
+        }
+    }
+
+    /// One look at the clock: runs each due day that has no final report, that no other
+    /// instance holds (or finished) and that did not just fail here. Returns the days it ran.
+    pub async fn tick(&mut self, now: DateTime<Utc>) -> anyhow::Result<Vec<DayRun>> {
+        let first_reported = self.reconciler.reports().first_day().await?;
+        let days = due_days(now, self.at, first_reported);
+        self.failed.retain(|date, _| days.contains(date));
+        let mut ran = Vec::new();
+        for date in days {
+            if self
+                .failed
+                .get(&date)
+                .is_some_and(|failed| now - *failed < FAILED_RETRY)
+            {
+                continue;
+            }
+            match self.run_day(date, now).await {
+                Ok(None) => {}
+                Ok(Some(status)) => {
+                    self.failed.remove(&date);
+                    ran.push((date, Ok(status)));
+                }
+                Err(error) => {
+                    self.failed.insert(date, now);
+                    ran.push((date, Err(format!("{error:#}"))));
+                }
+            }
+        }
+        Ok(ran)
+    }
+
+    /// Runs `date` unless it is done, held by another instance or not worth asking again yet;
+    /// the status of the report it made, if it ran.
+    async fn run_day(
+        &self,
+        date: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<ReportStatus>> {
+        let key = format!("reconcile:{date}");
+        // The finished run first: one key lookup per day on each tick, instead of reading the
+        // day's whole report every minute.
+        if self.runs.finished_at(&key).await?.is_some() || !self.wanted(date, now).await? {
+            return Ok(None);
+        }
+        if !self.runs.claim_run_at(&key, LEASE_TTL, now).await? {
+            return Ok(None);
+        }
+        let result = self.reconciler.run(date, now, &Quiet).await;
+        match &result {
+            Ok(report) if report.is_final() => {
+                self.runs.finish_run_at(&key, now).await?;
+            }
+            // Not ready, a finding whose action failed, or no report at all: free for the next
+            // tick of any instance ([`Self::wanted`] spaces the runs that stored a report).
+            _ => self.runs.release_run(&key).await?,
+        }
+        Ok(Some(result?.status))
+    }
+
+    /// The day has no report yet, or only one that is not final (a bill not ready, a finding
+    /// whose action failed) and old enough to try again.
+    async fn wanted(&self, date: NaiveDate, now: DateTime<Utc>) -> paystream_engine::Result<bool> {
+        Ok(match self.reconciler.reports().get(date).await? {
+            None => true,
+            Some(report) => !report.is_final() && now - report.ran_at >= NOT_READY_RETRY,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -95,17 +178,45 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, d).unwrap()
+    }
+
     #[test]
-    fn yesterday_is_due_once_the_beijing_time_has_passed() {
+    fn a_new_deployment_begins_with_yesterday_once_the_beijing_time_has_passed() {
         let at = NaiveTime::from_hms_opt(10, 0, 0).unwrap();
         // 09:59 Beijing on 2 December.
         let before = Utc.with_ymd_and_hms(2026, 12, 2, 1, 59, 0).unwrap();
-        assert_eq!(due_day(before, at), None);
+        assert_eq!(due_days(before, at, None), vec![]);
         // 10:00 Beijing on 2 December.
         let after = Utc.with_ymd_and_hms(2026, 12, 2, 2, 0, 0).unwrap();
-        assert_eq!(due_day(after, at), NaiveDate::from_ymd_opt(2026, 12, 1));
+        assert_eq!(due_days(after, at, None), vec![day(1)]);
         // 23:30 UTC on 1 December is 07:30 Beijing on 2 December: not yet.
         let night = Utc.with_ymd_and_hms(2026, 12, 1, 23, 30, 0).unwrap();
-        assert_eq!(due_day(night, at), None);
+        assert_eq!(due_days(night, at, None), vec![]);
+    }
+
+    #[test]
+    fn missed_days_are_due_back_to_the_first_report_and_at_most_a_week() {
+        let at = NaiveTime::from_hms_opt(10, 0, 0).unwrap();
+        // 10:00 Beijing on 20 December.
+        let after = Utc.with_ymd_and_hms(2026, 12, 20, 2, 0, 0).unwrap();
+        assert_eq!(
+            due_days(after, at, Some(day(16))),
+            (16..=19).map(day).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            due_days(after, at, Some(day(1))),
+            (13..=19).map(day).collect::<Vec<_>>(),
+            "{CATCH_UP_DAYS} days back at most"
+        );
+        // 09:00 Beijing: the days before yesterday are overdue already, yesterday is not due.
+        let before = Utc.with_ymd_and_hms(2026, 12, 20, 1, 0, 0).unwrap();
+        assert_eq!(
+            due_days(before, at, Some(day(16))),
+            (16..=18).map(day).collect::<Vec<_>>()
+        );
+        // Reconciled only yesterday so far (by hand, before the time): nothing is due.
+        assert_eq!(due_days(before, at, Some(day(19))), vec![]);
     }
 }

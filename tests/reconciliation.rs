@@ -280,20 +280,23 @@ async fn a_day_without_a_bill_and_a_bill_not_made_yet() {
 /// instances, not again once the day has its report; a bill not ready yet is asked for again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_daily_run_happens_once_across_instances() {
-    use paystream::reconcile_job::tick;
+    use paystream::reconcile_job::DailyJob;
     use paystream_engine::runs::Runs;
 
     let app = spawn_app(Backend::Postgres).await;
     app.add_product("tea", PRICE, true).await;
     paid(&app, "yesterday").await;
     let db = &app.running().db;
-    let instances = [
-        Runs::with_holder(db.clone(), "instance-a"),
-        Runs::with_holder(db.clone(), "instance-b"),
-    ];
     let reconciler = &app.running().reconciler;
-    // "Tomorrow" at 10:30 Beijing time: today's bill is due.
     let at = chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap();
+    let mut instances = ["instance-a", "instance-b"].map(|holder| {
+        DailyJob::new(
+            reconciler.clone(),
+            Runs::with_holder(db.clone(), holder),
+            at,
+        )
+    });
+    // "Tomorrow" at 10:30 Beijing time: today's bill is due.
     let today = beijing::day(chrono::Utc::now());
     let tomorrow_1030 = (today + chrono::Days::new(1))
         .and_hms_opt(2, 30, 0)
@@ -301,55 +304,160 @@ async fn the_daily_run_happens_once_across_instances() {
         .and_utc();
     let before_at = tomorrow_1030 - chrono::Duration::hours(1);
     assert_eq!(
-        tick(reconciler, &instances[0], at, before_at)
-            .await
-            .unwrap(),
-        None,
+        instances[0].tick(before_at).await.unwrap(),
+        vec![],
         "not before RECONCILE_AT"
     );
 
     // The simulator, faithful by default, has not made the bill yet (its clock is today's).
-    let first = tick(reconciler, &instances[0], at, tomorrow_1030)
-        .await
-        .unwrap();
-    assert_eq!(first, Some(ReportStatus::NotReady));
+    let first = instances[0].tick(tomorrow_1030).await.unwrap();
+    assert_eq!(first, vec![(today, Ok(ReportStatus::NotReady))]);
     assert_eq!(
-        tick(
-            reconciler,
-            &instances[1],
-            at,
-            tomorrow_1030 + chrono::Duration::minutes(1)
-        )
-        .await
-        .unwrap(),
-        None,
+        instances[1]
+            .tick(tomorrow_1030 + chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        vec![],
         "a bill not ready is not asked for again at once"
     );
 
     control(&app, "/bills/settings", json!({ "immediate": true })).await;
     let later = tomorrow_1030 + chrono::Duration::minutes(16);
-    let (a, b) = tokio::join!(
-        tick(reconciler, &instances[0], at, later),
-        tick(reconciler, &instances[1], at, later)
-    );
+    let [a, b] = &mut instances;
+    let (a, b) = tokio::join!(a.tick(later), b.tick(later));
     let ran: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(
         ran,
-        vec![ReportStatus::Reconciled],
+        vec![(today, Ok(ReportStatus::Reconciled))],
         "exactly one instance ran it"
     );
     let report = reconciler.reports().get(today).await.unwrap().unwrap();
     assert_eq!(report.bill.payments, 1);
     assert!(report.lines.is_empty(), "{report:#?}");
-    for instance in &instances {
+    for instance in &mut instances {
         assert_eq!(
-            tick(reconciler, instance, at, later + chrono::Duration::hours(1))
+            instance
+                .tick(later + chrono::Duration::hours(1))
                 .await
                 .unwrap(),
-            None,
+            vec![],
             "the day is done"
         );
     }
+}
+
+/// An engine that was down at `RECONCILE_AT` for days catches them up at its next tick, oldest
+/// first, back to the first day it ever reconciled and no further; a payment whose notify was
+/// lost on the last of them is found and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn days_missed_while_down_are_caught_up() {
+    use paystream::reconcile_job::DailyJob;
+    use paystream_engine::runs::Runs;
+
+    let app = spawn_app(Backend::Postgres).await;
+    app.add_product("tea", PRICE, true).await;
+    control(&app, "/bills/settings", json!({ "immediate": true })).await;
+    let reconciler = &app.running().reconciler;
+    let today = beijing::day(chrono::Utc::now());
+    let day = |back: u64| today - chrono::Days::new(back);
+    // Where this deployment began: a day reconciled three days ago (nothing was paid then).
+    let first = reconciler
+        .run(day(3), chrono::Utc::now(), &Quiet)
+        .await
+        .unwrap();
+    assert_eq!(first.status, ReportStatus::NoBill);
+    // Today a payment whose notification never arrives.
+    let (token, order) = ordered(&app, "lost-notify").await;
+    control(
+        &app,
+        "/pay",
+        json!({ "out_trade_no": out_trade_no(&order), "notify": false }),
+    )
+    .await;
+
+    let at = chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap();
+    let mut job = DailyJob::new(
+        reconciler.clone(),
+        Runs::with_holder(app.running().db.clone(), "back-up"),
+        at,
+    );
+    // Tomorrow 09:30 Beijing: the two days after the first are overdue; today is not due yet.
+    let tomorrow = |hour_utc: u32| {
+        (today + chrono::Days::new(1))
+            .and_hms_opt(hour_utc, 30, 0)
+            .unwrap()
+            .and_utc()
+    };
+    assert_eq!(
+        job.tick(tomorrow(1)).await.unwrap(),
+        vec![
+            (day(2), Ok(ReportStatus::NoBill)),
+            (day(1), Ok(ReportStatus::NoBill))
+        ]
+    );
+    let ran = job.tick(tomorrow(2)).await.unwrap();
+    assert_eq!(ran, vec![(today, Ok(ReportStatus::Reconciled))]);
+    let report = reconciler.reports().get(today).await.unwrap().unwrap();
+    assert_eq!(report.lines.len(), 1, "{report:#?}");
+    assert_eq!(report.lines[0].action, Action::PaymentRecorded);
+    app.wait_for_order(&token, &order, |o| o["status"] == "paid")
+        .await;
+    assert_eq!(
+        reconciler.reports().get(day(4)).await.unwrap(),
+        None,
+        "no day before the first is reconciled"
+    );
+    assert_eq!(job.tick(tomorrow(3)).await.unwrap(), vec![], "all done");
+}
+
+/// A run that could not read the bill stores no report: the instance tries that day again after
+/// a pause, not at every tick while WeChat Pay is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_day_whose_bill_could_not_be_read_is_tried_again_after_a_pause() {
+    use paystream::reconcile_job::DailyJob;
+    use paystream_engine::runs::Runs;
+
+    let app = spawn_app(Backend::Postgres).await;
+    app.add_product("tea", PRICE, true).await;
+    paid(&app, "down-day").await;
+    control(&app, "/bills/settings", json!({ "immediate": true })).await;
+    control(
+        &app,
+        "/faults",
+        json!({ "fail_next": 1000, "path_contains": "bill" }),
+    )
+    .await;
+    let at = chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap();
+    let mut job = DailyJob::new(
+        app.running().reconciler.clone(),
+        Runs::with_holder(app.running().db.clone(), "only"),
+        at,
+    );
+    let today = beijing::day(chrono::Utc::now());
+    let tomorrow_1030 = (today + chrono::Days::new(1))
+        .and_hms_opt(2, 30, 0)
+        .unwrap()
+        .and_utc();
+    let failed = job.tick(tomorrow_1030).await.unwrap();
+    assert!(
+        matches!(failed.as_slice(), [(day, Err(_))] if *day == today),
+        "{failed:?}"
+    );
+    assert_eq!(
+        app.running().reconciler.reports().get(today).await.unwrap(),
+        None
+    );
+    control(&app, "/faults", json!({ "fail_next": 0 })).await;
+    let minute = chrono::Duration::minutes(1);
+    assert_eq!(
+        job.tick(tomorrow_1030 + minute).await.unwrap(),
+        vec![],
+        "not again at the next tick"
+    );
+    assert_eq!(
+        job.tick(tomorrow_1030 + minute * 6).await.unwrap(),
+        vec![(today, Ok(ReportStatus::Reconciled))]
+    );
 }
 
 /// APIv2: the merchant's bill through `/pay/downloadbill` is the same as through v3 (one

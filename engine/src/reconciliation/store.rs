@@ -33,6 +33,25 @@ impl Reports {
         })
     }
 
+    /// The earliest day with a report: where this deployment's reconciliation began (days
+    /// before it belong to whatever took payments before paystream).
+    pub async fn first_day(&self) -> Result<Option<NaiveDate>> {
+        // Dates are stored as `YYYY-MM-DD`, so the smallest text is the earliest day.
+        let row = sqlx::query("SELECT MIN(bill_date) AS first FROM reconciliation_reports")
+            .fetch_one(&self.db.pool)
+            .await?;
+        let Some(text) = row.try_get::<Option<String>, _>("first")? else {
+            return Ok(None);
+        };
+        text.parse().map(Some).map_err(|e| {
+            Error::new(
+                Kind::Internal,
+                ErrorCode::InternalError,
+                format!("stored reconciliation date {text:?} unreadable: {e}"),
+            )
+        })
+    }
+
     /// How many runs of the day there have been.
     pub async fn runs(&self, date: NaiveDate) -> Result<u32> {
         let row = sqlx::query("SELECT runs FROM reconciliation_reports WHERE bill_date = $1")

@@ -292,6 +292,10 @@ impl Session {
                 "messages still being handled at shutdown were abandoned"
             );
         }
+        if ended.is_ok() {
+            crate::close_channel(&shared.park_channel).await;
+            crate::close_channel(&channel).await;
+        }
         ended
     }
 }

@@ -274,9 +274,11 @@ impl Relay {
                 if let Some(at) = unsaved {
                     self.save(at).await?;
                 }
+                crate::close_channel(&channel).await;
                 return Ok(SessionEnd::Stopped);
             }
             if !self.lease.keep().await {
+                crate::close_channel(&channel).await;
                 return Ok(SessionEnd::LostLease);
             }
             // An idle relay touches neither: notice a dead connection without waiting for an

@@ -44,6 +44,27 @@ async fn paid(app: &TestApp, user: &str) -> (String, Value) {
     (token, order)
 }
 
+/// [`ordered`], then paid at WeChat Pay with the notification lost: only the bill (and a query)
+/// know.
+async fn paid_unheard(app: &TestApp, user: &str) -> (String, Value) {
+    let (token, order) = ordered(app, user).await;
+    control(
+        app,
+        "/pay",
+        json!({ "out_trade_no": out_trade_no(&order), "notify": false }),
+    )
+    .await;
+    (token, order)
+}
+
+/// Tomorrow (Beijing) at `hour_utc`:30 UTC — 10:30 Beijing for `2`.
+fn tomorrow_at(hour_utc: u32) -> chrono::DateTime<chrono::Utc> {
+    (beijing::day(chrono::Utc::now()) + chrono::Days::new(1))
+        .and_hms_opt(hour_utc, 30, 0)
+        .unwrap()
+        .and_utc()
+}
+
 fn id(order: &Value) -> &str {
     order["id"].as_str().unwrap()
 }
@@ -103,13 +124,7 @@ async fn four_discrepancies_and_a_rerun_that_adds_nothing(backend: Backend) {
     )
     .await;
     // Paid at WeChat, the notify lost: only the bill (and a query) know.
-    let (unheard_token, unheard) = ordered(&app, "unheard").await;
-    control(
-        &app,
-        "/pay",
-        json!({ "out_trade_no": out_trade_no(&unheard), "notify": false }),
-    )
-    .await;
+    let (unheard_token, unheard) = paid_unheard(&app, "unheard").await;
     // In the log, not in WeChat's bill.
     let (_, missing) = paid(&app, "missing").await;
     control(
@@ -298,10 +313,7 @@ async fn the_daily_run_happens_once_across_instances() {
     });
     // "Tomorrow" at 10:30 Beijing time: today's bill is due.
     let today = beijing::day(chrono::Utc::now());
-    let tomorrow_1030 = (today + chrono::Days::new(1))
-        .and_hms_opt(2, 30, 0)
-        .unwrap()
-        .and_utc();
+    let tomorrow_1030 = tomorrow_at(2);
     let before_at = tomorrow_1030 - chrono::Duration::hours(1);
     assert_eq!(
         instances[0].tick(before_at).await.unwrap(),
@@ -367,13 +379,7 @@ async fn days_missed_while_down_are_caught_up() {
         .unwrap();
     assert_eq!(first.status, ReportStatus::NoBill);
     // Today a payment whose notification never arrives.
-    let (token, order) = ordered(&app, "lost-notify").await;
-    control(
-        &app,
-        "/pay",
-        json!({ "out_trade_no": out_trade_no(&order), "notify": false }),
-    )
-    .await;
+    let (token, order) = paid_unheard(&app, "lost-notify").await;
 
     let at = chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap();
     let mut job = DailyJob::new(
@@ -382,20 +388,14 @@ async fn days_missed_while_down_are_caught_up() {
         at,
     );
     // Tomorrow 09:30 Beijing: the two days after the first are overdue; today is not due yet.
-    let tomorrow = |hour_utc: u32| {
-        (today + chrono::Days::new(1))
-            .and_hms_opt(hour_utc, 30, 0)
-            .unwrap()
-            .and_utc()
-    };
     assert_eq!(
-        job.tick(tomorrow(1)).await.unwrap(),
+        job.tick(tomorrow_at(1)).await.unwrap(),
         vec![
             (day(2), Ok(ReportStatus::NoBill)),
             (day(1), Ok(ReportStatus::NoBill))
         ]
     );
-    let ran = job.tick(tomorrow(2)).await.unwrap();
+    let ran = job.tick(tomorrow_at(2)).await.unwrap();
     assert_eq!(ran, vec![(today, Ok(ReportStatus::Reconciled))]);
     let report = reconciler.reports().get(today).await.unwrap().unwrap();
     assert_eq!(report.lines.len(), 1, "{report:#?}");
@@ -407,7 +407,7 @@ async fn days_missed_while_down_are_caught_up() {
         None,
         "no day before the first is reconciled"
     );
-    assert_eq!(job.tick(tomorrow(3)).await.unwrap(), vec![], "all done");
+    assert_eq!(job.tick(tomorrow_at(3)).await.unwrap(), vec![], "all done");
 }
 
 /// A run that could not read the bill stores no report: the instance tries that day again after
@@ -434,10 +434,7 @@ async fn a_day_whose_bill_could_not_be_read_is_tried_again_after_a_pause() {
         at,
     );
     let today = beijing::day(chrono::Utc::now());
-    let tomorrow_1030 = (today + chrono::Days::new(1))
-        .and_hms_opt(2, 30, 0)
-        .unwrap()
-        .and_utc();
+    let tomorrow_1030 = tomorrow_at(2);
     let failed = job.tick(tomorrow_1030).await.unwrap();
     assert!(
         matches!(failed.as_slice(), [(day, Err(_))] if *day == today),

@@ -20,12 +20,15 @@ use tokio::sync::watch;
 /// How often the loop looks at the clock.
 const TICK: Duration = Duration::from_secs(60);
 
-/// How soon a bill that was not ready is asked for again.
+/// How soon a bill that was not ready is asked for again; a day whose findings could not all be
+/// acted on waits twice as long after each run, up to [`RETRY_CAP`].
 const NOT_READY_RETRY: chrono::Duration = chrono::Duration::minutes(15);
+const RETRY_CAP: chrono::Duration = chrono::Duration::hours(4);
 
-/// How soon this instance tries again a day whose run stored no report (WeChat Pay or the
-/// database did not answer): not every minute, which would only add to an outage.
-const FAILED_RETRY: chrono::Duration = chrono::Duration::minutes(5);
+/// How soon a day whose run stored no report (WeChat Pay or the database did not answer) is
+/// tried again, by any instance (the failed run keeps the day's lease that long): not every
+/// minute on every instance, which would only add to an outage.
+const FAILED_RETRY: Duration = Duration::from_secs(5 * 60);
 
 /// How many days back a missed day is still caught up. WeChat keeps bills for three months; a
 /// week covers an outage nobody noticed, while older days are left to `reconcile --date`.
@@ -36,7 +39,8 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// The days due for reconciliation at `now`, oldest first: yesterday (Beijing) once today's `at`
 /// has passed, and the days before it back to [`CATCH_UP_DAYS`], but none before
-/// `first_reported`. A deployment that never reconciled begins with yesterday alone.
+/// `first_reported`. Yesterday is always due: a deployment that never reconciled, or whose first
+/// report is of today (run by hand), begins with it.
 pub fn due_days(
     now: DateTime<Utc>,
     at: NaiveTime,
@@ -44,19 +48,15 @@ pub fn due_days(
 ) -> Vec<NaiveDate> {
     let local = now.with_timezone(&beijing::OFFSET);
     let yesterday = local.date_naive() - chrono::Days::new(1);
-    let yesterday_due = local.time() >= at;
-    let Some(first) = first_reported else {
-        return if yesterday_due {
-            vec![yesterday]
-        } else {
-            Vec::new()
-        };
-    };
-    let latest = match yesterday_due {
+    let latest = match local.time() >= at {
         true => yesterday,
         false => yesterday - chrono::Days::new(1),
     };
-    let earliest = first.max(yesterday - chrono::Days::new(CATCH_UP_DAYS - 1));
+    let earliest = first_reported
+        .map_or(yesterday, |first| {
+            first.max(yesterday - chrono::Days::new(CATCH_UP_DAYS - 1))
+        })
+        .min(yesterday);
     earliest.iter_days().take_while(|d| *d <= latest).collect()
 }
 
@@ -111,12 +111,18 @@ impl DailyJob {
         let first_reported = self.reconciler.reports().first_day().await?;
         let days = due_days(now, self.at, first_reported);
         self.failed.retain(|date, _| days.contains(date));
+        let started = std::time::Instant::now();
+        let retry = chrono::Duration::from_std(FAILED_RETRY).unwrap_or_default();
         let mut ran = Vec::new();
         for date in days {
+            // Each day's lease is taken as of when its run begins, not when the tick began:
+            // days run one after another, and a long one must not leave the next with a lease
+            // that has already run out.
+            let now = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
             if self
                 .failed
                 .get(&date)
-                .is_some_and(|failed| now - *failed < FAILED_RETRY)
+                .is_some_and(|failed| now - *failed < retry)
             {
                 continue;
             }
@@ -156,9 +162,14 @@ impl DailyJob {
             Ok(report) if report.is_final() => {
                 self.runs.finish_run_at(&key, now).await?;
             }
-            // Not ready, a finding whose action failed, or no report at all: free for the next
-            // tick of any instance ([`Self::wanted`] spaces the runs that stored a report).
-            _ => self.runs.release_run(&key).await?,
+            // Not ready, or a finding whose action failed: free for the next tick of any
+            // instance ([`Self::wanted`] spaces those runs by their report).
+            Ok(_) => self.runs.release_run(&key).await?,
+            // No report at all: the day stays held for [`FAILED_RETRY`], so that no instance
+            // asks again sooner.
+            Err(_) => {
+                self.runs.claim_run_at(&key, FAILED_RETRY, now).await?;
+            }
         }
         Ok(Some(result?.status))
     }
@@ -168,9 +179,18 @@ impl DailyJob {
     async fn wanted(&self, date: NaiveDate, now: DateTime<Utc>) -> paystream_engine::Result<bool> {
         Ok(match self.reconciler.reports().get(date).await? {
             None => true,
-            Some(report) => !report.is_final() && now - report.ran_at >= NOT_READY_RETRY,
+            Some(report) => !report.is_final() && now - report.ran_at >= retry_after(report.runs),
         })
     }
+}
+
+/// How long after a run that stored a report which is not final the day is run again: 15
+/// minutes after a bill that was not ready (no run counted) or a first run, doubling with each
+/// further run up to [`RETRY_CAP`] — a finding that keeps failing must not have the day's whole
+/// bill downloaded every quarter of an hour for a week.
+fn retry_after(runs: u32) -> chrono::Duration {
+    let doublings = runs.saturating_sub(1).min(8);
+    (NOT_READY_RETRY * 2_i32.pow(doublings)).min(RETRY_CAP)
 }
 
 #[cfg(test)]
@@ -218,5 +238,16 @@ mod tests {
         );
         // Reconciled only yesterday so far (by hand, before the time): nothing is due.
         assert_eq!(due_days(before, at, Some(day(19))), vec![]);
+        // The first report is of today (run by hand): yesterday is still due.
+        assert_eq!(due_days(after, at, Some(day(20))), vec![day(19)]);
+    }
+
+    #[test]
+    fn a_day_whose_findings_keep_failing_is_run_less_and_less_often() {
+        let minutes = |runs| retry_after(runs).num_minutes();
+        assert_eq!(
+            [0, 1, 2, 3, 4, 5, 6, 100].map(minutes),
+            [15, 15, 30, 60, 120, 240, 240, 240]
+        );
     }
 }

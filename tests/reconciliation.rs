@@ -57,9 +57,9 @@ async fn paid_unheard(app: &TestApp, user: &str) -> (String, Value) {
     (token, order)
 }
 
-/// Tomorrow (Beijing) at `hour_utc`:30 UTC — 10:30 Beijing for `2`.
-fn tomorrow_at(hour_utc: u32) -> chrono::DateTime<chrono::Utc> {
-    (beijing::day(chrono::Utc::now()) + chrono::Days::new(1))
+/// The day after `today` (Beijing) at `hour_utc`:30 UTC — 10:30 Beijing for `2`.
+fn tomorrow_at(today: chrono::NaiveDate, hour_utc: u32) -> chrono::DateTime<chrono::Utc> {
+    (today + chrono::Days::new(1))
         .and_hms_opt(hour_utc, 30, 0)
         .unwrap()
         .and_utc()
@@ -313,7 +313,7 @@ async fn the_daily_run_happens_once_across_instances() {
     });
     // "Tomorrow" at 10:30 Beijing time: today's bill is due.
     let today = beijing::day(chrono::Utc::now());
-    let tomorrow_1030 = tomorrow_at(2);
+    let tomorrow_1030 = tomorrow_at(today, 2);
     let before_at = tomorrow_1030 - chrono::Duration::hours(1);
     assert_eq!(
         instances[0].tick(before_at).await.unwrap(),
@@ -389,13 +389,13 @@ async fn days_missed_while_down_are_caught_up() {
     );
     // Tomorrow 09:30 Beijing: the two days after the first are overdue; today is not due yet.
     assert_eq!(
-        job.tick(tomorrow_at(1)).await.unwrap(),
+        job.tick(tomorrow_at(today, 1)).await.unwrap(),
         vec![
             (day(2), Ok(ReportStatus::NoBill)),
             (day(1), Ok(ReportStatus::NoBill))
         ]
     );
-    let ran = job.tick(tomorrow_at(2)).await.unwrap();
+    let ran = job.tick(tomorrow_at(today, 2)).await.unwrap();
     assert_eq!(ran, vec![(today, Ok(ReportStatus::Reconciled))]);
     let report = reconciler.reports().get(today).await.unwrap().unwrap();
     assert_eq!(report.lines.len(), 1, "{report:#?}");
@@ -407,7 +407,11 @@ async fn days_missed_while_down_are_caught_up() {
         None,
         "no day before the first is reconciled"
     );
-    assert_eq!(job.tick(tomorrow_at(3)).await.unwrap(), vec![], "all done");
+    assert_eq!(
+        job.tick(tomorrow_at(today, 3)).await.unwrap(),
+        vec![],
+        "all done"
+    );
 }
 
 /// A run that could not read the bill stores no report: the instance tries that day again after
@@ -434,7 +438,7 @@ async fn a_day_whose_bill_could_not_be_read_is_tried_again_after_a_pause() {
         at,
     );
     let today = beijing::day(chrono::Utc::now());
-    let tomorrow_1030 = tomorrow_at(2);
+    let tomorrow_1030 = tomorrow_at(today, 2);
     let failed = job.tick(tomorrow_1030).await.unwrap();
     assert!(
         matches!(failed.as_slice(), [(day, Err(_))] if *day == today),
@@ -450,6 +454,16 @@ async fn a_day_whose_bill_could_not_be_read_is_tried_again_after_a_pause() {
         job.tick(tomorrow_1030 + minute).await.unwrap(),
         vec![],
         "not again at the next tick"
+    );
+    let mut other = DailyJob::new(
+        app.running().reconciler.clone(),
+        Runs::with_holder(app.running().db.clone(), "other"),
+        at,
+    );
+    assert_eq!(
+        other.tick(tomorrow_1030 + minute * 2).await.unwrap(),
+        vec![],
+        "nor by another instance"
     );
     assert_eq!(
         job.tick(tomorrow_1030 + minute * 6).await.unwrap(),

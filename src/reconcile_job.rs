@@ -1,7 +1,9 @@
 //! The daily reconciliation: at `RECONCILE_AT` (Beijing time), yesterday's bills against the
 //! log, by one engine instance (a run claimed with a lease, `engine::runs`), until the day has a
 //! final report: from a bill WeChat had ready, with every finding acted on. A bill not ready
-//! yet, or a finding whose action failed, is tried again every [`NOT_READY_RETRY`].
+//! yet is asked for again every [`NOT_READY_RETRY`]; a day whose findings could not all be acted
+//! on is run again less and less often ([`retry_after`]); a run that could not read the bill or
+//! the log holds the day for [`FAILED_RETRY`].
 //!
 //! Days are not lost to an outage: a day of the last [`CATCH_UP_DAYS`] that has no final report
 //! (the engine was down at `RECONCILE_AT`, or the day's run kept failing) is run at the next

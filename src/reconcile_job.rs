@@ -2,15 +2,14 @@
 //! log, by one engine instance (a run claimed with a lease, `engine::runs`), until the day has a
 //! final report: from a bill WeChat had ready, with every finding acted on. A bill not ready
 //! yet is asked for again every [`NOT_READY_RETRY`]; a day whose findings could not all be acted
-//! on is run again less and less often ([`retry_after`]); a run that could not read the bill or
-//! the log holds the day for [`FAILED_RETRY`].
+//! on is run again less and less often ([`retry_after`]); after a run that could not read the
+//! bill or the log, no instance tries the day again for [`FAILED_RETRY`].
 //!
 //! Days are not lost to an outage: a day of the last [`CATCH_UP_DAYS`] that has no final report
 //! (the engine was down at `RECONCILE_AT`, or the day's run kept failing) is run at the next
 //! tick, oldest first — but never a day before the first one this deployment reconciled, whose
 //! payments were taken by whatever ran before it.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -28,9 +27,9 @@ const NOT_READY_RETRY: chrono::Duration = chrono::Duration::minutes(15);
 const RETRY_CAP: chrono::Duration = chrono::Duration::hours(4);
 
 /// How soon a day whose run stored no report (WeChat Pay or the database did not answer) is
-/// tried again, by any instance (the failed run keeps the day's lease that long): not every
+/// tried again, by any instance (the failed run releases the day only for then): not every
 /// minute on every instance, which would only add to an outage.
-const FAILED_RETRY: Duration = Duration::from_secs(5 * 60);
+const FAILED_RETRY: chrono::Duration = chrono::Duration::minutes(5);
 
 /// How many days back a missed day is still caught up. WeChat keeps bills for three months; a
 /// week covers an outage nobody noticed, while older days are left to `reconcile --date`.
@@ -67,8 +66,6 @@ pub struct DailyJob {
     reconciler: Reconciler,
     runs: Runs,
     at: NaiveTime,
-    /// Days whose last run on this instance failed without a report, and when.
-    failed: HashMap<NaiveDate, DateTime<Utc>>,
 }
 
 /// What a tick did with one day it ran: the status of the day's report, or why there is none.
@@ -80,11 +77,10 @@ impl DailyJob {
             reconciler,
             runs,
             at,
-            failed: HashMap::new(),
         }
     }
 
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -107,37 +103,22 @@ impl DailyJob {
         }
     }
 
-    /// One look at the clock: runs each due day that has no final report, that no other
-    /// instance holds (or finished) and that did not just fail here. Returns the days it ran.
-    pub async fn tick(&mut self, now: DateTime<Utc>) -> anyhow::Result<Vec<DayRun>> {
+    /// One look at the clock: runs each due day that has no final report and that no instance
+    /// holds, finished or paused after a failure. Returns the days it ran.
+    pub async fn tick(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<DayRun>> {
         let first_reported = self.reconciler.reports().first_day().await?;
         let days = due_days(now, self.at, first_reported);
-        self.failed.retain(|date, _| days.contains(date));
         let started = std::time::Instant::now();
-        let retry = chrono::Duration::from_std(FAILED_RETRY).unwrap_or_default();
         let mut ran = Vec::new();
         for date in days {
             // Each day's lease is taken as of when its run begins, not when the tick began:
             // days run one after another, and a long one must not leave the next with a lease
             // that has already run out.
             let now = now + chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
-            if self
-                .failed
-                .get(&date)
-                .is_some_and(|failed| now - *failed < retry)
-            {
-                continue;
-            }
             match self.run_day(date, now).await {
                 Ok(None) => {}
-                Ok(Some(status)) => {
-                    self.failed.remove(&date);
-                    ran.push((date, Ok(status)));
-                }
-                Err(error) => {
-                    self.failed.insert(date, now);
-                    ran.push((date, Err(format!("{error:#}"))));
-                }
+                Ok(Some(status)) => ran.push((date, Ok(status))),
+                Err(error) => ran.push((date, Err(format!("{error:#}")))),
             }
         }
         Ok(ran)
@@ -167,10 +148,11 @@ impl DailyJob {
             // Not ready, or a finding whose action failed: free for the next tick of any
             // instance ([`Self::wanted`] spaces those runs by their report).
             Ok(_) => self.runs.release_run(&key).await?,
-            // No report at all: the day stays held for [`FAILED_RETRY`], so that no instance
-            // asks again sooner.
+            // No report at all: no instance asks again for [`FAILED_RETRY`].
             Err(_) => {
-                self.runs.claim_run_at(&key, FAILED_RETRY, now).await?;
+                self.runs
+                    .release_run_until(&key, now + FAILED_RETRY)
+                    .await?
             }
         }
         Ok(Some(result?.status))

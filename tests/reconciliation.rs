@@ -6,9 +6,11 @@
 mod common;
 
 use common::{count, spawn_app, TestApp};
+use paystream::reconcile_job::DailyJob;
 use paystream_engine::beijing;
 use paystream_engine::db::Backend;
 use paystream_engine::reconciliation::{Action, LineKind, Quiet, Report, ReportStatus};
+use paystream_engine::runs::Runs;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -63,6 +65,16 @@ fn tomorrow_at(today: chrono::NaiveDate, hour_utc: u32) -> chrono::DateTime<chro
         .and_hms_opt(hour_utc, 30, 0)
         .unwrap()
         .and_utc()
+}
+
+/// The daily job of one engine instance (`holder`), with `RECONCILE_AT` 10:00.
+fn daily_job(app: &TestApp, holder: &str) -> DailyJob {
+    let running = app.running();
+    DailyJob::new(
+        running.reconciler.clone(),
+        Runs::with_holder(running.db.clone(), holder),
+        chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap(),
+    )
 }
 
 fn id(order: &Value) -> &str {
@@ -295,22 +307,11 @@ async fn a_day_without_a_bill_and_a_bill_not_made_yet() {
 /// instances, not again once the day has its report; a bill not ready yet is asked for again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_daily_run_happens_once_across_instances() {
-    use paystream::reconcile_job::DailyJob;
-    use paystream_engine::runs::Runs;
-
     let app = spawn_app(Backend::Postgres).await;
     app.add_product("tea", PRICE, true).await;
     paid(&app, "yesterday").await;
-    let db = &app.running().db;
     let reconciler = &app.running().reconciler;
-    let at = chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap();
-    let mut instances = ["instance-a", "instance-b"].map(|holder| {
-        DailyJob::new(
-            reconciler.clone(),
-            Runs::with_holder(db.clone(), holder),
-            at,
-        )
-    });
+    let instances = ["instance-a", "instance-b"].map(|holder| daily_job(&app, holder));
     // "Tomorrow" at 10:30 Beijing time: today's bill is due.
     let today = beijing::day(chrono::Utc::now());
     let tomorrow_1030 = tomorrow_at(today, 2);
@@ -335,7 +336,7 @@ async fn the_daily_run_happens_once_across_instances() {
 
     control(&app, "/bills/settings", json!({ "immediate": true })).await;
     let later = tomorrow_1030 + chrono::Duration::minutes(16);
-    let [a, b] = &mut instances;
+    let [a, b] = &instances;
     let (a, b) = tokio::join!(a.tick(later), b.tick(later));
     let ran: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(
@@ -346,7 +347,7 @@ async fn the_daily_run_happens_once_across_instances() {
     let report = reconciler.reports().get(today).await.unwrap().unwrap();
     assert_eq!(report.bill.payments, 1);
     assert!(report.lines.is_empty(), "{report:#?}");
-    for instance in &mut instances {
+    for instance in &instances {
         assert_eq!(
             instance
                 .tick(later + chrono::Duration::hours(1))
@@ -363,9 +364,6 @@ async fn the_daily_run_happens_once_across_instances() {
 /// lost on the last of them is found and recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn days_missed_while_down_are_caught_up() {
-    use paystream::reconcile_job::DailyJob;
-    use paystream_engine::runs::Runs;
-
     let app = spawn_app(Backend::Postgres).await;
     app.add_product("tea", PRICE, true).await;
     control(&app, "/bills/settings", json!({ "immediate": true })).await;
@@ -381,12 +379,7 @@ async fn days_missed_while_down_are_caught_up() {
     // Today a payment whose notification never arrives.
     let (token, order) = paid_unheard(&app, "lost-notify").await;
 
-    let at = chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap();
-    let mut job = DailyJob::new(
-        reconciler.clone(),
-        Runs::with_holder(app.running().db.clone(), "back-up"),
-        at,
-    );
+    let job = daily_job(&app, "back-up");
     // Tomorrow 09:30 Beijing: the two days after the first are overdue; today is not due yet.
     assert_eq!(
         job.tick(tomorrow_at(today, 1)).await.unwrap(),
@@ -418,9 +411,6 @@ async fn days_missed_while_down_are_caught_up() {
 /// a pause, not at every tick while WeChat Pay is down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_day_whose_bill_could_not_be_read_is_tried_again_after_a_pause() {
-    use paystream::reconcile_job::DailyJob;
-    use paystream_engine::runs::Runs;
-
     let app = spawn_app(Backend::Postgres).await;
     app.add_product("tea", PRICE, true).await;
     paid(&app, "down-day").await;
@@ -431,12 +421,7 @@ async fn a_day_whose_bill_could_not_be_read_is_tried_again_after_a_pause() {
         json!({ "fail_next": 1000, "path_contains": "bill" }),
     )
     .await;
-    let at = chrono::NaiveTime::from_hms_opt(10, 0, 0).unwrap();
-    let mut job = DailyJob::new(
-        app.running().reconciler.clone(),
-        Runs::with_holder(app.running().db.clone(), "only"),
-        at,
-    );
+    let job = daily_job(&app, "only");
     let today = beijing::day(chrono::Utc::now());
     let tomorrow_1030 = tomorrow_at(today, 2);
     let failed = job.tick(tomorrow_1030).await.unwrap();
@@ -455,11 +440,7 @@ async fn a_day_whose_bill_could_not_be_read_is_tried_again_after_a_pause() {
         vec![],
         "not again at the next tick"
     );
-    let mut other = DailyJob::new(
-        app.running().reconciler.clone(),
-        Runs::with_holder(app.running().db.clone(), "other"),
-        at,
-    );
+    let other = daily_job(&app, "other");
     assert_eq!(
         other.tick(tomorrow_1030 + minute * 2).await.unwrap(),
         vec![],

@@ -12,7 +12,8 @@
 //!
 //! Claiming again while holding the run renews the lease (a long run claims again now and then).
 //! A run that failed may be given back with [`Runs::release_run`] so that the next try (here or
-//! elsewhere) need not wait for the lease. Rows live in `job_runs` (migration 0008); the same
+//! elsewhere) need not wait for the lease, or with [`Runs::release_run_until`] so that no try
+//! (here or elsewhere) comes before a pause. Rows live in `job_runs` (migration 0008); the same
 //! portable SQL runs on PostgreSQL and SQLite.
 
 use std::time::Duration;
@@ -120,10 +121,24 @@ impl Runs {
     /// Gives an unfinished run back (it failed; try again soon): the next claim, by anyone,
     /// takes it at once instead of waiting for the lease.
     pub async fn release_run(&self, key: &str) -> Result<()> {
+        self.release_at(key, 0, &self.holder).await
+    }
+
+    /// Gives an unfinished run back to be tried again from `until` on, by anyone — this holder
+    /// too, which holding the lease would otherwise let claim it again at once (a back-off
+    /// after a failure, shared by every process).
+    pub async fn release_run_until(&self, key: &str, until: DateTime<Utc>) -> Result<()> {
+        // Held by nobody until then: no claimer's id matches the empty one.
+        self.release_at(key, millis(until), "").await
+    }
+
+    async fn release_at(&self, key: &str, until: i64, held_by: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE job_runs SET leased_until = 0 \
-             WHERE run_key = $1 AND leased_by = $2 AND finished_at IS NULL",
+            "UPDATE job_runs SET leased_until = $1, leased_by = $2 \
+             WHERE run_key = $3 AND leased_by = $4 AND finished_at IS NULL",
         )
+        .bind(until)
+        .bind(held_by)
         .bind(key)
         .bind(&self.holder)
         .execute(&self.db.pool)
@@ -224,6 +239,17 @@ mod tests {
         assert!(b.claim_run_at(other, LEASE, now).await.unwrap());
         b.release_run(other).await.unwrap();
         assert!(dead.claim_run_at(other, LEASE, now).await.unwrap());
+
+        // A failed run given back for a pause is taken by nobody before it ends, the holder
+        // that gave it back included.
+        let paused = "reconcile:2026-12-03";
+        let until = now + chrono::Duration::minutes(5);
+        assert!(b.claim_run_at(paused, LEASE, now).await.unwrap());
+        b.release_run_until(paused, until).await.unwrap();
+        let before = until - chrono::Duration::seconds(1);
+        assert!(!b.claim_run_at(paused, LEASE, before).await.unwrap());
+        assert!(!dead.claim_run_at(paused, LEASE, before).await.unwrap());
+        assert!(dead.claim_run_at(paused, LEASE, until).await.unwrap());
         db.pool.close().await;
     }
 

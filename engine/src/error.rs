@@ -61,6 +61,11 @@ impl Error {
         Error::new(Kind::NotFound, code, message)
     }
 
+    /// Something of ours is broken (stored data unreadable, say): not the caller's doing.
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::new(Kind::Internal, ErrorCode::InternalError, message)
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Error::Order(e) => match e.kind() {

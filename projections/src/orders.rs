@@ -14,7 +14,7 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use paystream_engine::db::{from_millis, millis, Backend, Db};
-use paystream_engine::error::{Error, ErrorCode, Kind, Result};
+use paystream_engine::error::{Error, Result};
 use paystream_engine::order::{
     self, Order, OrderCard, OrderEvent, OrderLine, OrderStatus, PayChannel,
 };
@@ -95,11 +95,7 @@ impl From<&Order> for OrderView {
 }
 
 pub(crate) fn internal(message: impl std::fmt::Display) -> Error {
-    Error::new(
-        Kind::Internal,
-        ErrorCode::InternalError,
-        message.to_string(),
-    )
+    Error::internal(message.to_string())
 }
 
 fn decode(row: &AnyRow) -> Result<OrderView> {

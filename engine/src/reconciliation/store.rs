@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::Report;
 use crate::db::{millis, Db};
-use crate::error::{Error, ErrorCode, Kind, Result};
+use crate::error::{Error, Result};
 
 #[derive(Clone)]
 pub struct Reports {
@@ -25,11 +25,9 @@ impl Reports {
         let Some(row) = row else { return Ok(None) };
         let text: String = row.try_get("report")?;
         serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::new(
-                Kind::Internal,
-                ErrorCode::InternalError,
-                format!("stored reconciliation report of {date} unreadable: {e}"),
-            )
+            Error::internal(format!(
+                "stored reconciliation report of {date} unreadable: {e}"
+            ))
         })
     }
 
@@ -44,11 +42,9 @@ impl Reports {
             return Ok(None);
         };
         text.parse().map(Some).map_err(|e| {
-            Error::new(
-                Kind::Internal,
-                ErrorCode::InternalError,
-                format!("stored reconciliation date {text:?} unreadable: {e}"),
-            )
+            Error::internal(format!(
+                "stored reconciliation date {text:?} unreadable: {e}"
+            ))
         })
     }
 
@@ -65,8 +61,7 @@ impl Reports {
     }
 
     pub async fn put(&self, report: &Report) -> Result<()> {
-        let text = serde_json::to_string(report)
-            .map_err(|e| Error::new(Kind::Internal, ErrorCode::InternalError, e.to_string()))?;
+        let text = serde_json::to_string(report).map_err(|e| Error::internal(e.to_string()))?;
         let status = serde_json::to_value(report.status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))

@@ -8,7 +8,9 @@
 //! Days are not lost to an outage: a day of the last [`CATCH_UP_DAYS`] that has no final report
 //! (the engine was down at `RECONCILE_AT`, or the day's run kept failing) is run at the next
 //! tick, oldest first — but never a day before the first one this deployment reconciled, whose
-//! payments were taken by whatever ran before it.
+//! payments were taken by whatever ran before it. A day that leaves that window without a final
+//! report is not dropped in silence: each instance names it once in a warning
+//! ([`DailyJob::left_behind`]), with the command that reconciles it.
 
 use std::time::Duration;
 
@@ -83,12 +85,32 @@ impl DailyJob {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The last day looked at as it left the catch-up window: each is looked at once.
+        let mut left_checked: Option<NaiveDate> = None;
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return,
                 _ = ticker.tick() => {}
             }
-            match self.tick(Utc::now()).await {
+            let now = Utc::now();
+            let leaving = left_window(now);
+            if left_checked != Some(leaving) {
+                match self.left_behind(now).await {
+                    Ok(left) => {
+                        left_checked = Some(leaving);
+                        if let Some(date) = left {
+                            tracing::warn!(
+                                bill_date = %date,
+                                "this day has no final reconciliation report and is now older than the {CATCH_UP_DAYS} days the daily run catches up: run `paystream reconcile --date {date}`"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "daily reconciliation could not look at the day leaving its window")
+                    }
+                }
+            }
+            match self.tick(now).await {
                 Ok(days) => {
                     for (date, result) in days {
                         if let Err(error) = result {
@@ -122,6 +144,19 @@ impl DailyJob {
             }
         }
         Ok(ran)
+    }
+
+    /// The day that left the catch-up window at `now` ([`left_window`]) without a final report,
+    /// if it is one this deployment reconciles (not before its first report): no tick runs it
+    /// again, so a person has to (`reconcile --date`).
+    pub async fn left_behind(&self, now: DateTime<Utc>) -> anyhow::Result<Option<NaiveDate>> {
+        let date = left_window(now);
+        let reports = self.reconciler.reports();
+        if reports.first_day().await?.is_none_or(|first| first > date) {
+            return Ok(None);
+        }
+        let done = reports.get(date).await?.is_some_and(|r| r.is_final());
+        Ok((!done).then_some(date))
     }
 
     /// Runs `date` unless it is done, held by another instance or not worth asking again yet;
@@ -166,6 +201,12 @@ impl DailyJob {
             Some(report) => !report.is_final() && now - report.ran_at >= retry_after(report.runs),
         })
     }
+}
+
+/// The day that has just left the catch-up window of [`due_days`] at `now`: the one before its
+/// earliest day, [`CATCH_UP_DAYS`] before yesterday (Beijing).
+pub fn left_window(now: DateTime<Utc>) -> NaiveDate {
+    beijing::day(now) - chrono::Days::new(1 + CATCH_UP_DAYS)
 }
 
 /// How long after a run that stored a report which is not final the day is run again: 15
@@ -220,6 +261,9 @@ mod tests {
             due_days(before, at, Some(day(16))),
             (16..=18).map(day).collect::<Vec<_>>()
         );
+        // Whatever the time of day, the day before the earliest one a week back has left.
+        assert_eq!(left_window(after), day(12));
+        assert_eq!(left_window(before), day(12));
         // Reconciled only yesterday so far (by hand, before the time): nothing is due.
         assert_eq!(due_days(before, at, Some(day(19))), vec![]);
         // The first report is of today (run by hand): yesterday is still due.

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{count, spawn_app, TestApp};
-use paystream::reconcile_job::DailyJob;
+use paystream::reconcile_job::{left_window, DailyJob, CATCH_UP_DAYS};
 use paystream_engine::beijing;
 use paystream_engine::db::Backend;
 use paystream_engine::reconciliation::{Action, LineKind, Quiet, Report, ReportStatus};
@@ -405,6 +405,41 @@ async fn days_missed_while_down_are_caught_up() {
         vec![],
         "all done"
     );
+}
+
+/// A day that leaves the catch-up window without a final report is named (the job warns that
+/// only `reconcile --date` will do it now); a day reconciled, or one before the deployment's
+/// first report, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_day_leaving_the_catch_up_window_unfinished_is_named() {
+    let app = spawn_app(Backend::Sqlite).await;
+    control(&app, "/bills/settings", json!({ "immediate": true })).await;
+    let reconciler = &app.running().reconciler;
+    let job = daily_job(&app, "only");
+    let now = chrono::Utc::now();
+    let leaving = left_window(now);
+    assert_eq!(
+        leaving,
+        beijing::day(now) - chrono::Days::new(1 + CATCH_UP_DAYS)
+    );
+    assert_eq!(
+        job.left_behind(now).await.unwrap(),
+        None,
+        "nothing reconciled yet: the deployment began after that day"
+    );
+
+    // The first report is of the day before, and that day never got one.
+    let first = reconciler
+        .run(leaving - chrono::Days::new(1), now, &Quiet)
+        .await
+        .unwrap();
+    assert!(first.is_final(), "{first:#?}");
+    assert_eq!(job.left_behind(now).await.unwrap(), Some(leaving));
+
+    // Reconciled by hand: nothing is owed.
+    let report = reconciler.run(leaving, now, &Quiet).await.unwrap();
+    assert!(report.is_final(), "{report:#?}");
+    assert_eq!(job.left_behind(now).await.unwrap(), None);
 }
 
 /// A run that could not read the bill stores no report: the instance tries that day again after

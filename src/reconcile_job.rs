@@ -9,8 +9,9 @@
 //! (the engine was down at `RECONCILE_AT`, or the day's run kept failing) is run at the next
 //! tick, oldest first — but never a day before the first one this deployment reconciled, whose
 //! payments were taken by whatever ran before it. A day that leaves that window without a final
-//! report is not dropped in silence: each instance names it once in a warning
-//! ([`DailyJob::left_behind`]), with the command that reconciles it.
+//! report is not dropped in silence: each instance names it in a warning, with the command that
+//! reconciles it, when it leaves and again at the instance's next start
+//! ([`DailyJob::left_behind`]).
 
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ const FAILED_RETRY: chrono::Duration = chrono::Duration::minutes(5);
 /// How many days back a missed day is still caught up. WeChat keeps bills for three months; a
 /// week covers an outage nobody noticed, while older days are left to `reconcile --date`.
 pub const CATCH_UP_DAYS: u64 = 7;
+
+/// How many days back WeChat Pay keeps bills: an older day cannot be reconciled any more, so a
+/// day left behind is not named beyond it.
+pub const BILLS_KEPT_DAYS: u64 = 90;
 
 /// Longer than any run: another instance takes over only from a holder that died.
 pub const LEASE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -85,29 +90,26 @@ impl DailyJob {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The last day looked at as it left the catch-up window: each is looked at once.
-        let mut left_checked: Option<NaiveDate> = None;
+        // The last day looked at as it left the catch-up window: each day is named once per
+        // run of the engine, and none is skipped (not across an outage, nor after a failed look).
+        let mut checked_through: Option<NaiveDate> = None;
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return,
                 _ = ticker.tick() => {}
             }
             let now = Utc::now();
-            let leaving = left_window(now);
-            if left_checked != Some(leaving) {
-                match self.left_behind(now).await {
-                    Ok(left) => {
-                        left_checked = Some(leaving);
-                        if let Some(date) = left {
-                            tracing::warn!(
-                                bill_date = %date,
-                                "this day has no final reconciliation report and is now older than the {CATCH_UP_DAYS} days the daily run catches up: run `paystream reconcile --date {date}`"
-                            );
-                        }
+            match self.newly_left_behind(now, &mut checked_through).await {
+                Ok(days) => {
+                    for date in days {
+                        tracing::warn!(
+                            bill_date = %date,
+                            "this day has no final reconciliation report and is older than the {CATCH_UP_DAYS} days the daily run catches up: run `paystream reconcile --date {date}`"
+                        );
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "daily reconciliation could not look at the day leaving its window")
-                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "daily reconciliation could not look for days left behind")
                 }
             }
             match self.tick(now).await {
@@ -146,17 +148,49 @@ impl DailyJob {
         Ok(ran)
     }
 
-    /// The day that left the catch-up window at `now` ([`left_window`]) without a final report,
-    /// if it is one this deployment reconciles (not before its first report): no tick runs it
-    /// again, so a person has to (`reconcile --date`).
-    pub async fn left_behind(&self, now: DateTime<Utc>) -> anyhow::Result<Option<NaiveDate>> {
-        let date = left_window(now);
-        let reports = self.reconciler.reports();
-        if reports.first_day().await?.is_none_or(|first| first > date) {
-            return Ok(None);
+    /// The days left behind ([`Self::left_behind`]) since the last look, which ended with the day
+    /// `checked_through`: none until another day leaves the window, and `checked_through` moves
+    /// on only when the look succeeded, so that no day is skipped.
+    pub async fn newly_left_behind(
+        &self,
+        now: DateTime<Utc>,
+        checked_through: &mut Option<NaiveDate>,
+    ) -> anyhow::Result<Vec<NaiveDate>> {
+        let leaving = left_window(now);
+        if *checked_through >= Some(leaving) {
+            return Ok(Vec::new());
         }
-        let done = reports.get(date).await?.is_some_and(|r| r.is_final());
-        Ok((!done).then_some(date))
+        let days = self.left_behind(now, *checked_through).await?;
+        *checked_through = Some(leaving);
+        Ok(days)
+    }
+
+    /// The days after `after` (from the first, when `None`) up to the one that left the catch-up
+    /// window at `now` ([`left_window`]) that have no final report: no tick runs them again, so a
+    /// person has to (`reconcile --date`). Days before this deployment's first report, or older
+    /// than WeChat Pay keeps bills ([`BILLS_KEPT_DAYS`]), are not owed.
+    pub async fn left_behind(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<NaiveDate>,
+    ) -> anyhow::Result<Vec<NaiveDate>> {
+        let reports = self.reconciler.reports();
+        let Some(first) = reports.first_day().await? else {
+            return Ok(Vec::new());
+        };
+        let oldest = beijing::day(now) - chrono::Days::new(BILLS_KEPT_DAYS);
+        let from = after
+            .and_then(|day| day.succ_opt())
+            .map_or(first, |next| next.max(first))
+            .max(oldest);
+        let last = left_window(now);
+        let mut left = Vec::new();
+        for date in from.iter_days().take_while(|d| *d <= last) {
+            if !reports.get(date).await?.is_some_and(|r| r.is_final()) {
+                left.push(date);
+            }
+        }
+        Ok(left)
     }
 
     /// Runs `date` unless it is done, held by another instance or not worth asking again yet;

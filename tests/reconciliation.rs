@@ -6,7 +6,7 @@
 mod common;
 
 use common::{count, spawn_app, TestApp};
-use paystream::reconcile_job::{left_window, DailyJob, CATCH_UP_DAYS};
+use paystream::reconcile_job::{left_window, DailyJob};
 use paystream_engine::beijing;
 use paystream_engine::db::Backend;
 use paystream_engine::reconciliation::{Action, LineKind, Quiet, Report, ReportStatus};
@@ -407,39 +407,85 @@ async fn days_missed_while_down_are_caught_up() {
     );
 }
 
-/// A day that leaves the catch-up window without a final report is named (the job warns that
-/// only `reconcile --date` will do it now); a day reconciled, or one before the deployment's
-/// first report, is not.
+/// Days that left the catch-up window without a final report are named (the job warns that only
+/// `reconcile --date` will do them now): a day with no report or one that is not final, from the
+/// deployment's first report on, each named once; a day reconciled is not named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_day_leaving_the_catch_up_window_unfinished_is_named() {
+async fn days_left_behind_by_the_catch_up_window_are_named() {
     let app = spawn_app(Backend::Sqlite).await;
     control(&app, "/bills/settings", json!({ "immediate": true })).await;
     let reconciler = &app.running().reconciler;
+    let reports = reconciler.reports();
     let job = daily_job(&app, "only");
     let now = chrono::Utc::now();
+    // A week before yesterday.
     let leaving = left_window(now);
+    let days = |n: u64| chrono::Days::new(n);
+    let nothing: Vec<chrono::NaiveDate> = vec![];
     assert_eq!(
-        leaving,
-        beijing::day(now) - chrono::Days::new(1 + CATCH_UP_DAYS)
-    );
-    assert_eq!(
-        job.left_behind(now).await.unwrap(),
-        None,
-        "nothing reconciled yet: the deployment began after that day"
+        job.left_behind(now, None).await.unwrap(),
+        nothing,
+        "nothing reconciled yet"
     );
 
-    // The first report is of the day before, and that day never got one.
+    // The deployment began after that day: nothing is owed.
     let first = reconciler
-        .run(leaving - chrono::Days::new(1), now, &Quiet)
+        .run(leaving + days(1), now, &Quiet)
         .await
         .unwrap();
     assert!(first.is_final(), "{first:#?}");
-    assert_eq!(job.left_behind(now).await.unwrap(), Some(leaving));
+    assert_eq!(job.left_behind(now, None).await.unwrap(), nothing);
 
-    // Reconciled by hand: nothing is owed.
-    let report = reconciler.run(leaving, now, &Quiet).await.unwrap();
-    assert!(report.is_final(), "{report:#?}");
-    assert_eq!(job.left_behind(now).await.unwrap(), None);
+    // It began four days before: two days have no report, one has a report that is not final.
+    let earlier = reconciler
+        .run(leaving - days(3), now, &Quiet)
+        .await
+        .unwrap();
+    assert!(earlier.is_final(), "{earlier:#?}");
+    let not_ready = Report {
+        date: leaving - days(1),
+        status: ReportStatus::NotReady,
+        ..earlier
+    };
+    reports.put(&not_ready).await.unwrap();
+    assert_eq!(
+        job.left_behind(now, None).await.unwrap(),
+        vec![leaving - days(2), leaving - days(1), leaving]
+    );
+    // Looked at up to the day before already: only the day leaving now.
+    assert_eq!(
+        job.left_behind(now, Some(leaving - days(1))).await.unwrap(),
+        vec![leaving]
+    );
+    assert_eq!(job.left_behind(now, Some(leaving)).await.unwrap(), nothing);
+
+    // The job's looks: each day named once, and a later day as it leaves the window.
+    let mut checked = None;
+    assert_eq!(
+        job.newly_left_behind(now, &mut checked).await.unwrap(),
+        vec![leaving - days(2), leaving - days(1), leaving]
+    );
+    assert_eq!(
+        job.newly_left_behind(now + chrono::Duration::minutes(1), &mut checked)
+            .await
+            .unwrap(),
+        nothing,
+        "named once"
+    );
+    assert_eq!(
+        job.newly_left_behind(now + chrono::Duration::days(2), &mut checked)
+            .await
+            .unwrap(),
+        vec![leaving + days(2)],
+        "two days later: the first report's day is done, the day after it is not"
+    );
+
+    // Reconciled by hand: no longer owed.
+    for date in [leaving - days(2), leaving - days(1), leaving] {
+        let report = reconciler.run(date, now, &Quiet).await.unwrap();
+        assert!(report.is_final(), "{report:#?}");
+    }
+    assert_eq!(job.left_behind(now, None).await.unwrap(), nothing);
 }
 
 /// A run that could not read the bill stores no report: the instance tries that day again after

@@ -186,6 +186,12 @@ impl DailyJob {
         let last = left_window(now);
         let mut left = Vec::new();
         for date in from.iter_days().take_while(|d| *d <= last) {
+            // The finished run first, as `run_day` looks: at a start up to three months of days
+            // are looked at, most of them finished by this job, and a key lookup each is cheaper
+            // than reading every report. A day reconciled by hand has only its report.
+            if self.runs.finished_at(&run_key(date)).await?.is_some() {
+                continue;
+            }
             if !reports.get(date).await?.is_some_and(|r| r.is_final()) {
                 left.push(date);
             }
@@ -200,7 +206,7 @@ impl DailyJob {
         date: NaiveDate,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<ReportStatus>> {
-        let key = format!("reconcile:{date}");
+        let key = run_key(date);
         // The finished run first: one key lookup per day on each tick, instead of reading the
         // day's whole report every minute.
         if self.runs.finished_at(&key).await?.is_some() || !self.wanted(date, now).await? {
@@ -235,6 +241,12 @@ impl DailyJob {
             Some(report) => !report.is_final() && now - report.ran_at >= retry_after(report.runs),
         })
     }
+}
+
+/// The `engine::runs` key of a day's run: claimed while it runs, finished once its report is
+/// final.
+fn run_key(date: NaiveDate) -> String {
+    format!("reconcile:{date}")
 }
 
 /// The day that has just left the catch-up window of [`due_days`] at `now`: the one before its

@@ -486,6 +486,18 @@ async fn days_left_behind_by_the_catch_up_window_are_named() {
         assert!(report.is_final(), "{report:#?}");
     }
     assert_eq!(job.left_behind(now, None).await.unwrap(), nothing);
+
+    // Days the job ran and finished are not named when they leave in turn.
+    let today = beijing::day(now);
+    let ran = job.tick(tomorrow_at(today, 2)).await.unwrap();
+    assert_eq!(ran.len(), 7, "{ran:?}");
+    assert_eq!(
+        job.left_behind(now + chrono::Duration::days(9), Some(leaving))
+            .await
+            .unwrap(),
+        vec![today + days(1)],
+        "only the day after today, which nobody ran"
+    );
 }
 
 /// A run that could not read the bill stores no report: the instance tries that day again after
